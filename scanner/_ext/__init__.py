@@ -1,0 +1,1 @@
+"""Compiled hot path, built from ext/*.pyx by setup.py."""

@@ -1,0 +1,2 @@
+class InputError(ValueError):
+    """Bad user input: the CLI prints the message on one line and exits with code 2."""

@@ -1,0 +1,437 @@
+"""Disposable test network built from Linux network namespaces.
+
+    scanner ns (198.19.255.1/30) <-veth-> target ns (198.19.255.2/30)
+
+The target namespace answers for the whole ``LabSpec.prefix`` (a local route on
+lo), runs real TCP/UDP services (scanner.lab_services) and shapes the other
+answers with one nftables table ``inet lab``: dead hosts, dropped and rejected
+ports, random loss.  Nothing is attached to the root namespace and the scanner
+namespace has no default route, so probes cannot leave the lab.
+
+Needs root.  Always use as a context manager (or .up()/.down() in try/finally).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+LAB_SPACE = ipaddress.ip_network("198.18.0.0/15")
+SCANNER_LINK = ("198.19.255.1", "198.19.255.2", 30)  # scanner side, target side
+THIRD_LINK = ("198.19.254.1", "198.19.254.2", 30)  # x side, scanner side
+OWNER_DIR = Path("/run/scanner-lab")  # name -> owner pid, so cleanup_stale spares live labs
+
+REJECTS = {  # LabSpec.reject_tcp value -> (nft reject clause, nmap reason)
+    "tcp-reset": ("reject with tcp reset", "reset"),
+    "port-unreachable": ("reject with icmp type port-unreachable", "port-unreach"),
+    "admin-prohibited": ("reject with icmp type admin-prohibited", "admin-prohibited"),
+    "host-unreachable": ("reject with icmp type host-unreachable", "host-unreach"),
+    "net-unreachable": ("reject with icmp type net-unreachable", "net-unreach"),
+}
+
+# Target-namespace sysctls so that a SYN/UDP sweep of a /16 is answered in full.
+# tcp_syncookies stays at its default (1): when the SYN queue overflows the
+# kernel still answers, with a cookie SYN-ACK; disabling it would make the
+# kernel silently drop SYNs instead.
+TARGET_SYSCTLS = {
+    "net.ipv4.tcp_max_syn_backlog": 65536,
+    "net.core.somaxconn": 65535,
+    "net.ipv4.icmp_ratelimit": 0,  # rejects / port-unreachables for every probe
+    "net.ipv4.icmp_msgs_per_sec": 100_000_000,
+    "net.ipv4.icmp_msgs_burst": 100_000_000,
+    # ARP requests from the target otherwise name the probed address (198.18.x.y)
+    # as sender; use the link address instead.
+    "net.ipv4.conf.all.arp_announce": 2,
+}
+COMMON_SYSCTLS = {
+    # Forged packets from the third-party ns carry prefix sources on another link.
+    "net.ipv4.conf.all.rp_filter": 0,
+    "net.ipv4.conf.default.rp_filter": 0,
+    # No IPv6 chatter (RS/DAD/MLD) in captures.
+    "net.ipv6.conf.all.disable_ipv6": 1,
+    "net.ipv6.conf.default.disable_ipv6": 1,
+    "net.ipv4.ip_forward": 0,  # the scanner ns must never relay between x and target
+}
+
+
+def _sh(argv: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    p = subprocess.run(argv, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
+    return p
+
+
+def _nsexec(ns: str, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def _sysctl(ns: str, values: dict[str, int]) -> None:
+    # -e: keys missing on this kernel are not fatal.
+    _sh(_nsexec(ns, ["sysctl", "-e", "-q", "-w", *(f"{k}={v}" for k, v in values.items())]), check=False)
+
+
+# Runs inside a namespace: ETHTOOL_STXCSUM off (no ethtool binary needed).  veth
+# otherwise hands CHECKSUM_PARTIAL skbs across, so AF_PACKET sockets on the other
+# side see SYN-ACKs/UDP replies with unfinished (wrong) TCP/UDP checksums.
+_TX_CSUM_OFF = """
+import fcntl, socket, struct, sys, array
+SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
+s = socket.socket()
+for name in sys.argv[1:]:
+    val = array.array("I", [ETHTOOL_STXCSUM, 0])
+    ifr = struct.pack("16sP", name.encode(), val.buffer_info()[0])
+    fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+"""
+
+
+def _tx_csum_off(ns: str, *ifnames: str) -> None:
+    _sh(_nsexec(ns, [sys.executable, "-c", _TX_CSUM_OFF, *ifnames]))
+
+
+def _mac(ns: str, ifname: str) -> str:
+    out = _sh(["ip", "-n", ns, "-j", "link", "show", "dev", ifname]).stdout
+    return json.loads(out)[0]["address"]
+
+
+def _kill_ns_procs(ns: str, timeout: float = 2.0) -> None:
+    def pids() -> list[int]:
+        p = _sh(["ip", "netns", "pids", ns], check=False)
+        return [int(x) for x in p.stdout.split()] if p.returncode == 0 else []
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        todo = [p for p in pids() if p != os.getpid()]
+        if not todo:
+            return
+        for pid in todo:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pids():
+            time.sleep(0.02)
+
+
+def _delete_ns(ns: str) -> None:
+    _kill_ns_procs(ns)
+    _sh(["ip", "netns", "del", ns], check=False)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_stale(prefix: str = "scl") -> list[str]:
+    """Delete namespaces ``<prefix>XXXXXX-{s,t,x}`` left by crashed runs.
+
+    A lab whose owner process is still alive is left alone (parallel test runs).
+    Returns the deleted namespace names.
+    """
+    pat = re.compile(rf"^({re.escape(prefix)}[0-9a-f]{{6}})-[stx]$")
+    listed = _sh(["ip", "-j", "netns", "list"], check=False).stdout.strip()
+    names = [n["name"] for n in json.loads(listed)] if listed else []
+    removed = []
+    for ns in names:
+        m = pat.match(ns)
+        if not m:
+            continue
+        owner = OWNER_DIR / m.group(1)
+        try:
+            if _pid_alive(int(owner.read_text())):
+                continue
+        except (OSError, ValueError):
+            pass  # no owner record: a crash before/after it was written
+        _delete_ns(ns)
+        removed.append(ns)
+    for owner in OWNER_DIR.glob(f"{prefix}*") if OWNER_DIR.is_dir() else ():
+        if not any(n.startswith(owner.name + "-") for n in names if n not in removed):
+            owner.unlink(missing_ok=True)
+    return removed
+
+
+@dataclass
+class LabSpec:
+    prefix: str = "198.18.0.0/20"
+    open_tcp: tuple[int, ...] = (22, 80, 443)
+    open_udp: tuple[int, ...] = (53,)
+    drop_tcp: tuple[int, ...] = (8080,)
+    reject_tcp: dict[int, str] = field(default_factory=lambda: {8443: "admin-prohibited"})
+    drop_udp: tuple[int, ...] = ()
+    live_every: int = 1
+    loss_percent: int = 0
+    ingress_drop_all: bool = False
+
+    def __post_init__(self) -> None:
+        net = ipaddress.ip_network(self.prefix, strict=True)
+        if net.version != 4 or not net.subnet_of(LAB_SPACE):
+            raise ValueError(f"lab prefix {self.prefix} must lie inside {LAB_SPACE}")
+        for link in (SCANNER_LINK, THIRD_LINK):
+            if net.overlaps(ipaddress.ip_network(f"{link[0]}/{link[2]}", strict=False)):
+                raise ValueError(f"lab prefix {self.prefix} overlaps the lab links (198.19.254.0/23)")
+        le = self.live_every
+        if le < 1 or le & (le - 1):
+            raise ValueError(f"live_every must be a power of two, not {le}")
+        if not 0 <= self.loss_percent <= 100:
+            raise ValueError("loss_percent must be in 0..100")
+        for port, how in self.reject_tcp.items():
+            if how not in REJECTS:
+                raise ValueError(f"reject_tcp[{port}]={how!r}: expected one of {sorted(REJECTS)}")
+        for p in (*self.open_tcp, *self.open_udp, *self.drop_tcp, *self.drop_udp, *self.reject_tcp):
+            if not 0 < p < 65536:
+                raise ValueError(f"bad port {p}")
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.ip_network(self.prefix)
+
+
+@dataclass
+class Host:
+    """A namespace hanging off the scanner namespace (see Lab.third_party)."""
+    ns: str
+    ifname: str
+    addr: str
+    mac: str = ""
+    peer_ifname: str = ""  # its veth peer, inside the scanner namespace
+    peer_addr: str = ""
+    peer_mac: str = ""
+
+    def run(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(_nsexec(self.ns, list(argv)), **kw)
+
+    def popen(self, argv: list[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(_nsexec(self.ns, list(argv)), **kw)
+
+
+class Lab:
+    scanner_addr = SCANNER_LINK[0]
+    target_link_addr = SCANNER_LINK[1]
+
+    def __init__(self, spec: LabSpec | None = None):
+        self.spec = spec or LabSpec()
+        self.name = "scl" + secrets.token_hex(3)
+        self.scanner_ns = f"{self.name}-s"
+        self.target_ns = f"{self.name}-t"
+        self.scanner_if = f"{self.name}s"  # 10 chars, under IFNAMSIZ
+        self.target_if = f"{self.name}t"
+        self.scanner_mac = ""
+        self.target_mac = ""
+        self._third: Host | None = None
+        self._services: subprocess.Popen | None = None
+        self._is_up = False
+
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self) -> "Lab":
+        return self.up()
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self) -> "Lab":
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        self._is_up = True
+        return self
+
+    def down(self) -> None:
+        if self._services is not None:
+            self._services.terminate()
+            try:
+                self._services.wait(2)
+            except subprocess.TimeoutExpired:
+                self._services.kill()
+                self._services.wait()
+            if self._services.stdout:
+                self._services.stdout.close()
+            self._services = None
+        for ns in (f"{self.name}-x", self.target_ns, self.scanner_ns):
+            if Path("/run/netns", ns).exists():
+                _delete_ns(ns)
+        (OWNER_DIR / self.name).unlink(missing_ok=True)
+        self._third = None
+        self._is_up = False
+
+    def _build(self) -> None:
+        s, t, spec = self.scanner_ns, self.target_ns, self.spec
+        OWNER_DIR.mkdir(parents=True, exist_ok=True)
+        (OWNER_DIR / self.name).write_text(str(os.getpid()))  # before any ns exists
+        for ns in (s, t):
+            _sh(["ip", "netns", "add", ns])
+            _sysctl(ns, COMMON_SYSCTLS)
+            _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+        _sysctl(t, TARGET_SYSCTLS)
+
+        # Created inside the scanner ns, so the root namespace never sees it.
+        _sh(["ip", "-n", s, "link", "add", self.scanner_if, "txqueuelen", "10000", "type", "veth",
+             "peer", "name", self.target_if, "netns", t, "txqueuelen", "10000"])
+        a_s, a_t, plen = SCANNER_LINK
+        _sh(["ip", "-n", s, "addr", "add", f"{a_s}/{plen}", "dev", self.scanner_if])
+        _sh(["ip", "-n", t, "addr", "add", f"{a_t}/{plen}", "dev", self.target_if])
+        _sh(["ip", "-n", s, "link", "set", self.scanner_if, "up"])
+        _sh(["ip", "-n", t, "link", "set", self.target_if, "up"])
+        _sysctl(s, {f"net.ipv4.conf.{self.scanner_if}.rp_filter": 0})
+        _sysctl(t, {f"net.ipv4.conf.{self.target_if}.rp_filter": 0})
+        _tx_csum_off(s, self.scanner_if)
+        _tx_csum_off(t, self.target_if)
+        # The only non-connected route in the lab: the prefix, via the target.
+        _sh(["ip", "-n", s, "route", "add", spec.prefix, "via", a_t, "dev", self.scanner_if])
+        _sh(["ip", "-n", t, "route", "add", "local", spec.prefix, "dev", "lo"])
+        self.scanner_mac = _mac(s, self.scanner_if)
+        self.target_mac = _mac(t, self.target_if)
+
+        _sh(_nsexec(t, ["nft", "-f", "-"]), input=self.nft_ruleset())
+        self._start_services()
+
+    def _start_services(self) -> None:
+        spec = self.spec
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = [sys.executable, "-m", "scanner.lab_services",
+                "--tcp", ",".join(map(str, spec.open_tcp)), "--udp", ",".join(map(str, spec.open_udp))]
+        self._services = p = subprocess.Popen(
+            _nsexec(self.target_ns, argv), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, env=env)
+        ready, _, _ = select.select([p.stdout], [], [], 15.0)
+        line = p.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            raise RuntimeError(f"lab services did not start (exit code {p.poll()}, said {line!r})")
+
+    def nft_ruleset(self) -> str:
+        """The target namespace's nftables table (applied with nft -f)."""
+        spec, tif = self.spec, self.target_if
+        net = spec.network
+        dst = f"ip daddr {net}"
+        lines = ["table inet lab {", "  counter rx { }"]
+        # inet ingress sees IPv4/IPv6 only: ARP still gets through, so the
+        # scanner can resolve the target's MAC even with ingress_drop_all.
+        lines += ["  chain ingress {",
+                  f'    type filter hook ingress device "{tif}" priority -500; policy accept;',
+                  '    counter name "rx"']
+        if spec.ingress_drop_all:
+            lines.append("    drop")
+        if spec.loss_percent:
+            lines.append(f"    numgen random mod 100 < {spec.loss_percent} drop")
+        lines.append("  }")
+
+        lines += ["  chain input {", "    type filter hook input priority 0; policy accept;"]
+        if spec.live_every > 1:
+            # Live iff (addr - base) % live_every == 0; with a power of two that
+            # is addr & (live_every-1) == base & (live_every-1).
+            m = spec.live_every - 1
+            mask = ipaddress.IPv4Address(m)
+            want = ipaddress.IPv4Address(int(net.network_address) & m)
+            lines.append(f'    iifname "{tif}" {dst} ip daddr & {mask} != {want} drop')
+        if spec.drop_tcp:
+            lines.append(f'    iifname "{tif}" {dst} tcp dport {{ {", ".join(map(str, spec.drop_tcp))} }} drop')
+        if spec.drop_udp:
+            lines.append(f'    iifname "{tif}" {dst} udp dport {{ {", ".join(map(str, spec.drop_udp))} }} drop')
+        for port, how in sorted(spec.reject_tcp.items()):
+            lines.append(f'    iifname "{tif}" {dst} tcp dport {port} {REJECTS[how][0]}')
+        lines.append("  }")
+
+        if spec.loss_percent:
+            # Loss on the way back too (answers, RSTs, ICMP errors).
+            lines += ["  chain egress {", "    type filter hook postrouting priority 0; policy accept;",
+                      f'    oifname "{tif}" numgen random mod 100 < {spec.loss_percent} drop', "  }"]
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    # -- running things ---------------------------------------------------
+    def run(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(_nsexec(self.scanner_ns, list(argv)), **kw)
+
+    def popen(self, argv: list[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(_nsexec(self.scanner_ns, list(argv)), **kw)
+
+    def run_target(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(_nsexec(self.target_ns, list(argv)), **kw)
+
+    def third_party(self) -> Host:
+        """Namespace ``<name>-x`` linked to the scanner ns only, for forging packets."""
+        if self._third is not None:
+            return self._third
+        x, s = f"{self.name}-x", self.scanner_ns
+        xif, yif = f"{self.name}x", f"{self.name}y"
+        a_x, a_s, plen = THIRD_LINK
+        _sh(["ip", "netns", "add", x])
+        _sysctl(x, COMMON_SYSCTLS)
+        _sh(["ip", "-n", x, "link", "set", "lo", "up"])
+        _sh(["ip", "-n", s, "link", "add", yif, "type", "veth", "peer", "name", xif, "netns", x])
+        _sh(["ip", "-n", x, "addr", "add", f"{a_x}/{plen}", "dev", xif])
+        _sh(["ip", "-n", s, "addr", "add", f"{a_s}/{plen}", "dev", yif])
+        _sh(["ip", "-n", x, "link", "set", xif, "up"])
+        _sh(["ip", "-n", s, "link", "set", yif, "up"])
+        _sysctl(s, {f"net.ipv4.conf.{yif}.rp_filter": 0})
+        _tx_csum_off(x, xif)
+        _tx_csum_off(s, yif)
+        # Lets L3 sends from x reach the scanner's main address (and nothing else).
+        _sh(["ip", "-n", x, "route", "add", f"{self.scanner_addr}/32", "via", a_s, "dev", xif])
+        self._third = Host(ns=x, ifname=xif, addr=a_x, mac=_mac(x, xif),
+                           peer_ifname=yif, peer_addr=a_s, peer_mac=_mac(s, yif))
+        return self._third
+
+    # -- what a scan should find -------------------------------------------
+    def _is_live(self, index: int) -> bool:
+        return index % self.spec.live_every == 0
+
+    def live_hosts(self) -> list[str]:
+        net = self.spec.network
+        base = int(net.network_address)
+        return [str(ipaddress.IPv4Address(base + i))
+                for i in range(0, net.num_addresses, self.spec.live_every)]
+
+    def tcp_state(self, port: int, live: bool = True) -> tuple[str, str]:
+        """(state, reason) nmap reports for a SYN probe to `port` of a host."""
+        spec = self.spec
+        if not live or port in spec.drop_tcp:  # nft rule order: dead host, drop, reject
+            return ("filtered", "no-response")
+        if port in spec.reject_tcp:
+            reason = REJECTS[spec.reject_tcp[port]][1]
+            return ("closed", "reset") if reason == "reset" else ("filtered", reason)
+        if port in spec.open_tcp:
+            return ("open", "syn-ack")
+        return ("closed", "reset")
+
+    def expected(self, ports: Iterable[int]) -> dict[tuple[str, int], tuple[str, str]]:
+        ports = list(ports)
+        net = self.spec.network
+        base = int(net.network_address)
+        per_live = {p: self.tcp_state(p, True) for p in ports}
+        dead = ("filtered", "no-response")
+        out: dict[tuple[str, int], tuple[str, str]] = {}
+        for i in range(net.num_addresses):
+            ip = str(ipaddress.IPv4Address(base + i))
+            live = self._is_live(i)
+            for p in ports:
+                out[(ip, p)] = per_live[p] if live else dead
+        return out
+
+    def target_counter(self) -> int:
+        """Packets that arrived on the target's veth (IPv4/IPv6, before any drop)."""
+        out = _sh(_nsexec(self.target_ns, ["nft", "-j", "list", "counter", "inet", "lab", "rx"])).stdout
+        for item in json.loads(out)["nftables"]:
+            if "counter" in item:
+                return int(item["counter"]["packets"])
+        raise RuntimeError("nft counter rx not found")

@@ -1,0 +1,230 @@
+"""IPv4 target parsing into merged integer intervals.
+
+Targets are never expanded into address lists: a /8 is one (start, end) pair.
+Intervals are inclusive (start, end) tuples of ints; the number of intervals is
+small, so the arithmetic is plain Python and numpy is only used for the final
+arrays the hot path consumes.
+"""
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import re
+import socket
+import sys
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError
+
+Interval = Tuple[int, int]
+
+_MAX = 0xFFFFFFFF
+# Hostname labels per RFC 1123; checked before resolving so junk never hits DNS.
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_NUMERIC = re.compile(r"^[0-9.]+$")
+
+
+def ip_to_int(addr: str) -> int:
+    try:
+        return int(ipaddress.IPv4Address(addr.strip()))
+    except (ipaddress.AddressValueError, ValueError):
+        raise InputError(f"bad IPv4 address '{addr}'") from None
+
+
+def int_to_ip(value: int) -> str:
+    return str(ipaddress.IPv4Address(int(value)))
+
+
+def _ipv4(text: str) -> Optional[int]:
+    """The address as int, or None if text is not a dotted-quad IPv4 literal."""
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except ValueError:
+        return None
+
+
+def _looks_like_hostname(text: str) -> bool:
+    # All-numeric specs (e.g. 300.1.1.1) are bad addresses, not names to look up.
+    if not text or len(text) > 253 or _NUMERIC.match(text):
+        return False
+    return all(_LABEL.match(label) for label in text.rstrip(".").split("."))
+
+
+def _resolve(host: str, spec: str, what: str) -> List[int]:
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise InputError(f"bad {what} '{spec}': cannot resolve hostname '{host}' ({reason})") from None
+    addrs = sorted({int(ipaddress.IPv4Address(info[4][0])) for info in infos})
+    if not addrs:
+        raise InputError(f"bad {what} '{spec}': hostname '{host}' has no IPv4 address")
+    return addrs
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_network(text, strict=False).version == 6
+    except ValueError:
+        return False
+
+
+def parse_target(spec: str, what: str = "target") -> List[Interval]:
+    """Parse one target spec into sorted, merged inclusive (start, end) int intervals.
+
+    Accepts an address, CIDR (host bits are masked off, like nmap), a dash range
+    (a.b.c.d-e.f.g.h or nmap's short a.b.c.d-N last-octet form) or a hostname
+    (all A records, optionally with /prefix). `what` only names the spec in errors.
+    """
+    s = spec.strip()
+    bad = f"bad {what} '{spec}'"
+    if not s:
+        raise InputError(f"bad {what} '{spec}': empty")
+    if ":" in s:
+        if _is_ipv6(s):
+            raise InputError(f"IPv6 {what} '{spec}' is not supported yet")
+        raise InputError(f"{bad}: not an IPv4 address, CIDR, range or resolvable hostname")
+
+    addr = _ipv4(s)
+    if addr is not None:
+        return [(addr, addr)]
+
+    if "/" in s:
+        host, _, prefix = s.partition("/")
+        if not re.fullmatch(r"[0-9]{1,2}", prefix) or int(prefix) > 32:
+            raise InputError(f"{bad}: CIDR prefix '/{prefix}' must be 0-32")
+        bits = int(prefix)
+        base = _ipv4(host)
+        if base is not None:
+            bases = [base]
+        elif _looks_like_hostname(host):
+            bases = _resolve(host, spec, what)
+        else:
+            raise InputError(f"{bad}: '{host}' is not an IPv4 address or hostname")
+        mask = (_MAX << (32 - bits)) & _MAX
+        return _merge((b & mask, (b & mask) | (~mask & _MAX)) for b in bases)
+
+    if "-" in s:
+        left, _, right = s.partition("-")
+        start = _ipv4(left)
+        # Hostnames may contain '-', so a non-address left side falls through to DNS.
+        if start is not None:
+            if re.fullmatch(r"[0-9]{1,3}", right):
+                last = int(right)
+                if last > 255:
+                    raise InputError(f"{bad}: last octet {last} is out of range 0-255")
+                end = (start & 0xFFFFFF00) | last
+            else:
+                end = _ipv4(right)
+                if end is None:
+                    raise InputError(f"{bad}: range end '{right}' is not an IPv4 address or octet")
+            if end < start:
+                raise InputError(f"{bad}: range end is before its start")
+            return [(start, end)]
+
+    if _looks_like_hostname(s):
+        return [(a, a) for a in _resolve(s, spec, what)]
+    raise InputError(f"{bad}: not an IPv4 address, CIDR, range or resolvable hostname")
+
+
+def read_target_file(path: str) -> List[str]:
+    """Specs from a file: whitespace/newline separated, '#' starts a comment. '-' is stdin."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as e:
+        raise InputError(f"cannot read target file '{path}': {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read target file '{path}': not a text file") from None
+    specs: List[str] = []
+    for line in text.splitlines():
+        specs.extend(line.split("#", 1)[0].split())
+    return specs
+
+
+def _merge(intervals: Iterable[Interval]) -> List[Interval]:
+    """Sort and merge overlapping or adjacent intervals."""
+    out: List[Interval] = []
+    for start, end in sorted(intervals):
+        if out and start <= out[-1][1] + 1:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def _subtract(keep: List[Interval], drop: List[Interval]) -> List[Interval]:
+    """keep minus drop; both must be merged and sorted."""
+    out: List[Interval] = []
+    j = 0
+    for start, end in keep:
+        # Skip excludes wholly before this interval; they can't touch later ones either.
+        while j < len(drop) and drop[j][1] < start:
+            j += 1
+        k = j
+        while k < len(drop) and drop[k][0] <= end:
+            ds, de = drop[k]
+            if ds > start:
+                out.append((start, ds - 1))
+            start = de + 1
+            if start > end:
+                break
+            k += 1
+        if start <= end:
+            out.append((start, end))
+    return out
+
+
+def _split_specs(items: Iterable[str]) -> List[str]:
+    # Commas are accepted as separators too (nmap's --exclude a,b,c).
+    return [p for item in items for p in re.split(r"[,\s]+", item) if p]
+
+
+class TargetSet:
+    """Sorted, merged, non-overlapping inclusive IPv4 intervals."""
+
+    def __init__(self, intervals: Iterable[Interval]):
+        self._ranges = _merge(intervals)
+        self._starts_list = [s for s, _ in self._ranges]
+        self.starts = np.array(self._starts_list, dtype=np.uint32)
+        self.ends = np.array([e for _, e in self._ranges], dtype=np.uint32)
+        self.count = sum(e - s + 1 for s, e in self._ranges)
+
+    @classmethod
+    def from_specs(cls, targets: Sequence[str], exclude: Sequence[str] = (),
+                   input_file: Optional[str] = None,
+                   exclude_file: Optional[str] = None) -> "TargetSet":
+        specs = _split_specs(targets)
+        if input_file is not None:
+            specs += read_target_file(input_file)
+        if not specs:
+            raise InputError("no targets given")
+        excl = _split_specs(exclude)
+        if exclude_file is not None:
+            excl += read_target_file(exclude_file)
+
+        keep = _merge(iv for s in specs for iv in parse_target(s))
+        drop = _merge(iv for s in excl for iv in parse_target(s, what="exclude"))
+        left = _subtract(keep, drop)
+        if not left:
+            raise InputError("no targets left after excludes")
+        return cls(left)
+
+    def ranges(self) -> List[Interval]:
+        return list(self._ranges)
+
+    def __contains__(self, addr: Union[int, str]) -> bool:
+        value = ip_to_int(addr) if isinstance(addr, str) else int(addr)
+        i = bisect.bisect_right(self._starts_list, value) - 1
+        return i >= 0 and value <= self._ranges[i][1]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{int_to_ip(s)}-{int_to_ip(e)}" for s, e in self._ranges[:3])
+        more = ", ..." if len(self._ranges) > 3 else ""
+        return f"TargetSet({self.count} addresses in {len(self._ranges)} ranges: {shown}{more})"

@@ -1,0 +1,156 @@
+"""The lab itself: namespaces, services, nftables shaping, teardown (needs root)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from scanner.lab import Lab, LabSpec, cleanup_stale
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not (shutil.which("ip") and shutil.which("nft")), reason="needs iproute2 and nft"),
+]
+
+SPEC = dict(prefix="198.18.0.0/28", live_every=2, drop_tcp=(8080,),
+            reject_tcp={8443: "admin-prohibited", 8444: "tcp-reset"})
+
+# Runs inside the scanner namespace; prints one JSON result.
+PROBE = textwrap.dedent("""
+    import json, socket, sys
+    kind, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if kind == "tcp":
+        s = socket.socket(); s.settimeout(0.4)
+        try:
+            s.connect((ip, port)); r = "open"
+        except ConnectionRefusedError: r = "refused"
+        except socket.timeout: r = "timeout"
+        except OSError as e: r = "oserror:%d" % e.errno
+        print(json.dumps(r))
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+        s.sendto(b"ping", (ip, port))
+        try:
+            data, peer = s.recvfrom(100); print(json.dumps([data.decode(), peer[0], peer[1]]))
+        except socket.timeout: print(json.dumps("timeout"))
+""")
+
+
+def ns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with Lab(LabSpec(**SPEC)) as lab:
+        yield lab
+
+
+def probe(lab: Lab, kind: str, ip: str, port: int):
+    r = lab.run([sys.executable, "-c", PROBE, kind, ip, str(port)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_names(lab):
+    assert lab.scanner_ns == f"{lab.name}-s" and lab.target_ns == f"{lab.name}-t"
+    assert ns_exists(lab.scanner_ns) and ns_exists(lab.target_ns)
+    assert len(lab.scanner_if) <= 15 and len(lab.target_if) <= 15
+    assert lab.scanner_mac.count(":") == 5 and lab.scanner_mac != lab.target_mac
+
+
+def test_open_port_of_live_host(lab):
+    assert probe(lab, "tcp", "198.18.0.2", 22) == "open"
+    assert probe(lab, "tcp", "198.18.0.0", 443) == "open"  # index 0 (the "network" address) is a host too
+
+
+def test_closed_port_refused(lab):
+    assert probe(lab, "tcp", "198.18.0.4", 23) == "refused"
+    assert probe(lab, "tcp", "198.18.0.4", 8444) == "refused"  # nft reject with tcp reset
+
+
+def test_dropped_port_times_out(lab):
+    assert probe(lab, "tcp", "198.18.0.2", 8080) == "timeout"
+
+
+def test_rejected_port_admin_prohibited(lab):
+    assert probe(lab, "tcp", "198.18.0.2", 8443) == "oserror:113"  # EHOSTUNREACH from the ICMP error
+
+
+def test_udp_reply_from_probed_address(lab):
+    assert probe(lab, "udp", "198.18.0.6", 53) == ["scanner-lab\n", "198.18.0.6", 53]
+
+
+def test_dead_host_times_out(lab):
+    assert probe(lab, "tcp", "198.18.0.3", 22) == "timeout"
+
+
+def test_no_default_route(lab):
+    routes = lab.run(["ip", "route", "show", "table", "all"], capture_output=True, text=True, check=True).stdout
+    assert "default" not in routes
+    main = lab.run(["ip", "route"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert sorted(l.split()[0] for l in main) == ["198.18.0.0/28", "198.19.255.0/30"]
+
+
+def test_expected(lab):
+    exp = lab.expected([22, 23, 8080, 8443, 8444])
+    assert len(exp) == 16 * 5
+    assert exp[("198.18.0.2", 22)] == ("open", "syn-ack")
+    assert exp[("198.18.0.2", 23)] == ("closed", "reset")
+    assert exp[("198.18.0.2", 8080)] == ("filtered", "no-response")
+    assert exp[("198.18.0.2", 8443)] == ("filtered", "admin-prohibited")
+    assert exp[("198.18.0.2", 8444)] == ("closed", "reset")
+    assert exp[("198.18.0.3", 22)] == ("filtered", "no-response")
+    assert lab.live_hosts() == [f"198.18.0.{i}" for i in range(0, 16, 2)]
+
+
+def test_target_counter_counts(lab):
+    before = lab.target_counter()
+    probe(lab, "tcp", "198.18.0.2", 22)
+    assert lab.target_counter() > before
+
+
+def test_third_party(lab):
+    x = lab.third_party()
+    assert x is lab.third_party() and x.ns == f"{lab.name}-x" and x.addr == "198.19.254.1"
+    r = x.run([sys.executable, "-c", "import socket; s=socket.socket(); s.settimeout(1); "
+               "print(s.connect_ex(('198.19.255.1', 9)))"], capture_output=True, text=True)
+    assert r.stdout.strip() == "111"  # reaches the scanner ns (RST from its closed port)
+    r = x.run(["ip", "route"], capture_output=True, text=True)
+    assert "default" not in r.stdout and "198.18." not in r.stdout
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError):
+        LabSpec(prefix="10.0.0.0/24")
+    with pytest.raises(ValueError):
+        LabSpec(prefix="198.20.0.0/24")
+    with pytest.raises(ValueError):
+        LabSpec(live_every=3)
+    with pytest.raises(ValueError):
+        LabSpec(reject_tcp={1: "bogus"})
+
+
+def test_teardown_on_exception():
+    lab = Lab(LabSpec(prefix="198.18.1.0/30", open_udp=()))
+    with pytest.raises(RuntimeError, match="boom"):
+        with lab:
+            lab.third_party()
+            assert ns_exists(lab.target_ns)
+            raise RuntimeError("boom")
+    for ns in (lab.scanner_ns, lab.target_ns, f"{lab.name}-x"):
+        assert not ns_exists(ns)
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.name not in names
+
+
+def test_cleanup_stale_spares_live_labs(lab):
+    assert lab.scanner_ns not in cleanup_stale()
+    assert ns_exists(lab.scanner_ns)
