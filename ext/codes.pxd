@@ -32,3 +32,4 @@ cdef enum:
     RS_NET_PROHIBITED = 8
     RS_HOST_PROHIBITED = 9
     RS_ADMIN_PROHIBITED = 10
+    RS_CONN_REFUSED = 11     # connect scan: the kernel saw a RST

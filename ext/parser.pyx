@@ -33,7 +33,7 @@ REASONS = {"syn-ack": RS_SYN_ACK, "reset": RS_RESET, "no-response": RS_NO_RESPON
            "net-unreach": RS_NET_UNREACH, "host-unreach": RS_HOST_UNREACH,
            "proto-unreach": RS_PROTO_UNREACH, "port-unreach": RS_PORT_UNREACH,
            "net-prohibited": RS_NET_PROHIBITED, "host-prohibited": RS_HOST_PROHIBITED,
-           "admin-prohibited": RS_ADMIN_PROHIBITED}
+           "admin-prohibited": RS_ADMIN_PROHIBITED, "conn-refused": RS_CONN_REFUSED}
 REPLY_KINDS = {"syn-ack": RK_SYN_ACK, "reset": RK_RESET, "reset-window": RK_RESET_WINDOW,
                "icmp-unreach": RK_ICMP_UNREACH, "no-response": RK_NO_RESPONSE}
 N_REPLY_KINDS = RK_COUNT

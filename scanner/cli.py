@@ -47,7 +47,10 @@ def scan(
     input_file: Optional[str] = typer.Option(None, "-iL", help="Read targets from a file (- for stdin)."),
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Targets to skip (comma-separated)."),
     exclude_file: Optional[str] = typer.Option(None, "--excludefile", help="Targets to skip, from a file."),
-    syn: bool = typer.Option(False, "-sS", help="SYN (half-open) scan, the default."),
+    syn: bool = typer.Option(False, "-sS", help="SYN (half-open) scan, the default as root."),
+    connect: bool = typer.Option(False, "-sT", help="TCP connect scan, the default without root."),
+    max_parallelism: Optional[int] = typer.Option(None, "--max-parallelism",
+                                                  help="Connections open at once (-sT)."),
     rate: float = typer.Option(10000.0, "--rate", help="Packets per second (0: as fast as possible)."),
     retries: int = typer.Option(1, "--retries", help="Resends of probes still unanswered."),
     wait: float = typer.Option(2.0, "--wait", help="Seconds to wait for late replies."),
@@ -60,7 +63,7 @@ def scan(
     reason: bool = typer.Option(False, "--reason", help="Show why each port has its state."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No summary on stderr."),
 ):
-    """Scan TARGETS for open TCP ports (SYN scan)."""
+    """Scan TARGETS for open TCP ports (SYN scan as root, TCP connect scan otherwise)."""
     from .engine import ScanConfig
     from .ports import parse_ports
     from .space import ScanSpace
@@ -78,12 +81,21 @@ def scan(
     if dry:
         dry_run(space, config.seed, config.shard)
         return
-    if os.geteuid() != 0:
-        raise InputError("the SYN scan (-sS) sends raw packets and needs root: run scanner as root")
-    run_scan(config, json_out, show_all, reason, quiet)
+    if syn and connect:
+        raise InputError("choose one TCP scan technique: -sS or -sT")
+    if not connect and os.geteuid() != 0:
+        if syn:
+            raise InputError("the SYN scan (-sS) sends raw packets and needs root: run as root, or use -sT")
+        connect = True
+        if not quiet:
+            print("scanner: not running as root: using the TCP connect scan (-sT)", file=sys.stderr)
+    if max_parallelism is not None and max_parallelism < 1:
+        raise InputError("--max-parallelism must be at least 1")
+    run_scan(config, json_out, show_all, reason, quiet, connect, max_parallelism)
 
 
-def run_scan(config, json_out, show_all, reason, quiet) -> None:
+def run_scan(config, json_out, show_all, reason, quiet, connect=False, max_parallelism=None) -> None:
+    from .connect import ConnectScan
     from .engine import Scan, install_interrupt_handler
     from .output import HostTable, NdjsonWriter, OpenPortLines
 
@@ -94,7 +106,7 @@ def run_scan(config, json_out, show_all, reason, quiet) -> None:
     if not to_stdout:
         small = config.space.n_hosts <= TABLE_UP_TO_HOSTS
         writers.append(HostTable(show_all=show_all, reason=reason) if small else OpenPortLines(show_all=show_all))
-    scan = Scan(config)
+    scan = ConnectScan(config, max_parallelism) if connect else Scan(config)
     install_interrupt_handler(scan)
 
     def sink(rows):
@@ -106,13 +118,19 @@ def run_scan(config, json_out, show_all, reason, quiet) -> None:
         for w in writers:
             w.close()
     if not quiet:
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
-        pps = summary.sent / summary.elapsed if summary.elapsed else 0
-        note = " (interrupted)" if summary.interrupted else ""
-        print(f"scanner: {config.space.n_hosts} hosts x {len(config.space.ports)} ports{note}: {counts or 'no results'}; "
-              f"{summary.sent} packets sent in {summary.elapsed:.2f}s ({pps:,.0f}/s); "
-              f"{summary.bad_cookie} replies failed the cookie check; {summary.pcap_dropped} dropped by capture",
-              file=sys.stderr)
+        print(summary_line(config, summary), file=sys.stderr)
+
+
+def summary_line(config, summary) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
+    pps = summary.sent / summary.elapsed if summary.elapsed else 0
+    line = (f"scanner: {config.space.n_hosts} hosts x {len(config.space.ports)} ports"
+            f"{' (interrupted)' if summary.interrupted else ''}: {counts or 'no results'}; "
+            f"{summary.sent} probes sent in {summary.elapsed:.2f}s ({pps:,.0f}/s)")
+    if summary.pcap_dropped is not None:
+        line += (f"; {summary.bad_cookie} replies failed the cookie check;"
+                 f" {summary.pcap_dropped} dropped by capture")
+    return line
 
 
 @lab_app.command(context_settings={"help_option_names": ["-h", "--help"]})

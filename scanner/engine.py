@@ -22,7 +22,7 @@ from ._ext.sender import ProbeSender
 from .capture import Capture
 from .errors import InputError
 from .space import ScanSpace
-from .states import REASONS, RESULT_DTYPE, STATES
+from .states import REASONS, RESULT_DTYPE, STATE_NAMES, STATES
 from .techniques import SYN_SCAN, TcpTechnique
 
 # Past this many probes the bitmap of answered probes (one bit each) would not fit comfortably.
@@ -50,6 +50,10 @@ class ScanConfig:
             raise InputError(f"{self.space.size} probes in one scan is too many (at most {MAX_SPACE}); "
                              "split the targets into several scans")
 
+    def lists_unanswered(self, probes: int) -> bool:
+        """Whether probes without a reply are reported one by one, or only counted."""
+        return probes <= LIST_UNANSWERED_UP_TO if self.list_unanswered is None else self.list_unanswered
+
 
 @dataclass
 class ScanSummary:
@@ -58,8 +62,8 @@ class ScanSummary:
     replies: int = 0                # genuine first replies
     duplicates: int = 0
     bad_cookie: int = 0
-    pcap_received: int = 0
-    pcap_dropped: int = 0
+    pcap_received: int | None = None   # None: no capture (connect scan)
+    pcap_dropped: int | None = None
     elapsed: float = 0.0
     interrupted: bool = False
     states: dict = field(default_factory=dict)   # state name -> count, unanswered included
@@ -95,11 +99,14 @@ class Scan:
         self.summary = ScanSummary()
         self._stop = threading.Event()
         self.key = os.urandom(16)
-        self._sink_lock = threading.Lock()
 
     def stop(self) -> None:
         """Stop sending (e.g. on Ctrl-C); replies already on their way are still collected."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def _positions(self):
         k, n = self.config.shard
@@ -137,7 +144,7 @@ class Scan:
                 self.summary.duplicates += len(rows) - len(fresh)
                 if len(fresh):
                     self.summary.replies += len(fresh)
-                    self._emit(sink, fresh)
+                    emit_rows(self.summary, sink, fresh)
 
         start, step, count = self._positions()
         self.summary.probes = count
@@ -176,23 +183,11 @@ class Scan:
         while time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(0.05)
 
-    def _emit(self, sink, rows):
-        with self._sink_lock:
-            states = self.summary.states
-            for code, n in zip(*np.unique(rows["state"], return_counts=True)):
-                name = STATE_NAME_BY_CODE[int(code)]
-                states[name] = states.get(name, 0) + int(n)
-            sink(rows)
-
     def _emit_unanswered(self, sink, start, step, count):
         """The no-response state for every probe of this shard that got no reply."""
         state = self.config.technique.no_response
-        unanswered = count - self.summary.replies
-        listing = self.config.list_unanswered
-        if listing is None:
-            listing = count <= LIST_UNANSWERED_UP_TO
-        if not listing:
-            self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
+        if not self.config.lists_unanswered(count):
+            self.summary.states[state] = self.summary.states.get(state, 0) + count - self.summary.replies
             return
         perm = Permutation(self.space.size, self.config.seed)
         for offset in range(0, count, 1 << 20):
@@ -206,16 +201,21 @@ class Scan:
             rows["proto"] = 6
             rows["state"] = STATES[state]
             rows["reason"] = REASONS["no-response"]
-            self._emit(sink, rows)
+            emit_rows(self.summary, sink, rows)
 
 
-STATE_NAME_BY_CODE = {code: name for name, code in STATES.items()}
+def emit_rows(summary: ScanSummary, sink, rows: np.ndarray) -> None:
+    """Hands rows to the sink, counting them by state in the summary."""
+    for code, n in zip(*np.unique(rows["state"], return_counts=True)):
+        name = STATE_NAMES[int(code)]
+        summary.states[name] = summary.states.get(name, 0) + int(n)
+    sink(rows)
 
 
-def install_interrupt_handler(scan: Scan) -> None:
+def install_interrupt_handler(scan) -> None:
     """First Ctrl-C/SIGTERM: stop sending, keep collecting and writing; the second: exit now."""
     def handler(signum, frame):
-        if scan._stop.is_set():
+        if scan.stopping:
             raise KeyboardInterrupt
         scan.stop()
     signal.signal(signal.SIGINT, handler)

@@ -23,7 +23,7 @@ def rows_to_dicts(rows: np.ndarray):
             rows["ip"].tolist(), rows["port"].tolist(), rows["proto"].tolist(), rows["state"].tolist(),
             rows["reason"].tolist(), rows["ttl"].tolist()):
         yield {"ip": str(ipaddress.IPv4Address(ip)), "port": port, "proto": PROTO_NAMES[proto],
-               "state": STATE_NAMES[state], "reason": REASON_NAMES[reason], "ttl": ttl}
+               "state": STATE_NAMES[state], "reason": REASON_NAMES[reason], "ttl": ttl or None}
 
 
 class NdjsonWriter:

@@ -1,0 +1,491 @@
+"""Benchmarks scanner against zmap, masscan and a bare C sendmmsg loop, in the namespace lab.
+
+    python bench/run.py [--quick]
+
+1. sweep: a /16 with one host in 16 up (port 80 open), SYN-scanned on port 80 at several rates by
+   scanner, zmap and masscan, one after another in the same lab. Per run: wall time, packets/s
+   actually sent, hosts found / expected, false positives, CPU seconds of the tool process and
+   CPU per probe, pcap drops (scanner).
+2. sendpath: the same /16 x 16 ports (1M probes) at unlimited rate into a target that drops
+   everything at netdev ingress: the send path alone, with bench/csend.c as the ceiling.
+
+Every tool runs inside the lab's scanner namespace (Lab.popen -> ip netns exec); the lab is torn
+down on any failure. Prints a markdown table, writes bench/results/<timestamp>.json.
+
+How things are measured (the same way for every tool):
+- packets sent and the send phase: a sampler thread reads the scanner veth's tx packet counter
+  from /proc/<pid>/net/dev of an idle process parked in the scanner namespace, every 2 ms; the
+  send phase runs from the last sample before the counter first moved to the last sample at which
+  it moved; pps = packets / send phase.
+- packets that arrived: Lab.target_counter() (nft counter at the target's ingress) before/after.
+- CPU: os.wait4 on the tool's pid (ip netns exec execs the tool, so it is the tool's own rusage,
+  threads and reaped children included; Python start-up included for scanner).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import ipaddress
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scanner.lab import Lab, LabSpec  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent
+UNLIMITED = 0
+MASSCAN_MAX_RATE = 100_000_000        # masscan has no "unlimited": a rate it can never reach
+MASSCAN_SPARE_NET = "198.19.253.0/24"  # routed to the scanner ns inside the target ns only
+MASSCAN_SPARE_SRC = "198.19.253.1"     # an address no kernel in the lab owns: no RSTs from it
+
+
+# -- measuring one process -----------------------------------------------------------------------
+
+class TxSampler(threading.Thread):
+    """Samples an interface's tx packet counter in the scanner namespace, via /proc/<pid>/net/dev
+    of a process parked there. Also a watchdog: kills the tool (by its pid) after idle_kill seconds
+    without a new packet once sending has started, or after timeout seconds in all."""
+
+    def __init__(self, ns_pid: int, ifname: str, period: float = 0.002):
+        super().__init__(daemon=True)
+        self.path = f"/proc/{ns_pid}/net/dev"
+        self.ifname = ifname
+        self.period = period
+        self.samples: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+        self.tool_pid = None
+        self.idle_kill = None
+        self.timeout = None
+        self.killed = ""
+        self.t_start = None
+
+    def read(self) -> int:
+        with open(self.path) as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name.strip() == self.ifname:
+                    return int(rest.split()[9])
+        raise RuntimeError(f"{self.ifname} not in {self.path}")
+
+    def run(self) -> None:
+        last_change = None
+        prev = None
+        sigint_at = None
+        while not self._halt.is_set():
+            t = time.monotonic()
+            v = self.read()
+            self.samples.append((t, v))
+            if prev is not None and v != prev:
+                last_change = t
+            prev = v
+            if self.tool_pid is not None and not self.killed:
+                idle = self.idle_kill is not None and last_change is not None and t - last_change > self.idle_kill
+                late = self.timeout is not None and self.t_start is not None and t - self.t_start > self.timeout
+                if idle or late:
+                    self.killed = "idle" if idle else "timeout"
+                    sigint_at = t
+                    _signal(self.tool_pid, signal.SIGINT)
+            if sigint_at is not None and time.monotonic() - sigint_at > 3:
+                _signal(self.tool_pid, signal.SIGKILL)
+                sigint_at = None
+            self._halt.wait(self.period)
+
+    def halt(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def send_phase(self) -> tuple[int, float]:
+        """(packets sent, seconds from the last sample before the first increase to the last increase)."""
+        s = self.samples
+        if len(s) < 2:
+            return 0, 0.0
+        v0 = s[0][1]
+        first = next((i for i in range(1, len(s)) if s[i][1] > v0), None)
+        if first is None:
+            return 0, 0.0
+        last = max(i for i in range(len(s)) if s[i][1] != s[i - 1][1]) if len(s) > 1 else first
+        return s[last][1] - v0, s[last][0] - s[first - 1][0]
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idle_kill: float | None = None,
+             timeout: float = 300.0, cwd: str | None = None) -> dict:
+    """Runs argv in the scanner namespace; returns timing, tx, arrivals, CPU."""
+    rx0 = lab.target_counter()
+    sampler = TxSampler(parker.pid, lab.scanner_if)
+    sampler.start()
+    time.sleep(0.05)
+    with open(log, "w") as err:
+        t0 = time.monotonic()
+        p = lab.popen(argv, stdout=err, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
+        sampler.idle_kill, sampler.timeout, sampler.t_start = idle_kill, timeout, t0
+        sampler.tool_pid = p.pid
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+    time.sleep(0.05)
+    sampler.halt()
+    rx1 = lab.target_counter()
+    sent, send_s = sampler.send_phase()
+    return {"wall_s": wall, "tx": sent, "send_s": send_s, "pps": sent / send_s if send_s > 0 else None,
+            "arrived": rx1 - rx0, "cpu_s": ru.ru_utime + ru.ru_stime, "cpu_user_s": ru.ru_utime,
+            "cpu_sys_s": ru.ru_stime, "rc": p.returncode, "killed": sampler.killed}
+
+
+# -- the tools ----------------------------------------------------------------------------------
+
+SUMMARY_RE = re.compile(r"(\d+) packets sent in ([\d.]+)s \(([\d,]+)/s\); (\d+) replies failed the cookie check; "
+                        r"(\d+) dropped by capture")
+
+
+def scanner_argv(prefix, ports, rate, wait, out=None):
+    argv = [sys.executable, "-m", "scanner", prefix, "-p", ports, "--rate", str(rate), "--wait", str(wait),
+            "--retries", "0"]
+    # -q would hide the stderr summary, which is where the pcap drop count is: not passed.
+    return argv + (["-oJ", str(out)] if out else [])
+
+
+def parse_scanner(out: Path | None, log: Path, row: dict) -> set[str]:
+    text = log.read_text(errors="replace")
+    m = SUMMARY_RE.search(text)
+    if m:
+        row["tool_sent"] = int(m.group(1))
+        row["tool_elapsed_s"] = float(m.group(2))
+        row["bad_cookie"] = int(m.group(4))
+        row["pcap_dropped"] = int(m.group(5))
+    else:
+        row["note"] = (row.get("note", "") + " no summary line in stderr").strip()
+    found = set()
+    if out and out.exists():
+        with open(out) as f:
+            for line in f:
+                d = json.loads(line)
+                if d.get("state") == "open" and d.get("port") == 80:
+                    found.add(d["ip"])
+    return found
+
+
+def zmap_argv(lab, prefix, rate, cooldown, out, blocklist, meta, probes=1):
+    argv = ["zmap", "-p", "80", "-i", lab.scanner_if, "-G", lab.target_mac, "-b", str(blocklist),
+            "-r", str(rate), "-c", str(cooldown), "-m", str(meta)]
+    if probes > 1:
+        argv += ["-P", str(probes)]
+    argv += ["-o", str(out) if out else "/dev/null", prefix]
+    return argv
+
+
+def parse_zmap(out: Path, meta: Path, row: dict) -> set[str]:
+    found = set()
+    if out.exists():
+        for line in out.read_text().split():
+            try:
+                found.add(str(ipaddress.IPv4Address(line.strip().split(",")[0])))
+            except ValueError:
+                pass   # a csv header
+    try:
+        md = json.loads(meta.read_text())
+        row["tool_sent"] = md.get("packets_sent")
+        row["tool_recv"] = md.get("packets_received")
+        row["pcap_dropped"] = md.get("pcap_drop")
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def masscan_argv(lab, prefix, ports, rate, wait, out, src):
+    r = MASSCAN_MAX_RATE if rate == UNLIMITED else rate
+    return ["masscan", prefix, f"-p{ports}", "--interface", lab.scanner_if, "--router-mac", lab.target_mac,
+            "--source-ip", src, "--rate", str(r), "--wait", str(wait), "-oL", str(out)]
+
+
+def parse_masscan(out: Path, row: dict) -> set[str]:
+    found = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[0] == "open" and f[2] == "80":
+                found.add(f[3])
+    return found
+
+
+# -- the benchmarks -----------------------------------------------------------------------------
+
+def park(lab: Lab) -> subprocess.Popen:
+    """An idle process in the scanner namespace, whose /proc/<pid>/net/dev the sampler reads."""
+    return lab.popen(["sleep", "100000"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def unpark(p: subprocess.Popen) -> None:
+    p.terminate()
+    p.wait()
+
+
+def wait_for_ns(lab: Lab, p: subprocess.Popen) -> None:
+    for _ in range(200):
+        try:
+            with open(f"/proc/{p.pid}/net/dev") as f:
+                if lab.scanner_if in f.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError("parked process never entered the scanner namespace")
+
+
+def fill_quality(row: dict, found: set[str], expected: set[str], probes: int) -> None:
+    row["found"] = len(found & expected)
+    row["expected"] = len(expected)
+    row["false_pos"] = len(found - expected)
+    row["coverage"] = row["found"] / len(expected) if expected else None
+    row["probes"] = probes
+    row["cpu_us_per_probe"] = row["cpu_s"] / probes * 1e6 if probes else None
+
+
+def sweep(prefix: str, rates: list[int], wait: float, tmp: Path, tools: list[str]) -> list[dict]:
+    rows = []
+    spec = LabSpec(prefix=prefix, live_every=16, open_tcp=(80,), open_udp=(), drop_tcp=(), reject_tcp={})
+    n = ipaddress.ip_network(prefix).num_addresses
+    with Lab(spec) as lab:
+        expected = set(lab.live_hosts())
+        # masscan's unused source address: the target routes it back to the scanner's link; the
+        # scanner ns kernel does not own it, so it sends no RST for the SYN-ACKs masscan sees.
+        lab.run_target(["ip", "route", "add", MASSCAN_SPARE_NET, "via", lab.scanner_addr], check=True)
+        blocklist = tmp / "empty.blocklist"
+        blocklist.write_text("")
+        parker = park(lab)
+        try:
+            wait_for_ns(lab, parker)
+            for rate in rates:
+                for tool in tools:
+                    tag = f"sweep-{tool}-{rate}"
+                    out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
+                    if tool == "scanner":
+                        argv = scanner_argv(prefix, "80", rate, wait, out)
+                    elif tool == "zmap":
+                        argv = zmap_argv(lab, prefix, rate, wait, out, blocklist, meta)
+                    elif tool == "masscan":
+                        argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, MASSCAN_SPARE_SRC)
+                    elif tool == "masscan-ownip":
+                        argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, lab.scanner_addr)
+                    else:
+                        raise ValueError(tool)
+                    print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
+                    row = {"bench": "sweep", "tool": tool, "rate": rate, "argv": argv}
+                    row.update(run_tool(lab, parker, argv, log, idle_kill=wait + 10, timeout=120, cwd=str(ROOT)))
+                    if tool == "scanner":
+                        found = parse_scanner(out, log, row)
+                    elif tool == "zmap":
+                        found = parse_zmap(out, meta, row)
+                    else:
+                        found = parse_masscan(out, row)
+                    fill_quality(row, found, expected, n)
+                    row["log_tail"] = log.read_text(errors="replace")[-1500:]
+                    print(f" {fmt_rate(row['pps'])} pps, {row['found']}/{row['expected']}, "
+                          f"cpu {row['cpu_s']:.2f}s, rc {row['rc']}", file=sys.stderr)
+                    rows.append(row)
+        finally:
+            unpark(parker)
+    return rows
+
+
+def build_csend(tmp: Path) -> Path:
+    exe = tmp / "csend"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(BENCH / "csend.c")], check=True)
+    return exe
+
+
+def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str]) -> list[dict]:
+    rows = []
+    spec = LabSpec(prefix=prefix, live_every=16, open_tcp=(80,), open_udp=(), drop_tcp=(), reject_tcp={},
+                   ingress_drop_all=True)
+    net = ipaddress.ip_network(prefix)
+    probes = net.num_addresses * nports
+    ports = f"80-{80 + nports - 1}"
+    csend = build_csend(tmp) if "csend" in tools else None
+    with Lab(spec) as lab:
+        lab.run_target(["ip", "route", "add", MASSCAN_SPARE_NET, "via", lab.scanner_addr], check=True)
+        blocklist = tmp / "empty.blocklist"
+        blocklist.write_text("")
+        parker = park(lab)
+        try:
+            wait_for_ns(lab, parker)
+            # The scanner resolves the target's MAC itself (ARP passes the ingress drop); warm the
+            # neighbour entry so no tool pays for it in its timing.
+            lab.run(["ping", "-c", "1", "-W", "1", lab.target_link_addr], capture_output=True)
+            for tool in tools:
+                tag = f"sendpath-{tool}"
+                out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
+                idle = None
+                if tool == "scanner":
+                    argv = scanner_argv(prefix, ports, UNLIMITED, 0)
+                elif tool == "zmap":
+                    # zmap scans one port per run: -P N sends N probes per address (same packet count).
+                    argv = zmap_argv(lab, prefix, UNLIMITED, 0, None, blocklist, meta, probes=nports)
+                elif tool == "masscan":
+                    # masscan 1.3.2 waits for a packet before it exits, and none comes here: the
+                    # watchdog interrupts it 2 s after its last packet.
+                    argv = masscan_argv(lab, prefix, ports, UNLIMITED, 0, out, MASSCAN_SPARE_SRC)
+                    idle = 2.0
+                elif tool == "csend":
+                    argv = [str(csend), lab.scanner_if, lab.target_mac, lab.scanner_mac, lab.scanner_addr,
+                            str(net.network_address), str(net.prefixlen), "80", str(nports)]
+                else:
+                    raise ValueError(tool)
+                print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
+                row = {"bench": "sendpath", "tool": tool, "rate": UNLIMITED, "argv": argv}
+                row.update(run_tool(lab, parker, argv, log, idle_kill=idle, timeout=180, cwd=str(ROOT)))
+                text = log.read_text(errors="replace")
+                if tool == "scanner":
+                    parse_scanner(None, log, row)
+                elif tool == "zmap":
+                    parse_zmap(tmp / "none", meta, row)
+                elif tool == "csend":
+                    try:
+                        own = json.loads(text.strip().splitlines()[-1])
+                        row["tool_sent"] = own["sent"]
+                        row["tool_pps"] = own["pps"]
+                        row["tool_send_s"] = own["seconds"]
+                    except (ValueError, IndexError, KeyError):
+                        row["note"] = "no JSON line from csend"
+                row["probes"] = probes
+                row["cpu_us_per_probe"] = row["cpu_s"] / probes * 1e6
+                row["arrived_frac"] = row["arrived"] / probes
+                row["log_tail"] = text[-1500:]
+                print(f" {fmt_rate(row['pps'])} pps, tx {row['tx']}, arrived {row['arrived']}, "
+                      f"cpu {row['cpu_s']:.2f}s, rc {row['rc']}{' killed:' + row['killed'] if row['killed'] else ''}",
+                      file=sys.stderr)
+                rows.append(row)
+        finally:
+            unpark(parker)
+    return rows
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def fmt_rate(r) -> str:
+    if r is None:
+        return "-"
+    if r == 0:
+        return "unlimited"
+    return f"{r / 1000:.0f}k" if r >= 1000 else f"{r:.0f}"
+
+
+def fmt(v, spec="{:.2f}") -> str:
+    return "-" if v is None else spec.format(v)
+
+
+def add_ratios(rows: list[dict]) -> None:
+    by = {(r["bench"], r["tool"], r["rate"]): r for r in rows}
+    ceiling = by.get(("sendpath", "csend", UNLIMITED))
+    for r in rows:
+        if r["tool"] != "scanner":
+            continue
+        z = by.get((r["bench"], "zmap", r["rate"]))
+        if z and z.get("pps") and r.get("pps"):
+            r["pps_vs_zmap"] = r["pps"] / z["pps"]
+        if z and z.get("cpu_us_per_probe") and r.get("cpu_us_per_probe"):
+            r["cpu_vs_zmap"] = r["cpu_us_per_probe"] / z["cpu_us_per_probe"]
+        if r["bench"] == "sendpath" and ceiling and ceiling.get("pps") and r.get("pps"):
+            r["pps_vs_ceiling"] = r["pps"] / ceiling["pps"]
+
+
+def table(rows: list[dict]) -> str:
+    head = ["bench", "tool", "rate", "wall s", "sent", "send s", "pps sent", "arrived", "found/expected",
+            "coverage", "false +", "CPU s", "CPU µs/probe", "pcap drops", "pps vs zmap", "pps vs ceiling",
+            "CPU/probe vs zmap"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cov = r.get("coverage")
+        lines.append("| " + " | ".join([
+            r["bench"], r["tool"], fmt_rate(r["rate"]), fmt(r["wall_s"]), str(r["tx"]), fmt(r["send_s"], "{:.3f}"),
+            fmt(r.get("pps"), "{:,.0f}"), str(r["arrived"]),
+            f"{r['found']}/{r['expected']}" if "found" in r else "-",
+            "-" if cov is None else f"{cov * 100:.2f}%", str(r.get("false_pos", "-")),
+            fmt(r["cpu_s"]), fmt(r.get("cpu_us_per_probe")), str(r.get("pcap_dropped", "-")),
+            fmt(r.get("pps_vs_zmap")), fmt(r.get("pps_vs_ceiling")), fmt(r.get("cpu_vs_zmap")),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def best_rates(rows: list[dict]) -> str:
+    out = []
+    for tool in dict.fromkeys(r["tool"] for r in rows if r["bench"] == "sweep"):
+        ok = [r for r in rows if r["bench"] == "sweep" and r["tool"] == tool and (r.get("coverage") or 0) >= 0.999]
+        if ok:
+            best = max(ok, key=lambda r: r.get("pps") or 0)
+            out.append(f"- {tool}: highest sent rate with coverage >= 99.9%: {best['pps']:,.0f} pps "
+                       f"(--rate {fmt_rate(best['rate'])}, coverage {best['coverage'] * 100:.2f}%)")
+        else:
+            out.append(f"- {tool}: no run reached 99.9% coverage")
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a /20 and fewer rates: a smoke test (< 1 min)")
+    ap.add_argument("--only", choices=["sweep", "sendpath"], help="run one benchmark only")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/run.py builds network namespaces: run it as root", file=sys.stderr)
+        return 2
+    for tool in ("zmap", "masscan", "gcc", "nft", "ip"):
+        if shutil.which(tool) is None:
+            print(f"bench/run.py needs {tool}", file=sys.stderr)
+            return 2
+    if args.quick:
+        prefix, rates, wait, nports = "198.18.0.0/20", [100_000, UNLIMITED], 1.0, 4
+        sweep_tools = ["scanner", "zmap", "masscan"]
+    else:
+        prefix, rates, wait, nports = "198.18.0.0/16", [100_000, 150_000, 200_000, 300_000, 400_000, UNLIMITED], 3.0, 16
+        sweep_tools = ["scanner", "zmap", "masscan", "masscan-ownip"]
+    started = _dt.datetime.now(_dt.timezone.utc)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="scanner-bench-") as td:
+        tmp = Path(td)
+        if args.only in (None, "sweep"):
+            print(f"sweep: {prefix}, one host in 16 up, port 80, rates {rates}", file=sys.stderr)
+            rows += sweep(prefix, rates, wait, tmp, sweep_tools)
+        if args.only in (None, "sendpath"):
+            print(f"sendpath: {prefix} x {nports} ports, target drops at ingress", file=sys.stderr)
+            rows += sendpath(prefix, nports, tmp, ["scanner", "zmap", "masscan", "csend"])
+    add_ratios(rows)
+    md = table(rows)
+    print(md)
+    print()
+    print(best_rates(rows))
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--short"], capture_output=True, text=True).stdout
+    result = {
+        "started": started.isoformat(), "quick": args.quick, "prefix": prefix, "rates": rates, "wait": wait,
+        "nports_sendpath": nports, "host": platform.node(), "kernel": platform.release(),
+        "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "git_head": git, "git_dirty": dirty.splitlines(),
+        "rows": rows, "table_md": md,
+    }
+    res_dir = BENCH / "results"
+    res_dir.mkdir(exist_ok=True)
+    path = res_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwrote {path.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
