@@ -47,6 +47,7 @@ class ConnectScan:
         self.summary = ScanSummary()
         self._stop = threading.Event()
         self._rows = []
+        self._started = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -54,6 +55,11 @@ class ConnectScan:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def progress(self) -> dict:
+        """Same snapshot as Scan.progress()."""
+        return {"sent": self._started, "total": self.summary.probes,
+                "replies": self.summary.replies, "open": self.summary.states.get("open", 0)}
 
     def _targets(self):
         """(index, address, port) in the scan's permuted order, this shard's slice only."""
@@ -96,6 +102,7 @@ class ConnectScan:
                     break
                 self._start(sel, pending, order, item, now)
                 started += 1
+                self._started = started
                 allowed -= 1
             if exhausted and not retry and not pending:
                 break

@@ -99,6 +99,7 @@ class Scan:
         self.summary = ScanSummary()
         self._stop = threading.Event()
         self.key = os.urandom(16)
+        self.sender = None
 
     def stop(self) -> None:
         """Stop sending (e.g. on Ctrl-C); replies already on their way are still collected."""
@@ -107,6 +108,12 @@ class Scan:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def progress(self) -> dict:
+        """A snapshot for status lines: probes sent (retries included), probes in one pass,
+        genuine replies and open ports so far. Safe to call from another thread."""
+        return {"sent": self.sender.sent if self.sender else 0, "total": self.summary.probes,
+                "replies": self.summary.replies, "open": self.summary.states.get("open", 0)}
 
     def _positions(self):
         k, n = self.config.shard
@@ -129,7 +136,7 @@ class Scan:
         template, l2_len, ts_offset = technique.template(src_mac, dst_mac, saddr)
         k0, k1 = split_key(self.key)
         try:
-            sender = ProbeSender(route.ifname, route.loopback, template, l2_len, ts_offset, k0, k1, saddr,
+            sender = self.sender = ProbeSender(route.ifname, route.loopback, template, l2_len, ts_offset, k0, k1, saddr,
                                  *space.arrays(), cfg.seed, cfg.rate)
         except PermissionError:
             raise InputError("raw sockets need root (or CAP_NET_RAW): run as root") from None
