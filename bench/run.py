@@ -115,8 +115,28 @@ class TxSampler(threading.Thread):
         first = next((i for i in range(1, len(s)) if s[i][1] > v0), None)
         if first is None:
             return 0, 0.0
-        last = max(i for i in range(len(s)) if s[i][1] != s[i - 1][1]) if len(s) > 1 else first
+        last = max(i for i in range(1, len(s)) if s[i][1] != s[i - 1][1])
         return s[last][1] - v0, s[last][0] - s[first - 1][0]
+
+    def core_rate(self, lo: float = 0.1, hi: float = 0.9) -> float | None:
+        """Packets/s between the moments the counter passed lo and hi of its total increase: the
+        steady sending rate, blind to a slow start and to stragglers (kernel RSTs, ARP) at the end."""
+        s = self.samples
+        if len(s) < 2:
+            return None
+        v0, total = s[0][1], s[-1][1] - s[0][1]
+        if total < 100:
+            return None
+        a = next(i for i in range(len(s)) if s[i][1] - v0 >= lo * total)
+        b = next(i for i in range(len(s)) if s[i][1] - v0 >= hi * total)
+        return (s[b][1] - s[a][1]) / (s[b][0] - s[a][0]) if s[b][0] > s[a][0] else None
+
+    def timeline(self, t0: float, points: int = 400) -> list[tuple[float, int]]:
+        """(seconds since t0, packets since start) at the counter's changes, thinned to ~points."""
+        s, v0 = self.samples, self.samples[0][1] if self.samples else 0
+        ch = [(round(t - t0, 4), v - v0) for i, (t, v) in enumerate(s) if i == 0 or v != s[i - 1][1]]
+        step = max(1, len(ch) // points)
+        return ch[::step] + ([ch[-1]] if ch and (len(ch) - 1) % step else [])
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -146,6 +166,7 @@ def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idl
     rx1 = lab.target_counter()
     sent, send_s = sampler.send_phase()
     return {"wall_s": wall, "tx": sent, "send_s": send_s, "pps": sent / send_s if send_s > 0 else None,
+            "pps_10_90": sampler.core_rate(), "tx_timeline": sampler.timeline(t0),
             "arrived": rx1 - rx0, "cpu_s": ru.ru_utime + ru.ru_stime, "cpu_user_s": ru.ru_utime,
             "cpu_sys_s": ru.ru_stime, "rc": p.returncode, "killed": sampler.killed}
 
@@ -185,7 +206,7 @@ def parse_scanner(out: Path | None, log: Path, row: dict) -> set[str]:
 
 def zmap_argv(lab, prefix, rate, cooldown, out, blocklist, meta, probes=1):
     argv = ["zmap", "-p", "80", "-i", lab.scanner_if, "-G", lab.target_mac, "-b", str(blocklist),
-            "-r", str(rate), "-c", str(cooldown), "-m", str(meta)]
+            "-r", str(rate), "-c", str(int(round(cooldown))), "-m", str(meta)]
     if probes > 1:
         argv += ["-P", str(probes)]
     argv += ["-o", str(out) if out else "/dev/null", prefix]

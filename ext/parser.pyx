@@ -120,6 +120,8 @@ cdef class ReplyParser:
         if (ip[0] >> 4) != 4 or ihl < 20 or left < ihl:
             return 0
         iplen = get16(ip + 2)
+        if iplen < ihl:
+            return 0
         if iplen < left:
             left = iplen                                 # ignore Ethernet padding
         src = get32(ip + 12)

@@ -67,16 +67,18 @@ def read_ndjson(path) -> tuple[Results, list[dict]]:
 
 SUMMARY_RE = re.compile(
     r"scanner: (?P<hosts>\d+) hosts x (?P<ports>\d+) ports(?P<interrupted> \(interrupted\))?: .*?; "
-    r"(?P<sent>\d+) packets sent in (?P<elapsed>[\d.]+)s .*?; "
-    r"(?P<bad_cookie>\d+) replies failed the cookie check; (?P<pcap_dropped>\d+) dropped by capture")
+    r"(?P<sent>\d+) (?:packets|probes) sent in (?P<elapsed>[\d.]+)s \([\d,]+/s\)"
+    r"(?:; (?P<bad_cookie>\d+) replies failed the cookie check; (?P<pcap_dropped>\d+) dropped by capture)?")
 
 
 def parse_summary(stderr: str) -> dict:
     m = SUMMARY_RE.search(stderr)
     assert m, f"no summary line on stderr:\n{stderr}"
     return {"hosts": int(m["hosts"]), "ports": int(m["ports"]), "interrupted": bool(m["interrupted"]),
-            "sent": int(m["sent"]), "elapsed": float(m["elapsed"]), "bad_cookie": int(m["bad_cookie"]),
-            "pcap_dropped": int(m["pcap_dropped"])}
+            "sent": int(m["sent"]), "elapsed": float(m["elapsed"]),
+            # None when the scan had no capture (TCP connect scan)
+            "bad_cookie": None if m["bad_cookie"] is None else int(m["bad_cookie"]),
+            "pcap_dropped": None if m["pcap_dropped"] is None else int(m["pcap_dropped"])}
 
 
 def _outfile() -> str:

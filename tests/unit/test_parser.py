@@ -335,8 +335,6 @@ def test_truncated_icmp_prefixes():
     assert len(p.parse(frame, struct.pack("=IIII", 0, 0, 0, len(frame)))) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an IP total length below the header length underflows "
-                                       "`left` in ReplyParser._classify and the parser reads past caplen")
 def test_ip_total_length_below_header_length():
     frame = bytearray(synack("198.18.0.3", 80))
     frame[16:18] = b"\x00\x00"            # total length 0 (< ihl)
