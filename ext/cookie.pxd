@@ -51,13 +51,26 @@ cdef inline uint64_t siphash24(uint64_t k0, uint64_t k1, const uint8_t* data, in
 
 cdef inline uint64_t cookie_v4(uint64_t k0, uint64_t k1, uint32_t saddr, uint32_t daddr,
                                uint16_t dport) noexcept nogil:
-    """The cookie of a probe from saddr to daddr:dport (addresses and port as host-order ints).
-    Its low 32 bits go where the reply echoes a sequence number, bits 32..46 pick the source port."""
+    """The cookie of an IPv4 probe from saddr to daddr:dport (addresses and port as host-order
+    ints; dport is 0 for ICMP probes). Its low 32 bits go where a reply echoes a sequence number
+    (TCP seq, ICMP timestamp), bits 32..46 pick the source port, bits 0..15 the ICMP id."""
     cdef uint8_t msg[10]
     msg[0] = saddr >> 24; msg[1] = saddr >> 16; msg[2] = saddr >> 8; msg[3] = saddr
     msg[4] = daddr >> 24; msg[5] = daddr >> 16; msg[6] = daddr >> 8; msg[7] = daddr
     msg[8] = dport >> 8; msg[9] = dport
     return siphash24(k0, k1, msg, 10)
+
+
+cdef inline uint64_t cookie_v6(uint64_t k0, uint64_t k1, const uint8_t* saddr, const uint8_t* daddr,
+                               uint16_t dport) noexcept nogil:
+    """The cookie of an IPv6 probe; addresses as 16 bytes in network order."""
+    cdef uint8_t msg[34]
+    cdef int i
+    for i in range(16):
+        msg[i] = saddr[i]
+        msg[16 + i] = daddr[i]
+    msg[32] = dport >> 8; msg[33] = dport
+    return siphash24(k0, k1, msg, 34)
 
 
 # Source ports carry 15 bits of the cookie, in the upper half of the port space.

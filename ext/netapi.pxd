@@ -68,3 +68,14 @@ cdef extern from "<time.h>" nogil:
     enum: CLOCK_MONOTONIC
     int clock_gettime(int clk, timespec* tp)
     int nanosleep(const timespec* req, timespec* rem)
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in6_addr:
+        uint8_t s6_addr[16]
+    struct sockaddr_in6:
+        unsigned short sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    enum: AF_INET6

@@ -4,43 +4,55 @@ cookies, classifying each genuine reply into a row of a numpy structured array."
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp, memset
 
 from checksum cimport get16, get32
 from codes cimport *
-from cookie cimport cookie_v4, cookie_sport, cookie_seq
-from space cimport Space, space_index
-from tcpprobe cimport TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK
+from cookie cimport cookie_v4, cookie_v6, cookie_sport, cookie_seq
+from space cimport Space, space_host4, space_host6, space_init
+from probes cimport ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6
 
 cnp.import_array()
 
-RESULT_DTYPE = np.dtype([("index", "<u8"), ("ip", "<u4"), ("port", "<u2"), ("proto", "u1"),
-                         ("state", "u1"), ("reason", "u1"), ("ttl", "u1"), ("window", "<u2")])
+# One row per genuine reply. ip holds IPv4 addresses, ip6 IPv6 ones (the other is zero);
+# the SYN-ACK's fingerprint fields (df, mss, wscale, tcpopts) feed the OS guess.
+RESULT_DTYPE = np.dtype([("index", "<u8"), ("ip", "<u4"), ("ip6", "u1", (16,)), ("port", "<u2"),
+                         ("proto", "u1"), ("state", "u1"), ("reason", "u1"), ("ttl", "u1"),
+                         ("window", "<u2"), ("df", "u1"), ("wscale", "u1"), ("mss", "<u2"),
+                         ("tcpopts", "u1", (8,))])
 
 cdef packed struct Result:
     uint64_t index
     uint32_t ip
+    uint8_t ip6[16]
     uint16_t port
     uint8_t proto
     uint8_t state
     uint8_t reason
     uint8_t ttl
     uint16_t window
+    uint8_t df
+    uint8_t wscale
+    uint16_t mss
+    uint8_t tcpopts[8]
 
 STATES = {"open": ST_OPEN, "closed": ST_CLOSED, "filtered": ST_FILTERED, "unfiltered": ST_UNFILTERED,
-          "open|filtered": ST_OPEN_FILTERED, "closed|filtered": ST_CLOSED_FILTERED}
+          "open|filtered": ST_OPEN_FILTERED, "closed|filtered": ST_CLOSED_FILTERED, "up": ST_UP}
 REASONS = {"syn-ack": RS_SYN_ACK, "reset": RS_RESET, "no-response": RS_NO_RESPONSE,
            "net-unreach": RS_NET_UNREACH, "host-unreach": RS_HOST_UNREACH,
            "proto-unreach": RS_PROTO_UNREACH, "port-unreach": RS_PORT_UNREACH,
            "net-prohibited": RS_NET_PROHIBITED, "host-prohibited": RS_HOST_PROHIBITED,
-           "admin-prohibited": RS_ADMIN_PROHIBITED, "conn-refused": RS_CONN_REFUSED}
+           "admin-prohibited": RS_ADMIN_PROHIBITED, "conn-refused": RS_CONN_REFUSED,
+           "udp-response": RS_UDP_RESPONSE, "echo-reply": RS_ECHO_REPLY,
+           "timestamp-reply": RS_TIMESTAMP_REPLY, "no-route": RS_NO_ROUTE, "user-set": RS_USER_SET}
 REPLY_KINDS = {"syn-ack": RK_SYN_ACK, "reset": RK_RESET, "reset-window": RK_RESET_WINDOW,
-               "icmp-unreach": RK_ICMP_UNREACH, "no-response": RK_NO_RESPONSE}
-N_REPLY_KINDS = RK_COUNT
+               "icmp-unreach": RK_ICMP_UNREACH, "port-unreach": RK_PORT_UNREACH,
+               "udp-response": RK_UDP_REPLY, "echo-reply": RK_ECHO_REPLY,
+               "timestamp-reply": RK_TIMESTAMP_REPLY, "no-response": RK_NO_RESPONSE}
 
 
-cdef inline uint8_t unreach_reason(uint8_t code) noexcept nogil:
-    """nmap's reason for ICMP destination-unreachable codes that make a TCP port filtered."""
+cdef inline uint8_t unreach_reason4(uint8_t code) noexcept nogil:
+    """nmap's reason for the ICMP destination-unreachable codes it acts on (others: RS_NONE)."""
     if code == 0: return RS_NET_UNREACH
     if code == 1: return RS_HOST_UNREACH
     if code == 2: return RS_PROTO_UNREACH
@@ -51,56 +63,147 @@ cdef inline uint8_t unreach_reason(uint8_t code) noexcept nogil:
     return RS_NONE
 
 
+cdef inline uint8_t unreach_reason6(uint8_t code) noexcept nogil:
+    if code == 0: return RS_NO_ROUTE
+    if code == 1 or code == 5 or code == 6: return RS_ADMIN_PROHIBITED
+    if code == 3: return RS_HOST_UNREACH
+    if code == 4: return RS_PORT_UNREACH
+    return RS_NONE
+
+
+cdef inline void tcp_fingerprint(const uint8_t* tcp, uint32_t left, Result* out) noexcept nogil:
+    """MSS, window scale and the order of the options of a SYN-ACK, within the captured bytes."""
+    cdef uint32_t end = (tcp[12] >> 4) * 4, i = 20, n = 0
+    cdef uint8_t kind, length
+    if end > left:
+        end = left
+    while i < end and n < 8:
+        kind = tcp[i]
+        out.tcpopts[n] = kind
+        n += 1
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= end:
+            break
+        length = tcp[i + 1]
+        if length < 2 or i + length > end:
+            break
+        if kind == 2 and length == 4:
+            out.mss = get16(tcp + i + 2)
+        elif kind == 3 and length == 3:
+            out.wscale = tcp[i + 2]
+        i += length
+
+
 cdef class ReplyParser:
-    """Parses captured frames for one scan. `table` maps each reply kind (REPLY_KINDS) to the
-    state the scan technique gives it (0: ignore); `probe_flags` are the TCP flags the probes
-    carry, which decide where a genuine reply echoes the cookie."""
+    """Parses captured frames for one scan. kinds: the scan's PROBE_KIND_DTYPE array, whose
+    tables map each reply kind to a state; space: ScanSpace.arrays(); saddr: our address."""
     cdef uint64_t k0, k1
-    cdef uint32_t saddr
+    cdef uint32_t saddr4
+    cdef uint8_t saddr6[16]
     cdef int l2_len
-    cdef uint8_t probe_flags
-    cdef uint8_t table[RK_COUNT]
     cdef Space space
+    cdef const ProbeKind* kinds
     cdef object _keep
     cdef readonly uint64_t bad_cookie, not_in_scan, parsed
 
-    def __init__(self, uint64_t k0, uint64_t k1, uint32_t saddr, int l2_len, uint8_t probe_flags,
-                 table, cnp.ndarray starts, cnp.ndarray cum, cnp.ndarray ports, cnp.ndarray port_index):
-        cdef int i
-        self.k0, self.k1, self.saddr, self.l2_len, self.probe_flags = k0, k1, saddr, l2_len, probe_flags
-        if len(table) != RK_COUNT:
-            raise ValueError(f"the state table has {RK_COUNT} entries")
-        for i in range(RK_COUNT):
-            self.table[i] = table[i]
-        starts = np.ascontiguousarray(starts, dtype=np.uint32)
-        cum = np.ascontiguousarray(cum, dtype=np.uint64)
-        ports = np.ascontiguousarray(ports, dtype=np.uint16)
-        port_index = np.ascontiguousarray(port_index, dtype=np.int32)
-        self._keep = (starts, cum, ports, port_index)
-        self.space.starts = <const uint32_t*>cnp.PyArray_DATA(starts)
-        self.space.cum = <const uint64_t*>cnp.PyArray_DATA(cum)
-        self.space.n_intervals = len(starts)
-        self.space.ports = <const uint16_t*>cnp.PyArray_DATA(ports)
-        self.space.n_ports = len(ports)
-        self.space.port_index = <const int32_t*>cnp.PyArray_DATA(port_index)
-        self.space.n_hosts = cum[len(starts)]
+    def __init__(self, uint64_t k0, uint64_t k1, bytes saddr, int l2_len, cnp.ndarray kinds, dict space):
+        self.k0, self.k1, self.l2_len = k0, k1, l2_len
+        self._keep = (space_init(&self.space, space), kinds)
+        self.kinds = <const ProbeKind*>cnp.PyArray_DATA(kinds)
+        if self.space.family == 4:
+            self.saddr4 = int.from_bytes(saddr, "big")
+        else:
+            memcpy(self.saddr6, <const char*>saddr, 16)
 
-    cdef inline uint32_t _expected_echo(self, uint32_t seq) noexcept nogil:
-        """What a reply's acknowledgement number must be for a probe with sequence number seq."""
-        return seq + (1 if self.probe_flags & TCP_SYN else 0) + (1 if self.probe_flags & TCP_FIN else 0)
+    cdef inline uint64_t _cookie(self, const uint8_t* target, uint32_t target4, uint16_t port) noexcept nogil:
+        if self.space.family == 4:
+            return cookie_v4(self.k0, self.k1, self.saddr4, target4, port)
+        return cookie_v6(self.k0, self.k1, self.saddr6, target, port)
+
+    cdef inline int64_t _host(self, const uint8_t* target, uint32_t target4) noexcept nogil:
+        return space_host4(&self.space, target4) if self.space.family == 4 else space_host6(&self.space, target)
+
+    cdef inline bint _tcp_echo_ok(self, const uint8_t* tcp, uint8_t probe_flags, uint64_t c) noexcept nogil:
+        """Whether a TCP reply echoes the cookie of the probe it answers."""
+        cdef uint32_t seq = cookie_seq(c)
+        if get16(tcp + 2) != cookie_sport(c):
+            return False
+        if probe_flags & TCP_ACK:                   # a RST to an ACK carries our ack as its seq
+            return get32(tcp + 4) == seq
+        return get32(tcp + 8) == seq + (1 if probe_flags & TCP_SYN else 0) + (1 if probe_flags & TCP_FIN else 0)
+
+    cdef int _quoted(self, const uint8_t* q, uint32_t left, Result* out,
+                     const uint8_t** target, uint32_t* target4) noexcept nogil:
+        """Matches the probe quoted in an ICMP error to its slot; returns the slot or -1."""
+        cdef uint32_t qhl
+        cdef uint8_t proto
+        cdef const uint8_t* ql4
+        cdef int32_t slot
+        cdef uint64_t c
+        if self.space.family == 4:
+            if left < 20 or (q[0] >> 4) != 4:
+                return -1
+            qhl = (q[0] & 0x0f) * 4
+            if qhl < 20 or left < qhl + 8 or get32(q + 12) != self.saddr4:
+                return -1
+            proto = q[9]
+            target4[0] = get32(q + 16)
+            target[0] = q + 16
+        else:
+            qhl = 40
+            if left < qhl + 8 or (q[0] >> 4) != 6 or memcmp(q + 8, self.saddr6, 16) != 0:
+                return -1
+            proto = q[6]
+            target[0] = q + 24
+        ql4 = q + qhl
+        if proto == PROTO_TCP:
+            slot = self.space.tcp_slot[get16(ql4 + 2)]
+        elif proto == PROTO_UDP:
+            slot = self.space.udp_slot[get16(ql4 + 2)]
+        elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
+            slot = get16(ql4 + 6)
+            if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
+                return -1
+        else:
+            return -1
+        if slot < 0:
+            self.not_in_scan += 1
+            return -1
+        c = self._cookie(target[0], target4[0], self.space.slot_port[slot])
+        if proto == PROTO_TCP:
+            if get16(ql4) != cookie_sport(c) or get32(ql4 + 4) != cookie_seq(c):
+                slot = -2
+        elif proto == PROTO_UDP:
+            if get16(ql4) != cookie_sport(c):
+                slot = -2
+        elif get16(ql4 + 4) != <uint16_t>c:
+            slot = -2
+        if slot == -2:
+            self.bad_cookie += 1
+            return -1
+        out.port = self.space.slot_port[slot]
+        out.proto = proto
+        return slot
 
     cdef int _classify(self, const uint8_t* pkt, uint32_t caplen, Result* out) noexcept nogil:
         """Fills `out` and returns 1 for a genuine reply to one of our probes, else 0."""
         cdef const uint8_t* ip
         cdef const uint8_t* l4
-        cdef const uint8_t* qip
-        cdef const uint8_t* qtcp
-        cdef uint32_t iplen, ihl, qihl, left, src, dst, target
-        cdef uint16_t sport, dport, ethertype
-        cdef uint8_t flags, kind, reason
+        cdef const uint8_t* src = NULL
+        cdef const uint8_t* target = NULL
+        cdef uint32_t iplen, ihl, left, src4 = 0, target4 = 0
+        cdef uint16_t sport, ethertype
+        cdef uint8_t proto, flags, rk, reason, itype, icode
         cdef uint64_t c
-        cdef int64_t index
+        cdef int64_t host
+        cdef int32_t slot
         cdef uint32_t off = self.l2_len
+        cdef const ProbeKind* kind
+        memset(out, 0, sizeof(Result))
         if self.l2_len == 14:
             if caplen < 14:
                 return 0
@@ -110,89 +213,126 @@ cdef class ReplyParser:
                     return 0
                 ethertype = get16(pkt + 16)
                 off = 18
-            if ethertype != 0x0800:
+            if ethertype != (0x0800 if self.space.family == 4 else 0x86DD):
                 return 0
         if caplen < off + 20:
             return 0
         ip = pkt + off
         left = caplen - off
-        ihl = (ip[0] & 0x0f) * 4
-        if (ip[0] >> 4) != 4 or ihl < 20 or left < ihl:
-            return 0
-        iplen = get16(ip + 2)
-        if iplen < ihl:
-            return 0
-        if iplen < left:
-            left = iplen                                 # ignore Ethernet padding
-        src = get32(ip + 12)
-        dst = get32(ip + 16)
-        if dst != self.saddr:
-            return 0
+        if self.space.family == 4:
+            ihl = (ip[0] & 0x0f) * 4
+            if (ip[0] >> 4) != 4 or ihl < 20 or left < ihl:
+                return 0
+            iplen = get16(ip + 2)
+            if iplen < ihl:
+                return 0
+            if iplen < left:
+                left = iplen                             # ignore Ethernet padding
+            if get32(ip + 16) != self.saddr4:
+                return 0
+            src4 = get32(ip + 12)
+            src = ip + 12
+            proto = ip[9]
+            out.ttl = ip[8]
+            out.df = (ip[6] >> 6) & 1
+        else:
+            ihl = 40
+            if (ip[0] >> 4) != 6 or left < 40:
+                return 0
+            iplen = 40 + get16(ip + 4)
+            if iplen < left:
+                left = iplen
+            if memcmp(ip + 24, self.saddr6, 16) != 0:
+                return 0
+            src = ip + 8
+            proto = ip[6]                                # extension headers: not parsed, ignored
+            out.ttl = ip[7]
         l4 = ip + ihl
         left -= ihl
-        if ip[9] == 6:                                   # TCP: a reply from the target itself
+        target, target4 = src, src4
+        if proto == PROTO_TCP:                           # a reply from the target itself
             if left < 20:
                 return 0
             sport = get16(l4)
-            dport = get16(l4 + 2)
             flags = l4[13]
             if flags & TCP_RST:
-                kind = RK_RESET_WINDOW if get16(l4 + 14) else RK_RESET
+                rk = RK_RESET_WINDOW if get16(l4 + 14) else RK_RESET
                 reason = RS_RESET
             elif (flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK):
-                kind = RK_SYN_ACK
+                rk = RK_SYN_ACK
                 reason = RS_SYN_ACK
+                tcp_fingerprint(l4, left, out)
             else:
                 return 0
-            c = cookie_v4(self.k0, self.k1, self.saddr, src, sport)
-            if dport != cookie_sport(c):
+            slot = self.space.tcp_slot[sport]
+            if slot < 0:
+                self.not_in_scan += 1
+                return 0
+            c = self._cookie(target, target4, sport)
+            if not self._tcp_echo_ok(l4, self.kinds[self.space.slot_kind[slot]].tcp_flags, c):
                 self.bad_cookie += 1
                 return 0
-            if self.probe_flags & TCP_ACK:               # a RST to an ACK carries our ack as seq
-                if get32(l4 + 4) != cookie_seq(c):
+            out.window = get16(l4 + 14)
+            out.port = sport
+            out.proto = PROTO_TCP
+        elif proto == PROTO_UDP:
+            if left < 8:
+                return 0
+            sport = get16(l4)
+            slot = self.space.udp_slot[sport]
+            if slot < 0:
+                self.not_in_scan += 1
+                return 0
+            c = self._cookie(target, target4, sport)
+            if get16(l4 + 2) != cookie_sport(c):
+                self.bad_cookie += 1
+                return 0
+            rk, reason = RK_UDP_REPLY, RS_UDP_RESPONSE
+            out.port = sport
+            out.proto = PROTO_UDP
+        elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
+            if left < 8 or proto != (PROTO_ICMP if self.space.family == 4 else PROTO_ICMP6):
+                return 0
+            itype, icode = l4[0], l4[1]
+            if (proto == PROTO_ICMP and (itype == 0 or itype == 14)) or (proto == PROTO_ICMP6 and itype == 129):
+                if left < 12:
+                    return 0
+                slot = get16(l4 + 6)
+                if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
+                    return 0
+                c = self._cookie(target, target4, self.space.slot_port[slot])
+                if get16(l4 + 4) != <uint16_t>c or get32(l4 + 8) != cookie_seq(c):
                     self.bad_cookie += 1
                     return 0
-            elif get32(l4 + 8) != self._expected_echo(cookie_seq(c)):
-                self.bad_cookie += 1
+                rk = RK_TIMESTAMP_REPLY if itype == 14 else RK_ECHO_REPLY
+                reason = RS_TIMESTAMP_REPLY if itype == 14 else RS_ECHO_REPLY
+                out.proto = proto
+            elif (proto == PROTO_ICMP and itype == 3) or (proto == PROTO_ICMP6 and itype == 1):
+                reason = unreach_reason4(icode) if proto == PROTO_ICMP else unreach_reason6(icode)
+                if reason == RS_NONE:
+                    return 0
+                rk = RK_PORT_UNREACH if reason == RS_PORT_UNREACH else RK_ICMP_UNREACH
+                slot = self._quoted(l4 + 8, left - 8, out, &target, &target4)
+                if slot < 0:
+                    return 0
+            else:
                 return 0
-            target = src
-            out.window = get16(l4 + 14)
-        elif ip[9] == 1:                                 # ICMP error quoting our probe
-            if left < 8 + 20 or l4[0] != 3:
-                return 0
-            reason = unreach_reason(l4[1])
-            if reason == RS_NONE:
-                return 0
-            qip = l4 + 8
-            qihl = (qip[0] & 0x0f) * 4
-            if (qip[0] >> 4) != 4 or qihl < 20 or left < 8 + qihl + 8 or qip[9] != 6:
-                return 0
-            if get32(qip + 12) != self.saddr:
-                return 0
-            target = get32(qip + 16)
-            qtcp = qip + qihl
-            sport = get16(qtcp + 2)                      # the probed port
-            c = cookie_v4(self.k0, self.k1, self.saddr, target, sport)
-            if get16(qtcp) != cookie_sport(c) or get32(qtcp + 4) != cookie_seq(c):
-                self.bad_cookie += 1
-                return 0
-            kind = RK_ICMP_UNREACH
-            out.window = 0
         else:
             return 0
-        if self.table[kind] == ST_NONE:
+        kind = &self.kinds[self.space.slot_kind[slot]]
+        if kind.table[rk] == ST_NONE:
             return 0
-        index = space_index(&self.space, target, sport)
-        if index < 0:
+        host = self._host(target, target4)
+        if host < 0:
             self.not_in_scan += 1
             return 0
-        out.index = <uint64_t>index
-        out.ip = target
-        out.port = sport
-        out.proto = 6
-        out.state = self.table[kind]
+        out.index = <uint64_t>host * self.space.n_slots + <uint64_t>slot
+        if self.space.family == 4:
+            out.ip = target4
+        else:
+            memcpy(out.ip6, target, 16)
+        out.state = kind.table[rk]
         out.reason = reason
-        out.ttl = ip[8]
         return 1
 
     def parse(self, const uint8_t[::1] data, const uint8_t[::1] meta):

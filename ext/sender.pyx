@@ -9,10 +9,10 @@ from libc.string cimport memcpy, memset
 from libc.stdlib cimport calloc, free
 
 from netapi cimport *
-from cookie cimport cookie_v4
+from cookie cimport cookie_v4, cookie_v6
 from permutation cimport Permutation, permutation_init, permutation_at
-from space cimport Space, space_locate
-from tcpprobe cimport write_tcp_probe, TCP_ACK
+from space cimport Space, space_addr4, space_init
+from probes cimport ProbeKind, write_probe
 
 cnp.import_array()
 
@@ -34,70 +34,64 @@ cdef inline void sleep_ns(uint64_t ns) noexcept nogil:
 
 
 cdef class ProbeSender:
-    """Sends TCP probes for positions of the scan's permutation.
+    """Sends the probes of a scan for positions of its permutation.
 
     ifname: interface to send on; l3: send through a raw IP socket (loopback, no link layer)
-    instead of AF_PACKET frames. template: one complete frame (Ethernet + IPv4 + TCP with options,
-    addresses and checksums to be filled in); with l3 the first l2_len bytes are skipped.
+    instead of AF_PACKET frames, skipping the first l2_len bytes of each frame. templates: the
+    frames of every probe kind, back to back, per-probe fields zero; kinds: PROBE_KIND_DTYPE
+    array describing them; saddr: our address (4 or 16 bytes); space: ScanSpace.arrays().
     """
     cdef int fd
     cdef bint l3
-    cdef int l2_len, frame_len, tcp_len, ts_offset, stride, batch
-    cdef bint ack_flag
+    cdef int l2_len, stride, batch
     cdef uint64_t k0, k1
-    cdef uint32_t saddr
+    cdef uint32_t saddr4
+    cdef uint8_t saddr6[16]
     cdef Space space
     cdef Permutation perm
-    cdef object _keep          # numpy arrays whose memory `space` points into
+    cdef object _keep          # arrays whose memory space/kinds/templates point into
+    cdef const uint8_t* templates
+    cdef const ProbeKind* kinds
     cdef cnp.ndarray frames
     cdef mmsghdr* msgs
     cdef iovec* iovs
     cdef sockaddr_in* dests
+    cdef sockaddr_in6* dests6
     cdef double rate
     cdef uint64_t t0, paced
     cdef readonly uint64_t sent
-    cdef readonly int last_errno
 
     def __cinit__(self):
         self.fd = -1
 
-    def __init__(self, str ifname, bint l3, bytes template, int l2_len, int ts_offset,
-                 uint64_t k0, uint64_t k1, uint32_t saddr,
-                 cnp.ndarray starts, cnp.ndarray cum, cnp.ndarray ports, cnp.ndarray port_index,
-                 uint64_t seed, double rate):
+    def __init__(self, object ifname, bint l3, int l2_len, bytes templates, cnp.ndarray kinds,
+                 uint64_t k0, uint64_t k1, bytes saddr, dict space, uint64_t seed, double rate):
         cdef sockaddr_ll sll
         cdef int one = 1, sndbuf = 16 * 1024 * 1024, i
         self.l3 = l3
         self.l2_len = l2_len
-        self.frame_len = len(template)
-        self.tcp_len = self.frame_len - l2_len - 20
-        self.ts_offset = ts_offset
-        self.ack_flag = (template[l2_len + 20 + 13] & TCP_ACK) != 0
-        self.k0, self.k1, self.saddr = k0, k1, saddr
-        starts = np.ascontiguousarray(starts, dtype=np.uint32)
-        cum = np.ascontiguousarray(cum, dtype=np.uint64)
-        ports = np.ascontiguousarray(ports, dtype=np.uint16)
-        port_index = np.ascontiguousarray(port_index, dtype=np.int32)
-        self._keep = (starts, cum, ports, port_index)
-        self.space.starts = <const uint32_t*>cnp.PyArray_DATA(starts)
-        self.space.cum = <const uint64_t*>cnp.PyArray_DATA(cum)
-        self.space.n_intervals = len(starts)
-        self.space.ports = <const uint16_t*>cnp.PyArray_DATA(ports)
-        self.space.n_ports = len(ports)
-        self.space.port_index = <const int32_t*>cnp.PyArray_DATA(port_index)
-        self.space.n_hosts = cum[len(starts)]
-        permutation_init(&self.perm, self.space.n_hosts * self.space.n_ports, seed)
+        self.k0, self.k1 = k0, k1
+        self._keep = (space_init(&self.space, space), templates, kinds)
+        if self.space.family == 4:
+            self.saddr4 = int.from_bytes(saddr, "big")
+        else:
+            memcpy(self.saddr6, <const char*>saddr, 16)
+        self.templates = <const uint8_t*><const char*>templates
+        self.kinds = <const ProbeKind*>cnp.PyArray_DATA(kinds)
+        permutation_init(&self.perm, self.space.n_hosts * self.space.n_slots, seed)
         self.set_rate(rate)
 
-        if l3:
-            self.fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW)   # IPPROTO_RAW implies IP_HDRINCL
+        if ifname is None:
+            pass   # builds frames only (tests, dry runs)
+        elif l3:     # IPPROTO_RAW implies that we write the IP header
+            self.fd = socket(AF_INET if self.space.family == 4 else AF_INET6, SOCK_RAW, IPPROTO_RAW)
         else:
             self.fd = socket(AF_PACKET, SOCK_RAW, 0)           # protocol 0: send only, receive nothing
-        if self.fd < 0:
+        if ifname is not None and self.fd < 0:
             raise PermissionError(errno, "cannot open a raw socket: " + strerror(errno).decode())
-        if setsockopt(self.fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0:
+        if self.fd >= 0 and setsockopt(self.fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0:
             setsockopt(self.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf))
-        if not l3:
+        if ifname is not None and not l3:
             setsockopt(self.fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one))
             memset(&sll, 0, sizeof(sll))
             sll.sll_family = AF_PACKET
@@ -107,27 +101,28 @@ cdef class ProbeSender:
             if bind(self.fd, <sockaddr*>&sll, sizeof(sll)) < 0:
                 raise OSError(errno, strerror(errno).decode())
 
-        # Preallocated frames: the template is copied into every slot once; the loop then writes
-        # only the per-probe fields.
-        self.stride = (self.frame_len + 63) & ~63
+        # Preallocated frames, sized for the longest probe kind.
+        self.stride = (max(kinds["length"]) + 63) & ~63
         self.frames = np.zeros((MAX_BATCH, self.stride), dtype=np.uint8)
         self.msgs = <mmsghdr*>calloc(MAX_BATCH, sizeof(mmsghdr))
         self.iovs = <iovec*>calloc(MAX_BATCH, sizeof(iovec))
         self.dests = <sockaddr_in*>calloc(MAX_BATCH, sizeof(sockaddr_in))
-        if self.msgs == NULL or self.iovs == NULL or self.dests == NULL:
+        self.dests6 = <sockaddr_in6*>calloc(MAX_BATCH, sizeof(sockaddr_in6))
+        if self.msgs == NULL or self.iovs == NULL or self.dests == NULL or self.dests6 == NULL:
             raise MemoryError()
         cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(self.frames)
-        cdef int skip = l2_len if l3 else 0
         for i in range(MAX_BATCH):
-            memcpy(base + i * self.stride, <const char*>template, self.frame_len)
-            self.iovs[i].iov_base = base + i * self.stride + skip
-            self.iovs[i].iov_len = self.frame_len - skip
+            self.iovs[i].iov_base = base + i * self.stride + (l2_len if l3 else 0)
             self.msgs[i].msg_hdr.msg_iov = &self.iovs[i]
             self.msgs[i].msg_hdr.msg_iovlen = 1
-            if l3:
+            if l3 and self.space.family == 4:
                 self.dests[i].sin_family = AF_INET
                 self.msgs[i].msg_hdr.msg_name = &self.dests[i]
                 self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            elif l3:
+                self.dests6[i].sin6_family = AF_INET6
+                self.msgs[i].msg_hdr.msg_name = &self.dests6[i]
+                self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
 
     def __dealloc__(self):
         if self.fd >= 0:
@@ -135,11 +130,12 @@ cdef class ProbeSender:
         free(self.msgs)
         free(self.iovs)
         free(self.dests)
+        free(self.dests6)
 
     @property
     def size(self):
-        """N: the number of (address, port) probes in one pass."""
-        return self.space.n_hosts * self.space.n_ports
+        """N: the number of probes in one pass."""
+        return self.space.n_hosts * self.space.n_slots
 
     def set_rate(self, double rate):
         """Packets per second; 0 means as fast as possible. Restarts the pacing clock."""
@@ -184,6 +180,28 @@ cdef class ProbeSender:
             done += r
         return 0
 
+    cdef inline int _write(self, uint8_t* frame, uint64_t index, uint32_t tsval, int slot_no) noexcept nogil:
+        """Writes the probe of an index into a frame; returns its length."""
+        cdef uint64_t host = index // self.space.n_slots
+        cdef uint16_t slot = <uint16_t>(index - host * self.space.n_slots)
+        cdef uint16_t dport = self.space.slot_port[slot]
+        cdef const ProbeKind* kind = &self.kinds[self.space.slot_kind[slot]]
+        cdef uint32_t daddr4 = 0
+        cdef const uint8_t* daddr6 = NULL
+        cdef uint64_t c
+        if self.space.family == 4:
+            daddr4 = space_addr4(&self.space, host)
+            c = cookie_v4(self.k0, self.k1, self.saddr4, daddr4, dport)
+            if self.l3:
+                self.dests[slot_no].sin_addr.s_addr = htonl(daddr4)
+        else:
+            daddr6 = self.space.hosts6 + 16 * host
+            c = cookie_v6(self.k0, self.k1, self.saddr6, daddr6, dport)
+            if self.l3:
+                memcpy(self.dests6[slot_no].sin6_addr.s6_addr, daddr6, 16)
+        return write_probe(frame, self.templates, kind, self.l2_len, self.space.family, daddr4, daddr6,
+                           dport, slot, c, tsval)
+
     def send(self, uint64_t position, uint64_t stop, uint64_t step, uint64_t max_probes,
              cnp.ndarray answered=None):
         """Sends probes for permutation positions position, position+step, ... < stop, skipping
@@ -191,10 +209,11 @@ cdef class ProbeSender:
         Returns the next position to visit."""
         cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(self.frames)
         cdef const uint8_t* bitmap = NULL
-        cdef uint64_t index, count = 0, c
-        cdef uint32_t daddr, tsval
-        cdef uint16_t dport
-        cdef int want, nf, err = 0
+        cdef uint64_t index, count = 0
+        cdef uint32_t tsval
+        cdef int want, nf, err = 0, skip = self.l2_len if self.l3 else 0
+        if self.fd < 0:
+            raise ValueError("this sender has no socket")
         if answered is not None:
             bitmap = <const uint8_t*>cnp.PyArray_DATA(answered)
         with nogil:
@@ -210,12 +229,7 @@ cdef class ProbeSender:
                     position += step
                     if bitmap != NULL and (bitmap[index >> 3] >> (index & 7)) & 1:
                         continue
-                    space_locate(&self.space, index, &daddr, &dport)
-                    c = cookie_v4(self.k0, self.k1, self.saddr, daddr, dport)
-                    write_tcp_probe(base + nf * self.stride, self.l2_len, self.tcp_len, self.ts_offset,
-                                    self.ack_flag, daddr, dport, c, tsval)
-                    if self.l3:
-                        self.dests[nf].sin_addr.s_addr = htonl(daddr)
+                    self.iovs[nf].iov_len = self._write(base + nf * self.stride, index, tsval, nf) - skip
                     nf += 1
                 if nf:
                     err = self._flush(nf)
@@ -223,17 +237,11 @@ cdef class ProbeSender:
                     self.sent += nf
                     count += nf
         if err:
-            self.last_errno = err
             raise OSError(err, "sending probes failed: " + strerror(err).decode())
         return position
 
-
-def build_probe(bytes template, int l2_len, int ts_offset, uint64_t k0, uint64_t k1, uint32_t saddr,
-                uint32_t daddr, uint16_t dport, uint32_t tsval=0):
-    """The frame the send loop would write for daddr:dport (for tests and debugging)."""
-    cdef bytearray frame = bytearray(template)
-    cdef uint8_t* f = <uint8_t*>(<char*>frame)
-    cdef bint ack_flag = (template[l2_len + 20 + 13] & TCP_ACK) != 0
-    write_tcp_probe(f, l2_len, len(template) - l2_len - 20, ts_offset, ack_flag, daddr, dport,
-                    cookie_v4(k0, k1, saddr, daddr, dport), tsval)
-    return bytes(frame)
+    def build(self, uint64_t index, uint32_t tsval=0):
+        """The frame the send loop writes for an index (for tests and debugging)."""
+        cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(self.frames)
+        cdef int n = self._write(base, index, tsval, 0)
+        return bytes(self.frames[0, :n])

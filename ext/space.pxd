@@ -1,36 +1,40 @@
 # cython: language_level=3
-"""The scan's index space: index = host_number * n_ports + port_number, over merged IPv4
-intervals. Only the interval bounds and the port list are stored, never the expanded space."""
-from libc.stdint cimport uint16_t, uint32_t, uint64_t, int32_t, int64_t
+"""The scan's index space: index = host_number * n_slots + slot. Hosts are merged IPv4 intervals
+(never expanded) or a sorted list of IPv6 addresses; a slot is one probe to one host (a probe
+kind and a destination port). Reply ports map back to slots through two 65536-entry tables."""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.string cimport memcmp
 
 ctypedef struct Space:
-    const uint32_t* starts      # first address of each interval, ascending
-    const uint64_t* cum         # hosts before interval i; cum[n_intervals] = n_hosts
+    int family                  # 4 or 6
+    const uint32_t* starts      # v4: first address of each interval, ascending
+    const uint64_t* cum         # v4: hosts before interval i; cum[n_intervals] = n_hosts
     uint64_t n_intervals
-    const uint16_t* ports       # ports in scan order
-    uint64_t n_ports
-    const int32_t* port_index   # 65536 entries: position of a port in `ports`, or -1
+    const uint8_t* hosts6       # v6: n_hosts sorted 16-byte addresses
     uint64_t n_hosts
+    uint64_t n_slots
+    const uint16_t* slot_port   # destination port of each slot (0 for ICMP probes)
+    const uint16_t* slot_kind   # probe kind of each slot
+    const int32_t* tcp_slot     # TCP port -> slot, or -1
+    const int32_t* udp_slot     # UDP port -> slot, or -1
 
 
-cdef inline void space_locate(const Space* s, uint64_t index, uint32_t* addr, uint16_t* port) noexcept nogil:
-    cdef uint64_t host = index // s.n_ports
+cdef inline uint32_t space_addr4(const Space* s, uint64_t host) noexcept nogil:
+    """The IPv4 address of a host number."""
     cdef uint64_t lo = 0, hi = s.n_intervals - 1, mid
-    port[0] = s.ports[index - host * s.n_ports]
     while lo < hi:            # last interval whose cum <= host
         mid = (lo + hi + 1) >> 1
         if s.cum[mid] <= host:
             lo = mid
         else:
             hi = mid - 1
-    addr[0] = <uint32_t>(s.starts[lo] + (host - s.cum[lo]))
+    return <uint32_t>(s.starts[lo] + (host - s.cum[lo]))
 
 
-cdef inline int64_t space_index(const Space* s, uint32_t addr, uint16_t port) noexcept nogil:
-    """The index of (addr, port), or -1 when the pair is not in the scan."""
-    cdef int32_t pi = s.port_index[port]
+cdef inline int64_t space_host4(const Space* s, uint32_t addr) noexcept nogil:
+    """The host number of an IPv4 address, or -1 when it is not a target."""
     cdef uint64_t lo = 0, hi = s.n_intervals - 1, mid
-    if pi < 0 or s.n_intervals == 0 or addr < s.starts[0]:
+    if s.family != 4 or s.n_intervals == 0 or addr < s.starts[0]:
         return -1
     while lo < hi:            # last interval whose start <= addr
         mid = (lo + hi + 1) >> 1
@@ -40,4 +44,41 @@ cdef inline int64_t space_index(const Space* s, uint32_t addr, uint16_t port) no
             hi = mid - 1
     if <uint64_t>(addr - s.starts[lo]) >= s.cum[lo + 1] - s.cum[lo]:
         return -1
-    return <int64_t>((s.cum[lo] + (addr - s.starts[lo])) * s.n_ports + <uint64_t>pi)
+    return <int64_t>(s.cum[lo] + (addr - s.starts[lo]))
+
+
+cdef inline int64_t space_host6(const Space* s, const uint8_t* addr) noexcept nogil:
+    """The host number of an IPv6 address, or -1 when it is not a target."""
+    cdef int64_t lo = 0, hi = <int64_t>s.n_hosts - 1, mid
+    cdef int c
+    if s.family != 6:
+        return -1
+    while lo <= hi:
+        mid = (lo + hi) >> 1
+        c = memcmp(s.hosts6 + 16 * mid, addr, 16)
+        if c == 0:
+            return mid
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    return -1
+
+
+cimport numpy as cnp
+
+cdef inline object space_init(Space* s, dict a):
+    """Points s at the arrays of ScanSpace.arrays(); returns what must be kept alive meanwhile."""
+    cdef tuple keep = tuple(a.values())
+    s.family = a["family"]
+    s.starts = <const uint32_t*>cnp.PyArray_DATA(a["starts"])
+    s.cum = <const uint64_t*>cnp.PyArray_DATA(a["cum"])
+    s.n_intervals = len(a["starts"])
+    s.hosts6 = <const uint8_t*>cnp.PyArray_DATA(a["hosts6"])
+    s.n_hosts = a["n_hosts"]
+    s.n_slots = len(a["slot_port"])
+    s.slot_port = <const uint16_t*>cnp.PyArray_DATA(a["slot_port"])
+    s.slot_kind = <const uint16_t*>cnp.PyArray_DATA(a["slot_kind"])
+    s.tcp_slot = <const int32_t*>cnp.PyArray_DATA(a["tcp_slot"])
+    s.udp_slot = <const int32_t*>cnp.PyArray_DATA(a["udp_slot"])
+    return keep

@@ -17,8 +17,7 @@ import numpy as np
 
 from ._ext.permutation import Permutation
 from .engine import ScanSummary, emit_rows
-from .states import REASONS, RESULT_DTYPE, STATES
-from .targets import int_to_ip
+from .states import REASONS, STATES, addresses
 
 # Reply-less outcomes as nmap reports them for -sT.
 ERRNO_RESULT = {
@@ -46,7 +45,7 @@ class ConnectScan:
         self.timeout = timeout
         self.summary = ScanSummary()
         self._stop = threading.Event()
-        self._rows = []
+        self._rows = []                 # (index, state, reason) not yet handed on
         self._started = 0
 
     def stop(self) -> None:
@@ -63,15 +62,12 @@ class ConnectScan:
 
     def _targets(self):
         """(index, address, port) in the scan's permuted order, this shard's slice only."""
-        k, n = self.config.shard
-        size = self.space.size
-        count = max(0, (size - (k - 1) + n - 1) // n)
+        start, step, count = self.config.positions()
         self.summary.probes = count
-        perm = Permutation(size, self.config.seed)
+        perm = Permutation(self.space.size, self.config.seed)
         for offset in range(0, count, 4096):
-            indices = perm.fill(k - 1 + offset * n, min(4096, count - offset), n)
-            addrs, ports = self.space.locate(indices)
-            yield from zip(indices.tolist(), addrs.tolist(), ports.tolist())
+            rows = self.space.rows(perm.fill(start + offset * step, min(4096, count - offset), step))
+            yield from zip(rows["index"].tolist(), addresses(rows), rows["port"].tolist())
 
     def run(self, sink) -> ScanSummary:
         began = time.monotonic()
@@ -136,10 +132,10 @@ class ConnectScan:
 
     def _start(self, sel, pending, order, item, now):
         index, addr, port, tries = item
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-        err = sock.connect_ex((int_to_ip(addr), port))
+        err = sock.connect_ex((addr, port))
         pending[sock] = (index, addr, port, tries, now + self.timeout)
         if err in (errno.EINPROGRESS, errno.EAGAIN):
             sel.register(sock, selectors.EVENT_WRITE)
@@ -148,7 +144,7 @@ class ConnectScan:
             self._finish(None, pending, sock, OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
 
     def _finish(self, sel, pending, sock, result):
-        index, addr, port, _, _ = pending.pop(sock)
+        index, _, _, _, _ = pending.pop(sock)
         if sel is not None:
             try:
                 sel.unregister(sock)
@@ -156,12 +152,14 @@ class ConnectScan:
                 pass
         sock.close()
         if result is not None:
-            self._rows.append((index, addr, port, 6, STATES[result[0]], REASONS[result[1]], 0, 0))
+            self._rows.append((index, STATES[result[0]], REASONS[result[1]]))
 
     def _flush(self, sink):
         if self._rows:
-            rows = np.array(self._rows, dtype=RESULT_DTYPE)
+            index, state, reason = zip(*self._rows)
             self._rows = []
+            rows = self.space.rows(np.array(index, dtype=np.uint64))
+            rows["state"], rows["reason"] = state, reason
             silent = rows["reason"] == REASONS["no-response"]
             self.summary.replies += int(np.count_nonzero(~silent))
             if not self.config.lists_unanswered(self.summary.probes):

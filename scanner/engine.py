@@ -2,7 +2,7 @@
 
 The main thread runs the compiled send loop (GIL released) one chunk at a time; the capture
 thread parses reply batches in compiled code and hands genuine, first-seen replies to the sink
-as they arrive. At the end, probes never answered get the technique's no-response state."""
+as they arrive. At the end, probes never answered get their technique's no-response state."""
 from __future__ import annotations
 
 import ipaddress
@@ -22,19 +22,23 @@ from ._ext.sender import ProbeSender
 from .capture import Capture
 from .errors import InputError
 from .space import ScanSpace
-from .states import REASONS, RESULT_DTYPE, STATE_NAMES, STATES
-from .techniques import SYN_SCAN, TcpTechnique
+from .states import REASONS, STATE_NAMES, STATES
+from .targets import TargetSet
 
 # Past this many probes the bitmap of answered probes (one bit each) would not fit comfortably.
 MAX_SPACE = 1 << 34
-# Up to this many probes the unanswered ones are reported one by one (as nmap lists them).
+# Up to this many probes the unanswered ones are handed to the outputs one by one (for nmap's
+# per-host tables); past it they are only counted, unless the user asks for them all.
 LIST_UNANSWERED_UP_TO = 1 << 22
+# Linux answers about one ICMP error per second per destination after a short burst: the pace
+# of the extra rounds that collect UDP port-unreachables from hosts that rate-limit them.
+UDP_SLOW_RATE_PER_HOST = 1.0
+UDP_SLOW_ROUNDS = 30
 
 
 @dataclass
 class ScanConfig:
     space: ScanSpace
-    technique: TcpTechnique = SYN_SCAN
     rate: float = 10000.0          # packets per second; 0: as fast as possible
     retries: int = 1               # resends of the probes still unanswered
     wait: float = 2.0              # seconds to wait for late replies after the last probe
@@ -51,8 +55,13 @@ class ScanConfig:
                              "split the targets into several scans")
 
     def lists_unanswered(self, probes: int) -> bool:
-        """Whether probes without a reply are reported one by one, or only counted."""
+        """Whether probes without a reply are handed to the outputs one by one, or only counted."""
         return probes <= LIST_UNANSWERED_UP_TO if self.list_unanswered is None else self.list_unanswered
+
+    def positions(self):
+        """(first position, step, count) of this shard's slice of the permutation."""
+        k, n = self.shard
+        return k - 1, n, max(0, (self.space.size - (k - 1) + n - 1) // n)
 
 
 @dataclass
@@ -91,7 +100,18 @@ class Tracker:
         return (self.bitmap[indices >> 3] >> (indices & 7).astype(np.uint8)) & 1 == 1
 
 
+def emit_rows(summary: ScanSummary, sink, rows: np.ndarray) -> None:
+    """Hands rows to the sink, counting them by state in the summary."""
+    for code, n in zip(*np.unique(rows["state"], return_counts=True)):
+        name = STATE_NAMES[int(code)]
+        summary.states[name] = summary.states.get(name, 0) + int(n)
+    sink(rows)
+
+
 class Scan:
+    """A raw-socket scan of config.space: every technique whose probes are in the space's
+    Probes (e.g. SYN and UDP together), in one pass over a random permutation."""
+
     def __init__(self, config: ScanConfig):
         self.config = config
         self.space = config.space
@@ -115,34 +135,35 @@ class Scan:
         return {"sent": self.sender.sent if self.sender else 0, "total": self.summary.probes,
                 "replies": self.summary.replies, "open": self.summary.states.get("open", 0)}
 
-    def _positions(self):
-        k, n = self.config.shard
-        start = k - 1
-        count = max(0, (self.space.size - start + n - 1) // n)
-        return start, n, count
+    def _endpoints(self):
+        """(route, our address as bytes, source MAC, next-hop MAC) toward the targets."""
+        space = self.space
+        if space.family == 4:
+            first = str(ipaddress.IPv4Address(int(space.starts[0])))
+        else:
+            first = str(ipaddress.IPv6Address(bytes(space.hosts6[0])))
+        route = netinfo.route_to(first, self.config.interface)
+        if not route.src:
+            raise InputError(f"no source address on {route.ifname} to reach {first}")
+        saddr = ipaddress.ip_address(route.src).packed
+        if route.loopback:
+            return route, saddr, bytes(6), bytes(6)
+        return route, saddr, netinfo.interface_mac(route.ifname), netinfo.next_hop_mac(route)
 
     def run(self, sink) -> ScanSummary:
         """Runs the scan; sink(rows) receives RESULT_DTYPE arrays, from the capture thread while
         scanning and from this thread at the end. Returns the summary."""
         cfg, space = self.config, self.space
-        first_target = str(ipaddress.IPv4Address(int(space.starts[0])))
-        route = netinfo.route_to(first_target, cfg.interface)
-        saddr = int(ipaddress.IPv4Address(route.src))
-        if route.loopback:
-            src_mac = dst_mac = bytes(6)
-        else:
-            src_mac, dst_mac = netinfo.interface_mac(route.ifname), netinfo.next_hop_mac(route)
-        technique = cfg.technique
-        template, l2_len, ts_offset = technique.template(src_mac, dst_mac, saddr)
+        route, saddr, src_mac, dst_mac = self._endpoints()
+        templates, kinds, l2_len = space.probes.compile(space.family, src_mac, dst_mac, saddr)
         k0, k1 = split_key(self.key)
         try:
-            sender = self.sender = ProbeSender(route.ifname, route.loopback, template, l2_len, ts_offset, k0, k1, saddr,
-                                 *space.arrays(), cfg.seed, cfg.rate)
+            self.sender = ProbeSender(route.ifname, route.loopback, l2_len, templates, kinds, k0, k1,
+                                      saddr, space.arrays(), cfg.seed, cfg.rate)
         except PermissionError:
-            raise InputError("raw sockets need root (or CAP_NET_RAW): run as root") from None
-        capture = Capture(route.ifname, technique.bpf(route.src))
-        parser = ReplyParser(k0, k1, saddr, capture.link_header_len, technique.tcp_flags,
-                             technique.state_table(), *space.arrays())
+            raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
+        capture = Capture(route.ifname, space.probes.bpf(space.family, route.src))
+        parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays())
 
         def on_batch(data, meta):
             rows = parser.parse(data, meta)
@@ -153,7 +174,7 @@ class Scan:
                     self.summary.replies += len(fresh)
                     emit_rows(self.summary, sink, fresh)
 
-        start, step, count = self._positions()
+        start, step, count = cfg.positions()
         self.summary.probes = count
         began = time.monotonic()
         capture.start(on_batch)
@@ -161,15 +182,16 @@ class Scan:
             for attempt in range(cfg.retries + 1):
                 if attempt:
                     time.sleep(min(cfg.wait, 0.5))       # let replies to the last pass arrive
-                sender.set_rate(cfg.rate)
-                self._send_pass(sender, start, step, answered=self.tracker.bitmap if attempt else None)
+                self._send_pass(cfg.rate, start, step, self.tracker.bitmap if attempt else None)
                 if self._stop.is_set():
-                    self.summary.interrupted = True
                     break
+            if not self._stop.is_set() and "udp" in space.probes.protos:
+                self._slow_udp_rounds(start, step)
             self._wait(cfg.wait)
         finally:
+            self.summary.interrupted = self._stop.is_set()
             capture.stop()
-            self.summary.sent = sender.sent
+            self.summary.sent = self.sender.sent
             self.summary.bad_cookie = parser.bad_cookie
             received, dropped, _ = capture.stats()
             self.summary.pcap_received, self.summary.pcap_dropped = received, dropped
@@ -178,45 +200,98 @@ class Scan:
         self.summary.elapsed = time.monotonic() - began
         return self.summary
 
-    def _send_pass(self, sender, start, step, answered):
-        rate = self.config.rate
+    def _send_pass(self, rate, start, step, skip):
+        """Sends this shard's probes whose bit is not set in skip (None: all of them)."""
+        self.sender.set_rate(rate)
         chunk = 1 << 16 if rate <= 0 else max(256, int(rate / 20))   # Python wakes ~20 times/s
         position, stop = start, self.space.size
         while position < stop and not self._stop.is_set():
-            position = sender.send(position, stop, step, chunk, answered)
+            position = self.sender.send(position, stop, step, chunk, skip)
 
     def _wait(self, seconds):
+        """Collects late replies; a second Ctrl-C (KeyboardInterrupt) cuts it short."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self._stop.is_set():
+        while time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def _slow_udp_rounds(self, start, step):
+        """Hosts that answered some UDP probes with port-unreachable but not others are likely
+        rate-limiting ICMP (Linux: about one a second): resend their unanswered UDP probes at a
+        pace they can answer, round after round while rounds still bring answers."""
+        space = self.space
+        udp_slot = np.array([t.proto == "udp" for t, _ in space.probes.slots])
+        n_slots = space.n_slots
+        if space.size > LIST_UNANSWERED_UP_TO:
+            return          # too big to reason about host by host; plain retries only
+        indices = np.arange(space.size, dtype=np.uint64)
+        hosts, slots = indices // np.uint64(n_slots), (indices % np.uint64(n_slots)).astype(np.int64)
+        for _ in range(UDP_SLOW_ROUNDS):
+            answered = self.tracker.answered(indices)
+            pending = udp_slot[slots] & ~answered
+            limited = np.zeros(space.n_hosts, dtype=bool)
+            limited[hosts[udp_slot[slots] & answered].astype(np.int64)] = True
+            pending &= limited[hosts.astype(np.int64)]
+            if not pending.any() or self._stop.is_set():
+                return
+            skip = np.packbits(~pending, bitorder="little")
+            n_hosts = len(np.unique(hosts[pending]))
+            before = self.summary.replies
+            rate = UDP_SLOW_RATE_PER_HOST * n_hosts
+            self._send_pass(min(rate, self.config.rate) if self.config.rate else rate, start, step, skip)
+            time.sleep(1.0 / UDP_SLOW_RATE_PER_HOST)
+            if self.summary.replies == before:
+                return
 
     def _emit_unanswered(self, sink, start, step, count):
         """The no-response state for every probe of this shard that got no reply."""
-        state = self.config.technique.no_response
         if not self.config.lists_unanswered(count):
+            # Counted, not listed: attributed to the first technique's no-response state.
+            state = self.space.probes.slots[0][0].no_response
             self.summary.states[state] = self.summary.states.get(state, 0) + count - self.summary.replies
             return
+        no_response = np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
         perm = Permutation(self.space.size, self.config.seed)
         for offset in range(0, count, 1 << 20):
             indices = perm.fill(start + offset * step, min(1 << 20, count - offset), step)
             indices = indices[~self.tracker.answered(indices)]
             if not len(indices):
                 continue
-            rows = np.zeros(len(indices), dtype=RESULT_DTYPE)
-            rows["index"] = indices
-            rows["ip"], rows["port"] = self.space.locate(indices)
-            rows["proto"] = 6
-            rows["state"] = STATES[state]
+            rows = self.space.rows(indices)
+            rows["state"] = no_response[self.space.locate(indices)[1]]
             rows["reason"] = REASONS["no-response"]
             emit_rows(self.summary, sink, rows)
 
 
-def emit_rows(summary: ScanSummary, sink, rows: np.ndarray) -> None:
-    """Hands rows to the sink, counting them by state in the summary."""
-    for code, n in zip(*np.unique(rows["state"], return_counts=True)):
-        name = STATE_NAMES[int(code)]
-        summary.states[name] = summary.states.get(name, 0) + int(n)
-    sink(rows)
+def discover_hosts(config: ScanConfig, probes, sink=None) -> tuple:
+    """nmap-style host discovery over config.space's targets with the given probes; returns
+    (TargetSet of the hosts that answered or None if none did, the discovery summary).
+    sink, if given, receives the discovery rows (state "up")."""
+    from dataclasses import replace
+    space = ScanSpace(config.space.targets, probes)
+    up = []
+    seen = np.zeros(space.n_hosts, dtype=bool)
+
+    def collect(rows):
+        """Keeps the first answer from each host."""
+        rows = rows[rows["state"] == STATES["up"]]
+        hosts, first = np.unique(space.locate(rows["index"])[0].astype(np.int64), return_index=True)
+        fresh = ~seen[hosts]
+        seen[hosts[fresh]] = True
+        rows = rows[first[fresh]]
+        up.append(rows)
+        if sink and len(rows):
+            sink(rows)
+    scan = Scan(replace(config, space=space, list_unanswered=False))
+    summary = scan.run(collect)
+    rows = np.concatenate(up) if up else np.zeros(0, dtype=space.rows([]).dtype)
+    if not len(rows):
+        return None, summary
+    targets = config.space.targets
+    if targets.family == 4:
+        values = sorted(set(rows["ip"].tolist()))
+    else:
+        values = sorted({int.from_bytes(bytes(a), "big") for a in rows["ip6"]})
+    return TargetSet([(v, v) for v in values], targets.family), summary
 
 
 def install_interrupt_handler(scan) -> None:

@@ -2,6 +2,7 @@
 next hop's MAC (from the neighbour table, or asked for with ARP when it is missing)."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import struct
@@ -78,8 +79,44 @@ def _arp(ifname: str, src: str, addr: str, timeout: float) -> bytes | None:
     return None
 
 
+def _neighbour_solicitation(ifname: str, addr: str, timeout: float) -> bytes | None:
+    """One IPv6 neighbour solicitation for addr; the MAC from the advertisement, or None.
+    The kernel fills in the ICMPv6 checksum and our source address."""
+    mac = interface_mac(ifname)
+    target = ipaddress.IPv6Address(addr).packed
+    group = b"\xff\x02" + bytes(9) + b"\x01\xff" + target[13:]          # solicited-node multicast
+    solicitation = struct.pack("!BBHI", 135, 0, 0, 0) + target + b"\x01\x01" + mac
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+        s.settimeout(0.2)
+        scope = socket.if_nametoindex(ifname)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.sendto(solicitation, (str(ipaddress.IPv6Address(group)), 0, 0, scope))
+            try:
+                while True:
+                    packet = s.recv(256)
+                    # Advertisement for our target with a target link-layer address option.
+                    if len(packet) >= 32 and packet[0] == 136 and packet[8:24] == target:
+                        options = packet[24:]
+                        while len(options) >= 8 and options[1]:
+                            if options[0] == 2:
+                                return options[2:8]
+                            options = options[options[1] * 8:]
+            except socket.timeout:
+                continue
+    return None
+
+
 def next_hop_mac(route: Route, timeout: float = 3.0) -> bytes:
-    mac = _neighbour(route.ifname, route.next_hop) or _arp(route.ifname, route.src, route.next_hop, timeout)
+    v6 = ":" in route.next_hop
+    mac = _neighbour(route.ifname, route.next_hop)
     if mac is None:
-        raise InputError(f"no ARP reply from next hop {route.next_hop} on {route.ifname}")
+        ask = _neighbour_solicitation if v6 else (lambda i, a, t: _arp(i, route.src, a, t))
+        mac = ask(route.ifname, route.next_hop, timeout)
+    if mac is None:
+        kind = "neighbour advertisement" if v6 else "ARP reply"
+        raise InputError(f"no {kind} from next hop {route.next_hop} on {route.ifname}")
     return mac

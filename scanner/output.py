@@ -2,7 +2,6 @@
 table per host for small scans, one line per open port as it is found for large ones)."""
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
 from collections import defaultdict
@@ -11,25 +10,28 @@ import numpy as np
 
 from .errors import InputError
 from .ports import service_name
-from .states import PROTO_NAMES, REASON_NAMES, STATE_NAMES, STATES
+from .states import PROTO_NAMES, REASON_NAMES, STATE_NAMES, STATES, addresses
 
 OPEN = STATES["open"]
+UP = STATES["up"]
 # nmap folds a state into "Not shown: N <state> ports" once more than this many ports share it.
 FOLD_ABOVE = 25
 
 
 def rows_to_dicts(rows: np.ndarray):
     for ip, port, proto, state, reason, ttl in zip(
-            rows["ip"].tolist(), rows["port"].tolist(), rows["proto"].tolist(), rows["state"].tolist(),
+            addresses(rows), rows["port"].tolist(), rows["proto"].tolist(), rows["state"].tolist(),
             rows["reason"].tolist(), rows["ttl"].tolist()):
-        yield {"ip": str(ipaddress.IPv4Address(ip)), "port": port, "proto": PROTO_NAMES[proto],
+        yield {"ip": ip, "port": port, "proto": PROTO_NAMES[proto],
                "state": STATE_NAMES[state], "reason": REASON_NAMES[reason], "ttl": ttl or None}
 
 
 class NdjsonWriter:
-    """One JSON object per port, flushed per batch so that an interrupted scan keeps its results."""
+    """One JSON object per answered port (every port with show_all), flushed per batch so that
+    an interrupted scan keeps its results."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, show_all: bool = False):
+        self.show_all = show_all
         if path == "-":
             self.file, self._close = sys.stdout, False
         else:
@@ -39,6 +41,8 @@ class NdjsonWriter:
                 raise InputError(f"cannot write -oJ output '{path}': {e.strerror}") from None
 
     def write(self, rows: np.ndarray) -> None:
+        if not self.show_all:
+            rows = rows[rows["reason"] != NO_RESPONSE]
         self.file.write("".join(json.dumps(d) + "\n" for d in rows_to_dicts(rows)))
         self.file.flush()
 
@@ -79,33 +83,49 @@ class HostTable:
         if not self.batches:
             return
         rows = np.concatenate(self.batches)
-        rows = rows[np.lexsort((rows["port"], rows["ip"]))]
-        no_response = rows["reason"] == NO_RESPONSE
-        answering = np.unique(rows["ip"][~no_response])
-        for ip in answering.tolist():
-            self._host(ip, rows[rows["ip"] == ip])
-        silent = len(np.unique(rows["ip"])) - len(answering)
+        # One key per host, bytes in network order: sorts like the addresses themselves.
+        keys = np.concatenate([rows["ip"].astype(">u4").view(np.uint8).reshape(-1, 4), rows["ip6"]], axis=1)
+        keys = np.ascontiguousarray(keys).view(np.dtype((np.void, 20))).ravel()
+        rows, keys = rows[np.lexsort((rows["port"], rows["proto"], keys))], np.sort(keys)
+        hosts, first = np.unique(keys, return_index=True)
+        silent = 0
+        for start, end in zip(first.tolist(), first[1:].tolist() + [len(rows)]):
+            mine = rows[start:end]
+            if (mine["reason"] == NO_RESPONSE).all():
+                silent += 1
+            else:
+                self._host(mine)
         if silent:
             self.file.write(f"{silent} host(s) sent no reply to any probe.\n")
         self.file.flush()
 
-    def _host(self, ip: int, rows: np.ndarray) -> None:
-        out = [f"\nScan report for {ipaddress.IPv4Address(ip)}"]
-        states, counts = np.unique(rows["state"], return_counts=True)
+    def _host(self, rows: np.ndarray) -> None:
+        out = [f"\nScan report for {addresses(rows[:1])[0]}"]
+        up = rows[rows["state"] == UP]
+        if len(up):
+            d = next(rows_to_dicts(up[:1]))
+            out.append(f"Host is up ({d['reason']}" + (f" ttl {d['ttl']})" if d["ttl"] else ")"))
+            rows = rows[rows["state"] != UP]
+        groups = {}
+        for state, proto in zip(rows["state"].tolist(), rows["proto"].tolist()):
+            groups[(state, proto)] = groups.get((state, proto), 0) + 1
         folded = set()
         if not self.show_all:
-            folded = {s for s, n in zip(states.tolist(), counts.tolist()) if s != OPEN and n > FOLD_ABOVE}
-        for state in sorted(folded):
-            mine = rows[rows["state"] == state]
+            folded = {g for g, n in groups.items() if g[0] != OPEN and n > FOLD_ABOVE}
+        for state, proto in sorted(folded):
+            mine = rows[(rows["state"] == state) & (rows["proto"] == proto)]
             reasons, rcounts = np.unique(mine["reason"], return_counts=True)
             why = ", ".join(f"{n} {REASON_NAMES[r]}" for r, n in zip(reasons.tolist(), rcounts.tolist()))
-            out.append(f"Not shown: {len(mine)} {STATE_NAMES[state]} tcp ports ({why})")
-        shown = rows[~np.isin(rows["state"], list(folded))] if folded else rows
+            out.append(f"Not shown: {len(mine)} {STATE_NAMES[state]} {PROTO_NAMES[proto]} ports ({why})")
+        keep = np.array([(s, p) not in folded for s, p in zip(rows["state"].tolist(), rows["proto"].tolist())],
+                        dtype=bool)
+        shown = rows[keep] if len(rows) else rows
         if len(shown):
             out.append(f"{'PORT':<9} {'STATE':<15} {'SERVICE':<15} REASON" if self.reason else
                        f"{'PORT':<9} {'STATE':<15} SERVICE")
             for d in rows_to_dicts(shown):
-                line = f"{str(d['port']) + '/' + d['proto']:<9} {d['state']:<15} {service_name(d['port']):<15}"
+                line = (f"{str(d['port']) + '/' + d['proto']:<9} {d['state']:<15} "
+                        f"{service_name(d['port'], d['proto']):<15}")
                 if self.reason:
                     line += f" {d['reason']}" + (f" ttl {d['ttl']}" if d["ttl"] else "")
                 out.append(line.rstrip())

@@ -14,32 +14,34 @@ DEFAULT_TOP_PORTS = 1000  # nmap scans its top 1000 TCP ports when no -p is give
 _NUM = re.compile(r"[0-9]+")
 
 
-@lru_cache(maxsize=1)
-def _services() -> dict:
-    """TCP port -> usual service name, most frequent first (shipped data file, never /usr/share/nmap)."""
-    text = resources.files("scanner").joinpath("data/top-ports-tcp.txt").read_text(encoding="ascii")
+@lru_cache(maxsize=2)
+def _services(proto: str = "tcp") -> dict:
+    """Port -> usual service name, most frequent first (shipped data files, never /usr/share/nmap)."""
+    text = resources.files("scanner").joinpath(f"data/top-ports-{proto}.txt").read_text(encoding="ascii")
     rows = (line.split() for line in text.split("\n") if line.strip() and not line.startswith("#"))
     return {int(port): name for port, name in rows}
 
 
-@lru_cache(maxsize=1)
-def _ranked() -> np.ndarray:
-    """All TCP ports, most frequent first."""
-    arr = np.array(list(_services()), dtype=np.uint16)
+@lru_cache(maxsize=2)
+def _ranked(proto: str = "tcp") -> np.ndarray:
+    """All ports of a protocol, most frequent first."""
+    arr = np.array(list(_services(proto)), dtype=np.uint16)
     arr.setflags(write=False)  # cached and shared: callers get copies
     return arr
 
 
-def service_name(port: int) -> str:
-    """The service usually found on a TCP port, as nmap names it ("unknown" if none)."""
-    return _services().get(int(port), "unknown")
+def service_name(port: int, proto: str = "tcp") -> str:
+    """The service usually found on a port, as nmap names it ("unknown" if none)."""
+    if proto not in ("tcp", "udp"):
+        return ""
+    return _services(proto).get(int(port), "unknown")
 
 
-def top_ports(n: int) -> np.ndarray:
-    """The n most frequent TCP ports in frequency order (all of them if n is larger)."""
+def top_ports(n: int, proto: str = "tcp") -> np.ndarray:
+    """The n most frequent ports in frequency order (all of them if n is larger)."""
     if n < 1:
         raise InputError(f"--top-ports must be at least 1, got {n}")
-    return _ranked()[:n].copy()
+    return _ranked(proto)[:n].copy()
 
 
 def _port(text: str, item: str, spec: str) -> int:
@@ -51,25 +53,24 @@ def _port(text: str, item: str, spec: str) -> int:
     return value
 
 
-def _parse_spec(spec: str) -> np.ndarray:
-    """Boolean mask of the 65536 ports selected by an nmap -p spec."""
-    mask = np.zeros(65536, dtype=bool)
+def _parse_spec(spec: str) -> dict:
+    """Boolean masks of the 65536 ports an nmap -p spec selects, per protocol ("tcp", "udp").
+    Unqualified items count for both, as in nmap; T: and U: apply to the items that follow."""
+    masks = {"tcp": np.zeros(65536, dtype=bool), "udp": np.zeros(65536, dtype=bool)}
     if not spec.strip():
         raise InputError("bad port spec '': empty")
-    proto = "T"
+    protos = ("tcp", "udp")
     for raw in spec.split(","):
         item = raw.strip()
-        # nmap's protocol prefixes apply to this and the following items.
         m = re.match(r"([A-Za-z]):", item)
         if m:
-            proto = m.group(1).upper()
+            prefix = m.group(1).upper()
             item = item[2:].strip()
-            if proto not in "TUS":
+            if prefix == "S":
+                raise InputError("SCTP ports (S:) need -sY, which scanner does not have")
+            if prefix not in "TU":
                 raise InputError(f"bad port spec '{spec}': unknown protocol prefix '{m.group(0)}'")
-        if proto == "U":
-            raise InputError("UDP ports (U:) need -sU, which is not supported yet")
-        if proto == "S":
-            raise InputError("SCTP ports (S:) need -sY, which is not supported yet")
+            protos = ("tcp",) if prefix == "T" else ("udp",)
         if not item:
             raise InputError(f"bad port spec '{spec}': empty entry")
         if "-" in item:
@@ -79,32 +80,50 @@ def _parse_spec(spec: str) -> np.ndarray:
             hi = _port(hi_text, item, spec) if hi_text else 65535
             if lo > hi:
                 raise InputError(f"bad port spec '{spec}': range '{item}' is reversed")
-            mask[lo:hi + 1] = True
+            selected = slice(lo, hi + 1)
         else:
-            mask[_port(item, item, spec)] = True
-    return mask
+            selected = _port(item, item, spec)
+        for proto in protos:
+            masks[proto][selected] = True
+    return masks
 
 
-def parse_ports(spec: Optional[str], top_ports: Optional[int] = None) -> np.ndarray:
-    """Sorted unique uint16 ports from an nmap -p spec and/or --top-ports.
+def _select(mask: Optional[np.ndarray], top: Optional[int], proto: str, spec: Optional[str]) -> np.ndarray:
+    """The ports of one protocol: those of the spec, or the top ones, or the top ones within it."""
+    if mask is None:
+        return np.sort(_ranked(proto)[:top])
+    if top is None:
+        return np.flatnonzero(mask).astype(np.uint16)
+    ranked = _ranked(proto)
+    chosen = ranked[mask[ranked]][:top]
+    if chosen.size == 0:
+        raise InputError(f"bad port spec '{spec}': none of these ports is in the top-ports list")
+    return np.sort(chosen)
 
-    With both, the n most frequent ports within the spec are chosen (as nmap does).
-    With neither, the top 1000 TCP ports.
-    """
+
+def port_lists(spec: Optional[str], top_ports: Optional[int], tcp: bool = True, udp: bool = False):
+    """(TCP ports, UDP ports) for a scan, each sorted unique uint16 (empty if not scanned).
+
+    With neither a spec nor --top-ports, the top 1000 of each scanned protocol, as nmap does."""
     if spec is None and top_ports is None:
         top_ports = DEFAULT_TOP_PORTS
     if top_ports is not None and top_ports < 1:
         raise InputError(f"--top-ports must be at least 1, got {top_ports}")
-    if spec is None:
-        return np.sort(_ranked()[:top_ports])
-    mask = _parse_spec(spec)
-    if top_ports is None:
-        return np.flatnonzero(mask).astype(np.uint16)
-    ranked = _ranked()
-    chosen = ranked[mask[ranked]][:top_ports]
-    if chosen.size == 0:
-        raise InputError(f"bad port spec '{spec}': none of these ports is in the top-ports list")
-    return np.sort(chosen)
+    masks = _parse_spec(spec) if spec is not None else {"tcp": None, "udp": None}
+    if spec is not None and not udp and "U:" in spec.upper().replace(" ", ""):
+        raise InputError("UDP ports (U:) need the UDP scan: add -sU")
+    empty = np.zeros(0, dtype=np.uint16)
+    lists = (_select(masks["tcp"], top_ports, "tcp", spec) if tcp else empty,
+             _select(masks["udp"], top_ports, "udp", spec) if udp else empty)
+    if spec is not None and not any(len(ports) for ports in lists):
+        raise InputError(f"bad port spec '{spec}': no ports for the protocols being scanned")
+    return lists
+
+
+def parse_ports(spec: Optional[str], top_ports: Optional[int] = None) -> np.ndarray:
+    """Sorted unique uint16 TCP ports from an nmap -p spec and/or --top-ports (the top 1000
+    when neither is given); with both, the most frequent ports within the spec."""
+    return port_lists(spec, top_ports)[0]
 
 
 def format_ports(ports) -> str:

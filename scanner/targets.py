@@ -64,15 +64,54 @@ def _resolve(host: str, spec: str, what: str) -> List[int]:
     return addrs
 
 
-def _is_ipv6(text: str) -> bool:
+# IPv6 targets are expanded into a sorted address list for the compiled path: keep it bounded.
+MAX_IPV6_HOSTS = 1 << 20
+
+
+def _resolve6(host: str, spec: str, what: str) -> List[int]:
     try:
-        return ipaddress.ip_network(text, strict=False).version == 6
+        infos = socket.getaddrinfo(host, None, socket.AF_INET6, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise InputError(f"bad {what} '{spec}': cannot resolve hostname '{host}' ({reason})") from None
+    return sorted({int(ipaddress.IPv6Address(info[4][0].split("%")[0])) for info in infos})
+
+
+def _parse_ipv6(s: str, spec: str, what: str) -> List[Interval]:
+    """An IPv6 address, prefix or dash range of full addresses, as 128-bit int intervals."""
+    bad = f"bad {what} '{spec}'"
+    if "-" in s:
+        left, _, right = s.partition("-")
+        try:
+            start, end = int(ipaddress.IPv6Address(left)), int(ipaddress.IPv6Address(right))
+        except ValueError:
+            raise InputError(f"{bad}: not an IPv6 address range") from None
+        if end < start:
+            raise InputError(f"{bad}: range end is before its start")
+        return [(start, end)]
+    try:
+        net = ipaddress.IPv6Network(s, strict=False)
     except ValueError:
-        return False
+        raise InputError(f"{bad}: not an IPv6 address or prefix") from None
+    return [(int(net.network_address), int(net.broadcast_address))]
+
+
+def parse_target_family(spec: str, what: str = "target", ipv6: bool = False):
+    """(4 or 6, intervals) of one target spec. IPv6 addresses and prefixes are recognised by
+    their colons; hostnames resolve to IPv6 addresses only with ipv6 (nmap's -6)."""
+    s = spec.strip()
+    if ":" in s:
+        return 6, _parse_ipv6(s, spec, what)
+    if ipv6 and s and _ipv4(s.partition("/")[0].partition("-")[0]) is None and _looks_like_hostname(s):
+        addrs = _resolve6(s, spec, what)
+        if not addrs:
+            raise InputError(f"bad {what} '{spec}': hostname has no IPv6 address")
+        return 6, [(a, a) for a in addrs]
+    return 4, parse_target(s, what)
 
 
 def parse_target(spec: str, what: str = "target") -> List[Interval]:
-    """Parse one target spec into sorted, merged inclusive (start, end) int intervals.
+    """Parse one IPv4 target spec into sorted, merged inclusive (start, end) int intervals.
 
     Accepts an address, CIDR (host bits are masked off, like nmap), a dash range
     (a.b.c.d-e.f.g.h or nmap's short a.b.c.d-N last-octet form) or a hostname
@@ -83,8 +122,6 @@ def parse_target(spec: str, what: str = "target") -> List[Interval]:
     if not s:
         raise InputError(f"bad {what} '{spec}': empty")
     if ":" in s:
-        if _is_ipv6(s):
-            raise InputError(f"IPv6 {what} '{spec}' is not supported yet")
         raise InputError(f"{bad}: not an IPv4 address, CIDR, range or resolvable hostname")
 
     addr = _ipv4(s)
@@ -187,19 +224,31 @@ def _split_specs(items: Iterable[str]) -> List[str]:
 
 
 class TargetSet:
-    """Sorted, merged, non-overlapping inclusive IPv4 intervals."""
+    """Sorted, merged, non-overlapping inclusive intervals of IPv4 (32-bit) or IPv6 (128-bit)
+    addresses. IPv4 sets are never expanded; IPv6 sets expand to a list (hosts6) when scanned."""
 
-    def __init__(self, intervals: Iterable[Interval]):
+    def __init__(self, intervals: Iterable[Interval], family: int = 4):
+        self.family = family
         self._ranges = _merge(intervals)
         self._starts_list = [s for s, _ in self._ranges]
-        self.starts = np.array(self._starts_list, dtype=np.uint32)
-        self.ends = np.array([e for _, e in self._ranges], dtype=np.uint32)
         self.count = sum(e - s + 1 for s, e in self._ranges)
+        if family == 4:
+            self.starts = np.array(self._starts_list, dtype=np.uint32)
+            self.ends = np.array([e for _, e in self._ranges], dtype=np.uint32)
+        elif self.count > MAX_IPV6_HOSTS:
+            raise InputError(f"{self.count} IPv6 targets is too many to scan (at most {MAX_IPV6_HOSTS}:"
+                             " use prefixes of /108 or longer)")
+
+    @property
+    def hosts6(self) -> np.ndarray:
+        """The IPv6 addresses, sorted, as an (n, 16) uint8 array in network byte order."""
+        data = b"".join(a.to_bytes(16, "big") for s, e in self._ranges for a in range(s, e + 1))
+        return np.frombuffer(data, dtype=np.uint8).reshape(-1, 16).copy()
 
     @classmethod
     def from_specs(cls, targets: Sequence[str], exclude: Sequence[str] = (),
                    input_file: Optional[str] = None,
-                   exclude_file: Optional[str] = None) -> "TargetSet":
+                   exclude_file: Optional[str] = None, ipv6: bool = False) -> "TargetSet":
         specs = _split_specs(targets)
         if input_file is not None:
             specs += read_target_file(input_file)
@@ -209,22 +258,34 @@ class TargetSet:
         if exclude_file is not None:
             excl += read_target_file(exclude_file)
 
-        keep = _merge(iv for s in specs for iv in parse_target(s))
-        drop = _merge(iv for s in excl for iv in parse_target(s, what="exclude"))
+        parsed = [parse_target_family(s, ipv6=ipv6) for s in specs]
+        families = {family for family, _ in parsed}
+        if len(families) > 1:
+            raise InputError("IPv4 and IPv6 targets cannot be mixed in one scan: run one scan for each")
+        family = families.pop()
+        keep = _merge(iv for _, ivs in parsed for iv in ivs)
+        drop = _merge(iv for s in excl for f, ivs in [parse_target_family(s, "exclude", ipv6)]
+                      if f == family for iv in ivs)
         left = _subtract(keep, drop)
         if not left:
             raise InputError("no targets left after excludes")
-        return cls(left)
+        return cls(left, family)
+
+    def address(self, value: int) -> str:
+        return str(ipaddress.ip_address(value) if self.family == 6 else ipaddress.IPv4Address(value))
 
     def ranges(self) -> List[Interval]:
         return list(self._ranges)
 
     def __contains__(self, addr: Union[int, str]) -> bool:
-        value = ip_to_int(addr) if isinstance(addr, str) else int(addr)
+        if isinstance(addr, str):
+            value = int(ipaddress.IPv6Address(addr)) if self.family == 6 else ip_to_int(addr)
+        else:
+            value = int(addr)
         i = bisect.bisect_right(self._starts_list, value) - 1
         return i >= 0 and value <= self._ranges[i][1]
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{int_to_ip(s)}-{int_to_ip(e)}" for s, e in self._ranges[:3])
+        shown = ", ".join(f"{self.address(s)}-{self.address(e)}" for s, e in self._ranges[:3])
         more = ", ..." if len(self._ranges) > 3 else ""
         return f"TargetSet({self.count} addresses in {len(self._ranges)} ranges: {shown}{more})"

@@ -1,29 +1,44 @@
-"""Scan techniques as small declarative units, like zmap's probe modules: the flags a probe
-carries and the state each kind of reply means. The engine and the compiled path are shared."""
+"""Scan techniques as small declarative units, like zmap's probe modules: what a probe carries
+and the state each kind of reply means. A scan's probes are a list of slots (technique, port);
+the compiled sender and parser are shared by all of them."""
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 
-from .states import REPLY_KINDS, STATES
+import numpy as np
+
+from .errors import InputError
+from .states import PROBE_KIND_DTYPE, PROTO_NUMBERS, REPLY_KINDS, STATES
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+TCP_FLAG_NAMES = {"FIN": FIN, "SYN": SYN, "RST": RST, "PSH": PSH, "ACK": ACK, "URG": URG,
+                  "ECE": 0x40, "CWR": 0x80}
 
 # A SYN with the options a current Linux sends, in its order: MSS, SACK permitted,
 # timestamps, NOP, window scale. Probes that look like real stacks get real answers.
 SYN_OPTIONS = bytes.fromhex("020405b4" "0402" "080a" "00000000" "00000000" "01" "030307")
 SYN_TSVAL_OFFSET = 8           # TSval within SYN_OPTIONS
+ICMP_ECHO, ICMP_TIMESTAMP, ICMP6_ECHO = 8, 13, 128
+
+ICMP_ERRORS = {"icmp-unreach": "filtered", "port-unreach": "filtered"}
 
 
-@dataclass(frozen=True)
-class TcpTechnique:
+@dataclass(frozen=True, eq=False)     # compared and hashed by identity: one object per technique
+class Technique:
+    key: str                    # short name: syn, connect, ack, ...
     name: str                   # nmap's name for it
-    flag: str                   # nmap's option, e.g. "-sS"
-    tcp_flags: int
+    flag: str                   # nmap's option
+    proto: str = "tcp"          # tcp, udp or icmp
+    tcp_flags: int = 0
     replies: dict = field(default_factory=dict)   # reply kind -> state
     no_response: str = "filtered"
+    raw: bool = True            # needs raw sockets (all but the connect scan)
+    icmp_type: int = 0
 
-    def state_table(self) -> list:
+    def table(self) -> list:
         """State code per reply kind, in the order the parser indexes them (0: ignore)."""
         table = [0] * len(REPLY_KINDS)
         for kind, state in self.replies.items():
@@ -31,30 +46,187 @@ class TcpTechnique:
         table[REPLY_KINDS["no-response"]] = STATES[self.no_response]
         return table
 
-    def template(self, src_mac: bytes, dst_mac: bytes, saddr: int, window: int = 64240):
-        """One Ethernet + IPv4 + TCP frame with per-probe fields zero; returns
-        (frame, l2_len, offset of the TSval in the frame or -1)."""
-        options = SYN_OPTIONS if self.tcp_flags & SYN else b""
-        tcp_len = 20 + len(options)
-        eth = dst_mac + src_mac + b"\x08\x00"
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 0, 0, 64, 6, 0,
-                         saddr.to_bytes(4, "big"), bytes(4))
-        tcp = struct.pack("!HHIIBBHHH", 0, 0, 0, 0, (tcp_len // 4) << 4, self.tcp_flags,
-                          window, 0, 0) + options
-        ts_offset = len(eth) + 20 + 20 + SYN_TSVAL_OFFSET if options else -1
-        return eth + ip + tcp, len(eth), ts_offset
 
-    def bpf(self, saddr: str) -> str:
-        """Kernel filter for replies: TCP to our cookie source ports, ICMP unreachables."""
+def tcp_technique(key, name, flag, tcp_flags, replies, no_response):
+    return Technique(key, name, flag, "tcp", tcp_flags, {**ICMP_ERRORS, **replies}, no_response)
+
+
+SYN_SCAN = tcp_technique("syn", "SYN Stealth Scan", "-sS", SYN,
+                         {"syn-ack": "open", "reset": "closed", "reset-window": "closed"}, "filtered")
+CONNECT_SCAN = Technique("connect", "Connect Scan", "-sT", raw=False)
+ACK_SCAN = tcp_technique("ack", "ACK Scan", "-sA", ACK,
+                         {"reset": "unfiltered", "reset-window": "unfiltered"}, "filtered")
+WINDOW_SCAN = tcp_technique("window", "Window Scan", "-sW", ACK,
+                            {"reset": "closed", "reset-window": "open"}, "filtered")
+NULL_SCAN = tcp_technique("null", "NULL Scan", "-sN", 0,
+                          {"reset": "closed", "reset-window": "closed"}, "open|filtered")
+FIN_SCAN = tcp_technique("fin", "FIN Scan", "-sF", FIN,
+                         {"reset": "closed", "reset-window": "closed"}, "open|filtered")
+XMAS_SCAN = tcp_technique("xmas", "Xmas Scan", "-sX", FIN | PSH | URG,
+                          {"reset": "closed", "reset-window": "closed"}, "open|filtered")
+MAIMON_SCAN = tcp_technique("maimon", "Maimon Scan", "-sM", FIN | ACK,
+                            {"reset": "closed", "reset-window": "closed"}, "open|filtered")
+UDP_SCAN = Technique("udp", "UDP Scan", "-sU", "udp", 0,
+                     {"udp-response": "open", "port-unreach": "closed", "icmp-unreach": "filtered"},
+                     "open|filtered")
+
+TCP_TECHNIQUES = {t.flag: t for t in (SYN_SCAN, CONNECT_SCAN, ACK_SCAN, WINDOW_SCAN, NULL_SCAN,
+                                      FIN_SCAN, XMAS_SCAN, MAIMON_SCAN)}
+
+
+def parse_scanflags(text: str) -> int:
+    """nmap's --scanflags: a number (9, 0x29) or flag names run together (URGPSHFIN)."""
+    text = text.strip().upper()
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value, rest = 0, text
+        while rest:
+            name = next((n for n in TCP_FLAG_NAMES if rest.startswith(n)), None)
+            if name is None:
+                raise InputError(f"bad --scanflags '{text}': use flag names (URG ACK PSH RST SYN FIN "
+                                 "ECE CWR) run together, or a number") from None
+            value |= TCP_FLAG_NAMES[name]
+            rest = rest[len(name):]
+    if not 0 <= value <= 255:
+        raise InputError(f"bad --scanflags '{text}': must be 0-255")
+    return value
+
+
+def with_flags(base: Technique, tcp_flags: int) -> Technique:
+    """--scanflags: send these flags, read the replies as the base technique does (nmap)."""
+    return Technique(base.key, base.name, base.flag, "tcp", tcp_flags, base.replies, base.no_response)
+
+
+# Host discovery (nmap's -PE -PP -PS -PA -PU): any genuine answer means the host is up.
+UP = "up"
+DISCOVERY = {
+    "PE": Technique("PE", "ICMP echo", "-PE", "icmp", replies={"echo-reply": UP}, icmp_type=ICMP_ECHO),
+    "PP": Technique("PP", "ICMP timestamp", "-PP", "icmp", replies={"timestamp-reply": UP},
+                    icmp_type=ICMP_TIMESTAMP),
+    "PS": Technique("PS", "TCP SYN ping", "-PS", "tcp", SYN,
+                    {"syn-ack": UP, "reset": UP, "reset-window": UP}),
+    "PA": Technique("PA", "TCP ACK ping", "-PA", "tcp", ACK, {"reset": UP, "reset-window": UP}),
+    "PU": Technique("PU", "UDP ping", "-PU", "udp", replies={"udp-response": UP, "port-unreach": UP}),
+}
+DISCOVERY_DEFAULT_PORTS = {"PS": 80, "PA": 80, "PU": 40125}
+# nmap's default discovery as root: echo, SYN to 443, ACK to 80, timestamp.
+DEFAULT_DISCOVERY = (("PE", 0), ("PS", 443), ("PA", 80), ("PP", 0))
+
+
+@lru_cache(maxsize=1)
+def udp_payloads() -> dict:
+    """UDP port -> the payload its service answers (scanner/data/udp-payloads.txt)."""
+    text = resources.files("scanner").joinpath("data/udp-payloads.txt").read_text(encoding="ascii")
+    payloads = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            ports, _name, hexdata = line.split()
+            for port in ports.split(","):
+                payloads[int(port)] = bytes.fromhex(hexdata)
+    return payloads
+
+
+class Probes:
+    """The probes one scan sends to every host: a list of slots, each a (technique, port), and
+    the distinct probe kinds (technique + payload) the slots use."""
+
+    def __init__(self, slots):
+        self.slots = list(slots)                      # [(technique, port)]
+        if not self.slots:
+            raise InputError("nothing to scan: no ports for the chosen scan types")
+        if len(self.slots) > 65535:
+            raise InputError("too many probes per host (at most 65535 ports and probe types)")
+        self.kinds = []                               # [(technique, payload)]
+        kind_of = {}
+        slot_kind = []
+        for technique, port in self.slots:
+            payload = udp_payloads().get(port, b"") if technique.proto == "udp" else b""
+            key = (technique, payload)
+            if key not in kind_of:
+                kind_of[key] = len(self.kinds)
+                self.kinds.append(key)
+            slot_kind.append(kind_of[key])
+        self.slot_kind = np.array(slot_kind, dtype=np.uint16)
+        self.slot_port = np.array([port for _, port in self.slots], dtype=np.uint16)
+        self.tcp_slot = self._slot_map("tcp")
+        self.udp_slot = self._slot_map("udp")
+
+    def _slot_map(self, proto) -> np.ndarray:
+        table = np.full(65536, -1, dtype=np.int32)
+        for i, (technique, port) in enumerate(self.slots):
+            if technique.proto == proto:
+                if table[port] >= 0:
+                    raise InputError(f"two probes to {proto} port {port} in one scan")
+                table[port] = i
+        return table
+
+    @classmethod
+    def ports(cls, technique: Technique, tcp_ports, udp_ports=()) -> "Probes":
+        return cls([(technique, int(p)) for p in tcp_ports] + [(UDP_SCAN, int(p)) for p in udp_ports])
+
+    @property
+    def protos(self) -> set:
+        return {t.proto for t, _ in self.kinds}
+
+    def compile(self, family: int, src_mac: bytes, dst_mac: bytes, saddr: bytes):
+        """(template blob, PROBE_KIND_DTYPE array, link header length) for the sender/parser."""
+        kinds = np.zeros(len(self.kinds), dtype=PROBE_KIND_DTYPE)
+        blob = b""
+        for i, (technique, payload) in enumerate(self.kinds):
+            frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr)
+            kinds[i] = (PROTO_NUMBERS[technique.proto] if technique.proto != "icmp" or family == 4 else 58,
+                        technique.tcp_flags, icmp_type(technique, family), 0, len(blob), len(frame),
+                        ts_offset, technique.table())
+            blob += frame
+        return blob, kinds, 14
+
+    def bpf(self, family: int, saddr: str) -> str:
+        """Kernel filter for replies: to our cookie source ports, and ICMP."""
         from ._ext.cookie import SOURCE_PORT_RANGE
         low, high = SOURCE_PORT_RANGE
-        return (f"dst host {saddr} and ((tcp dst portrange {low}-{high} and tcp[13] & 0x14 != 0)"
-                f" or (icmp and icmp[0] == 3))")
+        ip = "ip" if family == 4 else "ip6"
+        parts = [f"icmp" if family == 4 else "icmp6"]
+        if "tcp" in self.protos:
+            # IPv4 lets the kernel drop our own outgoing probes (no ACK/RST) as well.
+            flags = " and tcp[13] & 0x14 != 0" if family == 4 else ""
+            parts.append(f"(tcp dst portrange {low}-{high}{flags})")
+        if "udp" in self.protos:
+            parts.append(f"(udp dst portrange {low}-{high})")
+        return f"{ip} dst host {saddr} and ({' or '.join(parts)})"
 
 
-SYN_SCAN = TcpTechnique(
-    "SYN Stealth Scan", "-sS", SYN,
-    {"syn-ack": "open", "reset": "closed", "reset-window": "closed", "icmp-unreach": "filtered"},
-    "filtered")
+def icmp_type(technique: Technique, family: int) -> int:
+    if technique.proto != "icmp":
+        return 0
+    return ICMP6_ECHO if family == 6 else technique.icmp_type
 
-TECHNIQUES = {t.flag: t for t in (SYN_SCAN,)}
+
+def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, dst_mac: bytes,
+             saddr: bytes):
+    """One frame of a probe kind with the per-probe fields zero; returns (frame, offset of the
+    TCP timestamp value in the frame or -1)."""
+    ts_offset = -1
+    if technique.proto == "tcp":
+        options = SYN_OPTIONS if technique.tcp_flags & SYN else b""
+        l4 = struct.pack("!HHIIBBHHH", 0, 0, 0, 0, ((20 + len(options)) // 4) << 4, technique.tcp_flags,
+                         64240 if technique.tcp_flags & SYN else 1024, 0, 0) + options
+        proto = 6
+    elif technique.proto == "udp":
+        l4 = struct.pack("!HHHH", 0, 0, 8 + len(payload), 0) + payload
+        proto = 17
+    else:
+        kind = icmp_type(technique, family)
+        body = bytes(12) if kind == ICMP_TIMESTAMP else bytes(4) + b"scanner!"   # cookie in the first 4
+        l4 = struct.pack("!BBHHH", kind, 0, 0, 0, 0) + body
+        proto = 1 if family == 4 else 58
+    if family == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0, saddr, bytes(4))
+        ethertype = b"\x08\x00"
+    else:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64, saddr, bytes(16))
+        ethertype = b"\x86\xdd"
+    eth = dst_mac + src_mac + ethertype
+    if technique.proto == "tcp" and technique.tcp_flags & SYN:
+        ts_offset = len(eth) + len(ip) + 20 + SYN_TSVAL_OFFSET
+    return eth + ip + l4, ts_offset

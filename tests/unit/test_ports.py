@@ -45,9 +45,22 @@ def test_whitespace_around_items():
     assert as_list(parse_ports(" 22 , 80 ")) == [22, 80]
 
 
-def test_udp_prefix_not_supported():
-    with pytest.raises(InputError, match=r"UDP ports \(U:\) need -sU, which is not supported yet"):
+def test_udp_prefix_needs_udp_scan():
+    with pytest.raises(InputError, match=r"UDP ports \(U:\) need the UDP scan: add -sU"):
         parse_ports("T:80,U:53")
+
+
+def test_port_lists_per_protocol():
+    from scanner.ports import port_lists
+    tcp, udp = port_lists("22,T:80,U:53,161", None, tcp=True, udp=True)
+    assert as_list(tcp) == [22, 80]            # unqualified 22 counts for both, as in nmap
+    assert as_list(udp) == [22, 53, 161]
+    tcp, udp = port_lists(None, 10, tcp=False, udp=True)
+    assert len(tcp) == 0 and 161 in as_list(udp) and 53 in as_list(udp) and len(udp) == 10
+    tcp, udp = port_lists(None, None, tcp=True, udp=True)
+    assert len(tcp) == len(udp) == 1000
+    with pytest.raises(InputError, match="no ports"):
+        port_lists("T:80", None, tcp=False, udp=True)
 
 
 def test_sctp_prefix_not_supported():

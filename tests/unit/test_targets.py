@@ -1,3 +1,4 @@
+import ipaddress
 import numpy as np
 import pytest
 
@@ -107,9 +108,27 @@ def test_hostname_all_a_records(monkeypatch):
 
 
 @pytest.mark.parametrize("spec", ["::1", "2001:db8::/32", "fe80::1"])
-def test_ipv6_not_supported(spec):
-    with pytest.raises(InputError, match=f"IPv6 target '{spec}' is not supported yet"):
+def test_ipv6_is_not_an_ipv4_target(spec):
+    with pytest.raises(InputError, match="not an IPv4 address"):
         parse_target(spec)
+
+
+def test_ipv6_targets():
+    ts = TargetSet.from_specs(["2001:db8::/126", "2001:db8::10-2001:db8::11"], exclude=["2001:db8::1"])
+    assert ts.family == 6 and ts.count == 5
+    hosts = [bytes(row) for row in ts.hosts6]
+    assert hosts == [ipaddress.IPv6Address(a).packed for a in
+                     ("2001:db8::", "2001:db8::2", "2001:db8::3", "2001:db8::10", "2001:db8::11")]
+    assert "2001:db8::3" in ts and "2001:db8::1" not in ts
+
+
+def test_ipv6_limits_and_mixing():
+    with pytest.raises(InputError, match="too many"):
+        TargetSet.from_specs(["2001:db8::/64"])
+    with pytest.raises(InputError, match="cannot be mixed"):
+        TargetSet.from_specs(["198.18.0.1", "2001:db8::1"])
+    with pytest.raises(InputError, match="not an IPv6"):
+        TargetSet.from_specs(["2001:db8::zz"])
 
 
 def test_slash8_is_not_expanded():

@@ -1,0 +1,81 @@
+# cython: language_level=3
+"""Probe kinds and how one probe is written into a frame: the kind's template is copied, then
+only addresses, ports, cookie, timestamp and checksums are filled in."""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.string cimport memcpy
+from checksum cimport put16, put32, csum_add, csum_fold, ipv4_header_checksum
+from cookie cimport cookie_sport, cookie_seq
+from codes cimport RK_COUNT
+
+cdef enum:
+    TCP_FIN = 0x01
+    TCP_SYN = 0x02
+    TCP_RST = 0x04
+    TCP_PSH = 0x08
+    TCP_ACK = 0x10
+    TCP_URG = 0x20
+    PROTO_ICMP = 1
+    PROTO_TCP = 6
+    PROTO_UDP = 17
+    PROTO_ICMP6 = 58
+    ICMP_ECHO = 8
+    ICMP_TIMESTAMP = 13
+    ICMP6_ECHO = 128
+
+# One entry per probe kind; scanner/techniques.py builds the same layout (PROBE_KIND_DTYPE).
+cdef packed struct ProbeKind:
+    uint8_t proto             # PROTO_*
+    uint8_t tcp_flags
+    uint8_t icmp_type
+    uint8_t pad
+    int32_t offset            # of its template frame in the template blob
+    int32_t length            # of the frame
+    int32_t ts_offset         # of the TCP timestamp value in the frame, or -1
+    uint8_t table[RK_COUNT]   # reply kind -> port state (0: not a reply to this kind)
+
+
+cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const ProbeKind* k, int l2_len,
+                            int family, uint32_t daddr4, const uint8_t* daddr6, uint16_t dport,
+                            uint16_t slot, uint64_t c, uint32_t tsval) noexcept nogil:
+    """Writes the probe of kind k to (daddr, dport) into frame; returns the frame length."""
+    cdef uint8_t* ip = frame + l2_len
+    cdef uint8_t* l4
+    cdef int l4_len, i
+    cdef uint64_t pseudo = 0
+    cdef uint16_t sum
+    memcpy(frame, templates + k.offset, k.length)
+    if family == 4:
+        l4 = ip + 20
+        l4_len = k.length - l2_len - 20
+        put16(ip + 4, <uint16_t>(c >> 48))           # IP id: varied, like a real stack's
+        put32(ip + 16, daddr4)
+        put16(ip + 10, ipv4_header_checksum(ip))
+        if k.proto != PROTO_ICMP:                    # ICMPv4 has no pseudo-header
+            pseudo = csum_add(0, ip + 12, 8) + k.proto + <uint64_t>l4_len
+    else:
+        l4 = ip + 40
+        l4_len = k.length - l2_len - 40
+        memcpy(ip + 24, daddr6, 16)
+        pseudo = csum_add(0, ip + 8, 32) + k.proto + <uint64_t>l4_len
+    if k.proto == PROTO_TCP:
+        put16(l4, cookie_sport(c))
+        put16(l4 + 2, dport)
+        put32(l4 + 4, cookie_seq(c))
+        if k.tcp_flags & TCP_ACK:
+            put32(l4 + 8, cookie_seq(c))             # a RST to an ACK echoes our ack as its seq
+        if k.ts_offset >= 0:
+            put32(frame + k.ts_offset, tsval)
+        sum = csum_fold(csum_add(pseudo, l4, l4_len))
+        put16(l4 + 16, sum)
+    elif k.proto == PROTO_UDP:
+        put16(l4, cookie_sport(c))
+        put16(l4 + 2, dport)
+        sum = csum_fold(csum_add(pseudo, l4, l4_len))
+        put16(l4 + 6, sum if sum else 0xffff)
+    else:                                            # ICMP / ICMPv6 echo or timestamp request
+        put16(l4 + 4, <uint16_t>c)                   # identifier
+        put16(l4 + 6, slot)                          # sequence: which slot this probe is
+        put32(l4 + 8, cookie_seq(c))                 # echoed back: payload / originate time
+        sum = csum_fold(csum_add(pseudo, l4, l4_len))
+        put16(l4 + 2, sum)
+    return k.length
