@@ -2,6 +2,7 @@
 of loopback (the only address these tests probe from the root namespace)."""
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -99,19 +100,37 @@ def unprivileged_prefix() -> list[str]:
     pytest.fail("cannot run the scanner as an unprivileged user (runuser/setpriv/unshare)")
 
 
-def test_not_root_is_a_one_line_error():
-    prefix = unprivileged_prefix()
-    r = subprocess.run([*prefix, "env", f"PYTHONPATH={scanner_env()['PYTHONPATH']}",
-                        *scanner_argv("127.0.0.1", "-p", "80")],
-                       capture_output=True, text=True, timeout=30, cwd="/")
-    assert_one_line_error(r, "root")
+def run_unprivileged(*args, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    return subprocess.run([*unprivileged_prefix(), "env", f"PYTHONPATH={scanner_env()['PYTHONPATH']}",
+                           *scanner_argv(*args)], capture_output=True, text=True, timeout=timeout,
+                          cwd="/", stdin=subprocess.DEVNULL)
+
+
+def test_not_root_syn_scan_is_a_one_line_error():
+    assert_one_line_error(run_unprivileged("127.0.0.1", "-p", "80", "-sS"), "root")
+
+
+def test_not_root_falls_back_to_connect_scan():
+    """Without -sS, a user without root gets a TCP connect scan (of loopback here), and a note."""
+    listener, closed = socket.socket(), socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        closed.bind(("127.0.0.1", 0))
+        open_port, closed_port = listener.getsockname()[1], closed.getsockname()[1]
+        r = run_unprivileged("127.0.0.1", "-p", f"{open_port},{closed_port}", "--wait", "0.5", "-oJ", "-")
+    finally:
+        listener.close()
+        closed.close()
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "not running as root: using the TCP connect scan (-sT)" in r.stderr
+    got = {(d["ip"], d["port"]): d["state"] for d in map(json.loads, r.stdout.splitlines())}
+    assert got == {("127.0.0.1", open_port): "open", ("127.0.0.1", closed_port): "closed"}, r.stdout
 
 
 def test_dry_run_needs_no_root():
-    prefix = unprivileged_prefix()
-    r = subprocess.run([*prefix, "env", f"PYTHONPATH={scanner_env()['PYTHONPATH']}",
-                        *scanner_argv(*SPACE, "--dry-run", "--seed", "7")],
-                       capture_output=True, text=True, timeout=30, cwd="/")
+    r = run_unprivileged(*SPACE, "--dry-run", "--seed", "7")
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == len(ALL)
 
@@ -125,14 +144,13 @@ def test_syn_scan_of_loopback():
         listener.listen(16)
         closed.bind(("127.0.0.1", 0))
         open_port, closed_port = listener.getsockname()[1], closed.getsockname()[1]
-        r = run("127.0.0.1", "-p", f"{open_port},{closed_port}", "--wait", "0.5", "--seed", "3",
+        r = run("127.0.0.1", "-p", f"{open_port},{closed_port}", "-sS", "--wait", "0.5", "--seed", "3",
                 "-oJ", "-")
     finally:
         listener.close()
         closed.close()
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
-    import json
     got = {(d["ip"], d["port"]): (d["state"], d["reason"]) for d in map(json.loads, r.stdout.splitlines())}
     assert got == {("127.0.0.1", open_port): ("open", "syn-ack"),
                    ("127.0.0.1", closed_port): ("closed", "reset")}, r.stdout

@@ -123,6 +123,8 @@ def test_forged_syn_acks_are_rejected(lab):
     finally:
         lab.run(["tc", "qdisc", "del", "dev", x.peer_ifname, "ingress"], capture_output=True)
     summary = parse_summary(err)
+    print(f"{count} forged SYN-ACKs sent; scanner: {summary['bad_cookie']} failed the cookie check, "
+          f"{len(open_ports(got))} open")
     assert open_ports(got) == set()
     assert got == lab.expected(ports), diff(got, lab.expected(ports))
     # The forged frames were seen (and rejected) by the scanner: the test is not vacuous.
@@ -215,6 +217,7 @@ def test_ctrl_c_keeps_results(lab):
         p.send_signal(signal.SIGINT)          # `ip netns exec` execs: p.pid is the scanner itself
         _, err = p.communicate(timeout=10)
         took = time.monotonic() - t0
+        print(f"SIGINT -> exit in {took:.2f}s")
         assert p.returncode == 0, f"exit {p.returncode}:\n{err}"
         assert took < 4, f"took {took:.1f}s to stop"
         assert "Traceback" not in err, err
@@ -231,3 +234,4 @@ def test_ctrl_c_keeps_results(lab):
     assert all(want[k] == v for k, v in got.items()), diff(got, {k: want[k] for k in got})
     assert all(v[1] != "no-response" for v in got.values())   # only answers received so far
     assert parse_summary(err)["interrupted"], err
+    print(f"{len(rows)} results kept of {len(want)} probes")
