@@ -141,8 +141,9 @@ def scan(
     tcp_ports, udp_ports = port_lists(ports, top_ports, tcp=technique is not None, udp=udp)
     discovery = None if no_ping else discovery_probes(ping_echo, ping_timestamp, ping_syn, ping_ack, ping_udp)
     shard_k_n = parse_shard(shard)
+    # Unanswered probes are listed for the nmap-like table and for --show-all, else only counted.
     common = dict(rate=rate, retries=retries, wait=wait, seed=seed, shard=shard_k_n, interface=interface,
-                  list_unanswered=True if show_all else None)
+                  list_unanswered=show_all or (json_out != "-" and target_set.count <= TABLE_UP_TO_HOSTS))
     # One raw scan for the raw techniques (e.g. -sS -sU in one pass); the connect scan apart.
     jobs = []
     if not ping_only:

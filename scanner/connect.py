@@ -162,7 +162,7 @@ class ConnectScan:
             rows["state"], rows["reason"] = state, reason
             silent = rows["reason"] == REASONS["no-response"]
             self.summary.replies += int(np.count_nonzero(~silent))
-            if not self.config.lists_unanswered(self.summary.probes):
+            if not self.config.list_unanswered:
                 self.summary.states["filtered"] = self.summary.states.get("filtered", 0) + int(silent.sum())
                 rows = rows[~silent]
             emit_rows(self.summary, sink, rows)

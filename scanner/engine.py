@@ -27,9 +27,8 @@ from .targets import TargetSet
 
 # Past this many probes the bitmap of answered probes (one bit each) would not fit comfortably.
 MAX_SPACE = 1 << 34
-# Up to this many probes the unanswered ones are handed to the outputs one by one (for nmap's
-# per-host tables); past it they are only counted, unless the user asks for them all.
-LIST_UNANSWERED_UP_TO = 1 << 22
+# The extra UDP rounds reason host by host over the whole index space: only for spaces this big.
+UDP_SLOW_UP_TO = 1 << 22
 # Linux answers about one ICMP error per second per destination after a short burst: the pace
 # of the extra rounds that collect UDP port-unreachables from hosts that rate-limit them.
 UDP_SLOW_RATE_PER_HOST = 1.0
@@ -45,7 +44,7 @@ class ScanConfig:
     seed: int | None = None
     shard: tuple = (1, 1)          # (k, n): this machine's slice of the permutation
     interface: str | None = None
-    list_unanswered: bool | None = None   # None: only for scans small enough to list
+    list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
 
     def __post_init__(self):
         if self.seed is None:
@@ -53,10 +52,6 @@ class ScanConfig:
         if self.space.size > MAX_SPACE:
             raise InputError(f"{self.space.size} probes in one scan is too many (at most {MAX_SPACE}); "
                              "split the targets into several scans")
-
-    def lists_unanswered(self, probes: int) -> bool:
-        """Whether probes without a reply are handed to the outputs one by one, or only counted."""
-        return probes <= LIST_UNANSWERED_UP_TO if self.list_unanswered is None else self.list_unanswered
 
     def positions(self):
         """(first position, step, count) of this shard's slice of the permutation."""
@@ -192,7 +187,8 @@ class Scan:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
             self.summary.sent = self.sender.sent
-            self.summary.bad_cookie = parser.bad_cookie
+            # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
+            self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             received, dropped, _ = capture.stats()
             self.summary.pcap_received, self.summary.pcap_dropped = received, dropped
         if not self.summary.interrupted:
@@ -221,7 +217,7 @@ class Scan:
         space = self.space
         udp_slot = np.array([t.proto == "udp" for t, _ in space.probes.slots])
         n_slots = space.n_slots
-        if space.size > LIST_UNANSWERED_UP_TO:
+        if space.size > UDP_SLOW_UP_TO:
             return          # too big to reason about host by host; plain retries only
         indices = np.arange(space.size, dtype=np.uint64)
         hosts, slots = indices // np.uint64(n_slots), (indices % np.uint64(n_slots)).astype(np.int64)
@@ -244,7 +240,7 @@ class Scan:
 
     def _emit_unanswered(self, sink, start, step, count):
         """The no-response state for every probe of this shard that got no reply."""
-        if not self.config.lists_unanswered(count):
+        if not self.config.list_unanswered:
             # Counted, not listed: attributed to the first technique's no-response state.
             state = self.space.probes.slots[0][0].no_response
             self.summary.states[state] = self.summary.states.get(state, 0) + count - self.summary.replies
