@@ -55,8 +55,12 @@ MASSCAN_SPARE_SRC = "198.19.253.1"     # an address no kernel in the lab owns: n
 
 class TxSampler(threading.Thread):
     """Samples an interface's tx packet counter in the scanner namespace, via /proc/<pid>/net/dev
-    of a process parked there. Also a watchdog: kills the tool (by its pid) after idle_kill seconds
-    without a new packet once sending has started, or after timeout seconds in all."""
+    of a process parked there.
+
+    Also a watchdog for the tool (by its pid): after idle_kill seconds without a new packet, once
+    sending has started, it calls poke() (masscan 1.3.2 leaves its wait loop only when a packet
+    arrives), then SIGINT twice and SIGKILL if the tool is still there; after timeout seconds in
+    all it goes straight to SIGINT."""
 
     def __init__(self, ns_pid: int, ifname: str, period: float = 0.002):
         super().__init__(daemon=True)
@@ -68,6 +72,7 @@ class TxSampler(threading.Thread):
         self.tool_pid = None
         self.idle_kill = None
         self.timeout = None
+        self.poke = None
         self.killed = ""
         self.t_start = None
 
@@ -80,9 +85,8 @@ class TxSampler(threading.Thread):
         raise RuntimeError(f"{self.ifname} not in {self.path}")
 
     def run(self) -> None:
-        last_change = None
-        prev = None
-        sigint_at = None
+        last_change = prev = None
+        stage_at = None      # when the current watchdog stage began
         while not self._halt.is_set():
             t = time.monotonic()
             v = self.read()
@@ -90,33 +94,49 @@ class TxSampler(threading.Thread):
             if prev is not None and v != prev:
                 last_change = t
             prev = v
-            if self.tool_pid is not None and not self.killed:
-                idle = self.idle_kill is not None and last_change is not None and t - last_change > self.idle_kill
-                late = self.timeout is not None and self.t_start is not None and t - self.t_start > self.timeout
-                if idle or late:
-                    self.killed = "idle" if idle else "timeout"
-                    sigint_at = t
-                    _signal(self.tool_pid, signal.SIGINT)
-            if sigint_at is not None and time.monotonic() - sigint_at > 3:
-                _signal(self.tool_pid, signal.SIGKILL)
-                sigint_at = None
+            if self.tool_pid is not None:
+                if not self.killed:
+                    idle = (self.idle_kill is not None and last_change is not None
+                            and t - last_change > self.idle_kill)
+                    late = self.timeout is not None and self.t_start is not None and t - self.t_start > self.timeout
+                    if idle and self.poke is not None:
+                        self.killed, stage_at = "poked", t
+                        self.poke()
+                    elif idle or late:
+                        self.killed, stage_at = "sigint", t
+                        _signal(self.tool_pid, signal.SIGINT)
+                elif stage_at is not None and t - stage_at > 3:
+                    if self.killed == "poked":
+                        self.killed = "sigint"
+                        _signal(self.tool_pid, signal.SIGINT)
+                    elif self.killed == "sigint":
+                        self.killed = "sigint2"
+                        _signal(self.tool_pid, signal.SIGINT)
+                    elif self.killed == "sigint2":
+                        self.killed = "sigkill"
+                        _signal(self.tool_pid, signal.SIGKILL)
+                        stage_at = None
+                    stage_at = t if stage_at is not None else None
             self._halt.wait(self.period)
 
     def halt(self) -> None:
         self._halt.set()
         self.join()
 
-    def send_phase(self) -> tuple[int, float]:
-        """(packets sent, seconds from the last sample before the first increase to the last increase)."""
+    def send_phase(self, t0: float) -> tuple[int, float, float]:
+        """(packets sent, seconds, seconds from t0 to the start): the send phase is the time between
+        the counter passing 1% and 99% of its total increase, scaled by 1/0.98 -- blind to ARP
+        before the first probe and to stragglers (kernel RSTs to late SYN-ACKs) after the last."""
         s = self.samples
         if len(s) < 2:
-            return 0, 0.0
-        v0 = s[0][1]
-        first = next((i for i in range(1, len(s)) if s[i][1] > v0), None)
-        if first is None:
-            return 0, 0.0
-        last = max(i for i in range(1, len(s)) if s[i][1] != s[i - 1][1])
-        return s[last][1] - v0, s[last][0] - s[first - 1][0]
+            return 0, 0.0, 0.0
+        v0, total = s[0][1], s[-1][1] - s[0][1]
+        if total < 100:
+            return total, 0.0, 0.0
+        a = next(i for i in range(len(s)) if s[i][1] - v0 >= 0.01 * total)
+        b = next(i for i in range(len(s)) if s[i][1] - v0 >= 0.99 * total)
+        secs = (s[b][0] - s[a][0]) * (total / (s[b][1] - s[a][1])) if s[b][1] > s[a][1] else 0.0
+        return total, secs, s[a][0] - t0
 
     def core_rate(self, lo: float = 0.1, hi: float = 0.9) -> float | None:
         """Packets/s between the moments the counter passed lo and hi of its total increase: the
@@ -147,7 +167,7 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idle_kill: float | None = None,
-             timeout: float = 300.0, cwd: str | None = None) -> dict:
+             timeout: float = 300.0, cwd: str | None = None, poke=None) -> dict:
     """Runs argv in the scanner namespace; returns timing, tx, arrivals, CPU."""
     rx0 = lab.target_counter()
     sampler = TxSampler(parker.pid, lab.scanner_if)
@@ -156,7 +176,7 @@ def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idl
     with open(log, "w") as err:
         t0 = time.monotonic()
         p = lab.popen(argv, stdout=err, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
-        sampler.idle_kill, sampler.timeout, sampler.t_start = idle_kill, timeout, t0
+        sampler.idle_kill, sampler.timeout, sampler.t_start, sampler.poke = idle_kill, timeout, t0, poke
         sampler.tool_pid = p.pid
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.monotonic() - t0
@@ -164,8 +184,9 @@ def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idl
     time.sleep(0.05)
     sampler.halt()
     rx1 = lab.target_counter()
-    sent, send_s = sampler.send_phase()
+    sent, send_s, first_s = sampler.send_phase(t0)
     return {"wall_s": wall, "tx": sent, "send_s": send_s, "pps": sent / send_s if send_s > 0 else None,
+            "first_probe_s": first_s,
             "pps_10_90": sampler.core_rate(), "tx_timeline": sampler.timeline(t0),
             "arrived": rx1 - rx0, "cpu_s": ru.ru_utime + ru.ru_stime, "cpu_user_s": ru.ru_utime,
             "cpu_sys_s": ru.ru_stime, "rc": p.returncode, "killed": sampler.killed}
@@ -173,8 +194,8 @@ def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idl
 
 # -- the tools ----------------------------------------------------------------------------------
 
-SUMMARY_RE = re.compile(r"(\d+) packets sent in ([\d.]+)s \(([\d,]+)/s\); (\d+) replies failed the cookie check; "
-                        r"(\d+) dropped by capture")
+SUMMARY_RE = re.compile(r"(\d+) (?:packets|probes) sent in ([\d.]+)s \(([\d,]+)/s\)"
+                        r"(?:; (\d+) replies failed the cookie check; (\d+) dropped by capture)?")
 
 
 def scanner_argv(prefix, ports, rate, wait, out=None):
@@ -190,8 +211,9 @@ def parse_scanner(out: Path | None, log: Path, row: dict) -> set[str]:
     if m:
         row["tool_sent"] = int(m.group(1))
         row["tool_elapsed_s"] = float(m.group(2))
-        row["bad_cookie"] = int(m.group(4))
-        row["pcap_dropped"] = int(m.group(5))
+        if m.group(5) is not None:
+            row["bad_cookie"] = int(m.group(4))
+            row["pcap_dropped"] = int(m.group(5))
     else:
         row["note"] = (row.get("note", "") + " no summary line in stderr").strip()
     found = set()
@@ -248,6 +270,19 @@ def parse_masscan(out: Path, row: dict) -> set[str]:
 
 
 # -- the benchmarks -----------------------------------------------------------------------------
+
+_POKE = ("import socket, sys; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[1], 0)); "
+         "s.send(bytes.fromhex(sys.argv[2].replace(':', '')) * 2 + bytes([8, 0]) + bytes(46))")
+
+
+def poker(lab: Lab):
+    """One frame to the scanner's interface, sent from the target's side of the link: masscan 1.3.2
+    leaves its wait loop only when a packet arrives. (There is no ping binary here.)"""
+    def poke():
+        threading.Thread(target=lab.run_target, daemon=True, kwargs=dict(
+            argv=[sys.executable, "-c", _POKE, lab.target_if, lab.scanner_mac], capture_output=True)).start()
+    return poke
+
 
 def park(lab: Lab) -> subprocess.Popen:
     """An idle process in the scanner namespace, whose /proc/<pid>/net/dev the sampler reads."""
@@ -310,7 +345,9 @@ def sweep(prefix: str, rates: list[int], wait: float, tmp: Path, tools: list[str
                         raise ValueError(tool)
                     print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
                     row = {"bench": "sweep", "tool": tool, "rate": rate, "argv": argv}
-                    row.update(run_tool(lab, parker, argv, log, idle_kill=wait + 10, timeout=120, cwd=str(ROOT)))
+                    masscan = tool.startswith("masscan")
+                    row.update(run_tool(lab, parker, argv, log, idle_kill=wait + 0.5 if masscan else None,
+                                        poke=poker(lab) if masscan else None, timeout=120, cwd=str(ROOT)))
                     if tool == "scanner":
                         found = parse_scanner(out, log, row)
                     elif tool == "zmap":
@@ -320,7 +357,7 @@ def sweep(prefix: str, rates: list[int], wait: float, tmp: Path, tools: list[str
                     fill_quality(row, found, expected, n)
                     row["log_tail"] = log.read_text(errors="replace")[-1500:]
                     print(f" {fmt_rate(row['pps'])} pps, {row['found']}/{row['expected']}, "
-                          f"cpu {row['cpu_s']:.2f}s, rc {row['rc']}", file=sys.stderr)
+                          f"cpu {row['cpu_s']:.2f}s, rc {row['rc']} {row['killed']}", file=sys.stderr)
                     rows.append(row)
         finally:
             unpark(parker)
@@ -348,9 +385,8 @@ def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str]) -> list[dict
         parker = park(lab)
         try:
             wait_for_ns(lab, parker)
-            # The scanner resolves the target's MAC itself (ARP passes the ingress drop); warm the
-            # neighbour entry so no tool pays for it in its timing.
-            lab.run(["ping", "-c", "1", "-W", "1", lab.target_link_addr], capture_output=True)
+            # The scanner resolves the target's MAC itself (ARP passes the ingress drop); that
+            # time shows in "1st probe s", not in the send phase.
             for tool in tools:
                 tag = f"sendpath-{tool}"
                 out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
@@ -362,9 +398,9 @@ def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str]) -> list[dict
                     argv = zmap_argv(lab, prefix, UNLIMITED, 0, None, blocklist, meta, probes=nports)
                 elif tool == "masscan":
                     # masscan 1.3.2 waits for a packet before it exits, and none comes here: the
-                    # watchdog interrupts it 2 s after its last packet.
+                    # watchdog pings the scanner from the target 1 s after masscan's last packet.
                     argv = masscan_argv(lab, prefix, ports, UNLIMITED, 0, out, MASSCAN_SPARE_SRC)
-                    idle = 2.0
+                    idle = 1.0
                 elif tool == "csend":
                     argv = [str(csend), lab.scanner_if, lab.target_mac, lab.scanner_mac, lab.scanner_addr,
                             str(net.network_address), str(net.prefixlen), "80", str(nports)]
@@ -372,7 +408,8 @@ def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str]) -> list[dict
                     raise ValueError(tool)
                 print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
                 row = {"bench": "sendpath", "tool": tool, "rate": UNLIMITED, "argv": argv}
-                row.update(run_tool(lab, parker, argv, log, idle_kill=idle, timeout=180, cwd=str(ROOT)))
+                row.update(run_tool(lab, parker, argv, log, idle_kill=idle, timeout=180, cwd=str(ROOT),
+                                    poke=poker(lab) if idle else None))
                 text = log.read_text(errors="replace")
                 if tool == "scanner":
                     parse_scanner(None, log, row)
@@ -429,14 +466,14 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["bench", "tool", "rate", "wall s", "sent", "send s", "pps sent", "arrived", "found/expected",
+    head = ["bench", "tool", "rate", "wall s", "1st probe s", "sent", "send s", "pps sent", "arrived", "found/expected",
             "coverage", "false +", "CPU s", "CPU µs/probe", "pcap drops", "pps vs zmap", "pps vs ceiling",
             "CPU/probe vs zmap"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cov = r.get("coverage")
         lines.append("| " + " | ".join([
-            r["bench"], r["tool"], fmt_rate(r["rate"]), fmt(r["wall_s"]), str(r["tx"]), fmt(r["send_s"], "{:.3f}"),
+            r["bench"], r["tool"], fmt_rate(r["rate"]), fmt(r["wall_s"]), fmt(r.get("first_probe_s")), str(r["tx"]), fmt(r["send_s"], "{:.3f}"),
             fmt(r.get("pps"), "{:,.0f}"), str(r["arrived"]),
             f"{r['found']}/{r['expected']}" if "found" in r else "-",
             "-" if cov is None else f"{cov * 100:.2f}%", str(r.get("false_pos", "-")),

@@ -96,6 +96,16 @@ def scan(
     interface: Optional[str] = typer.Option(None, "-e", "--interface", help="Send on this interface."),
     dry: bool = typer.Option(False, "--dry-run", help="Print the probes instead of sending them."),
     json_out: Optional[str] = typer.Option(None, "-oJ", help="Write NDJSON results here (- for stdout)."),
+    normal_out: Optional[str] = typer.Option(None, "-oN", help="Write nmap's normal output here (- for stdout)."),
+    xml_out: Optional[str] = typer.Option(None, "-oX", help="Write nmap's XML output here (- for stdout)."),
+    grepable_out: Optional[str] = typer.Option(None, "-oG", help="Write nmap's grepable output here."),
+    csv_out: Optional[str] = typer.Option(None, "--csv", help="Write CSV results here (- for stdout)."),
+    list_out: Optional[str] = typer.Option(None, "-oL", help="Write masscan's list format here."),
+    all_out: Optional[str] = typer.Option(None, "-oA", help="BASENAME: -oN, -oX and -oG to BASENAME.nmap/.xml/.gnmap."),
+    db: Optional[str] = typer.Option(None, "--db", help="Record the scan in this SQLite file "
+                                     "(default: $XDG_DATA_HOME/scanner/scans.db)."),
+    no_db: bool = typer.Option(False, "--no-db", help="Do not record the scan."),
+    stats_every: Optional[float] = typer.Option(None, "--stats-every", help="Log a progress line every SECONDS."),
     show_all: bool = typer.Option(False, "--show-all", help="List unanswered ports too (all outputs)."),
     reason: bool = typer.Option(False, "--reason", help="Show why each port has its state."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No notes or summary on stderr."),
@@ -112,6 +122,10 @@ def scan(
         raise InputError("--retries and --wait cannot be negative")
     if max_parallelism is not None and max_parallelism < 1:
         raise InputError("--max-parallelism must be at least 1")
+    if stats_every is not None and stats_every <= 0:
+        raise InputError(f"bad --stats-every {stats_every:g}: must be a positive number of seconds")
+    if db is not None and no_db:
+        raise InputError("--db and --no-db contradict each other")
     chosen = [flag for flag, on in (("-sS", syn), ("-sT", connect), ("-sA", ack), ("-sW", window),
                                     ("-sN", null), ("-sF", fin), ("-sX", xmas), ("-sM", maimon)) if on]
     if len(chosen) > 1:
@@ -141,9 +155,13 @@ def scan(
     tcp_ports, udp_ports = port_lists(ports, top_ports, tcp=technique is not None, udp=udp)
     discovery = None if no_ping else discovery_probes(ping_echo, ping_timestamp, ping_syn, ping_ack, ping_udp)
     shard_k_n = parse_shard(shard)
-    # Unanswered probes are listed for the nmap-like table and for --show-all, else only counted.
+    outputs = {"-oJ": json_out, "-oN": normal_out, "-oX": xml_out, "-oG": grepable_out, "--csv": csv_out,
+               "-oL": list_out}
+    # Unanswered probes are listed for the per-host views (tables, -oN/-oX/-oG) and --show-all.
+    grouped = any(outputs[o] for o in ("-oN", "-oX", "-oG")) or all_out
+    table = target_set.count <= TABLE_UP_TO_HOSTS
     common = dict(rate=rate, retries=retries, wait=wait, seed=seed, shard=shard_k_n, interface=interface,
-                  list_unanswered=show_all or (json_out != "-" and target_set.count <= TABLE_UP_TO_HOSTS))
+                  list_unanswered=bool(show_all or grouped or table))
     # One raw scan for the raw techniques (e.g. -sS -sU in one pass); the connect scan apart.
     jobs = []
     if not ping_only:
@@ -160,51 +178,125 @@ def scan(
     if not quiet:
         for note in notes:
             print(f"scanner: {note}", file=sys.stderr)
-    run_scan(target_set, discovery, jobs, common, json_out, show_all, reason, quiet, max_parallelism)
+    run_scan(target_set, discovery, jobs, common, outputs, all_out, show_all=show_all, reason=reason,
+             quiet=quiet, max_parallelism=max_parallelism, table=table, db=db, no_db=no_db,
+             stats_every=stats_every)
 
 
-def run_scan(targets, discovery, jobs, common, json_out, show_all, reason, quiet, max_parallelism=None):
-    """Host discovery (unless skipped), then each scan job over the hosts found up, all results
-    going to the same outputs."""
+def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_all=False, reason=False,
+             quiet=False, max_parallelism=None, table=True, db=None, no_db=False, stats_every=None) -> None:
+    """Host discovery (unless skipped), then each scan job over the hosts found up, with every
+    output (files, terminal, the store, progress). Output paths and the store are opened before
+    the first probe; a write that fails mid-scan stops only that output, is reported at the end,
+    and makes the exit code 1."""
+    from dataclasses import replace
     from .connect import ConnectScan
-    from .engine import Scan, ScanConfig, discover_hosts, install_interrupt_handler
-    from .output import HostTable, NdjsonWriter, OpenPortLines
+    from .engine import Scan, ScanConfig, ScanSummary, discover_hosts, install_interrupt_handler
+    from .output import BackgroundSink, Outputs, ScanInfo, plan_outputs
+    from .progress import Progress
     from .space import ScanSpace
-    from .states import REASONS
+    from .store import Recorder, Store
 
-    writers, table = [], None
-    if json_out:
-        writers.append(NdjsonWriter(json_out, show_all))
-    if json_out != "-":
-        table = (HostTable(show_all=show_all, reason=reason) if targets.count <= TABLE_UP_TO_HOSTS
-                 else OpenPortLines(show_all=show_all))
-        writers.append(table)
+    plan = plan_outputs(outputs, all_basename)
+    scaninfo = tuple((probes.slots[0][0].key if kind == "connect" else t.key, t.proto,
+                      tuple(int(p) for tt, p in probes.slots if tt is t))
+                     for kind, probes in jobs for t in dict.fromkeys(tt for tt, _ in probes.slots))
+    first = scaninfo[0] if scaninfo else ("ping", "ip", ())
+    info = ScanInfo(command=command_line(), scan_type=first[0], protocol=first[1], ports=first[2],
+                    n_hosts=targets.count, scaninfo=scaninfo)
+    store = None if no_db else Store(db)
+    outs = Outputs(plan, info, show_all=show_all, reason=reason, table=table)
+    record = scan_record_config(common, info, show_all)
+    # Unanswered probes (possibly millions) are stored one by one only with --show-all.
+    recorder = Recorder(store, info, record, unanswered=show_all) if store else None
+    # Written off the capture thread; the store first: it must survive a failing output.
+    sink = BackgroundSink([recorder, outs])
+    total = ScanSummary()
+    started = False
 
-    def sink(rows):
-        for w in writers:
-            w.write(rows)
+    def run(scan, consumer, count_states=True):
+        nonlocal started
+        install_interrupt_handler(scan)
+        progress = Progress(scan, live=not quiet, every=stats_every)
+        progress.start()
+        try:
+            summary = scan.run(consumer)
+            started = True
+        finally:
+            progress.stop()
+        merge_summary(total, summary, count_states)
+        return summary
+
     try:
         if discovery is not None:
             config = ScanConfig(space=ScanSpace(targets, discovery), **common)
-            up, summary = discover_hosts(config, discovery, sink if not jobs else table.write if table else None)
+            # With a port scan to follow, discovery rows only feed the host views ("Host is up").
+            up, summary = discover_hosts(config, discovery, sink if not jobs else outs.buffer.append,
+                                         runner=lambda scan, consumer: run(scan, consumer, not jobs))
             if not quiet:
                 print(f"scanner: host discovery: {up.count if up else 0} of {targets.count} hosts up "
                       f"({summary.elapsed:.2f}s)", file=sys.stderr)
-            if up is None:
-                return
             targets = up
-        for kind, probes in jobs:
+        for kind, probes in (jobs if targets is not None and not total.interrupted else []):
             config = ScanConfig(space=ScanSpace(targets, probes), **common)
-            scan = ConnectScan(config, max_parallelism) if kind == "connect" else Scan(config)
-            install_interrupt_handler(scan)
-            summary = scan.run(sink)
+            summary = run(ConnectScan(config, max_parallelism) if kind == "connect" else Scan(config), sink)
             if not quiet:
                 print(summary_line(config, summary), file=sys.stderr)
             if summary.interrupted:
                 break
+    except InputError:
+        if recorder and not started:      # refused before sending anything: nothing to record
+            store.discard(recorder.scan_id)
+            recorder = None
+        raise
     finally:
-        for w in writers:
-            w.close()
+        try:
+            sink.close()
+        finally:
+            outs.close(total)
+            if recorder:
+                recorder.close(total)
+            if store:
+                store.close()
+    problems = outs.errors()
+    kept = (f" (all results are kept in the store: scanner show {recorder.scan_id}"
+            f"{' --db ' + str(db) if db else ''})") if recorder and not recorder.error else ""
+    for problem in problems:
+        print(f"scanner: error: {problem}{kept}", file=sys.stderr)
+    if recorder and recorder.error:
+        print(f"scanner: error: {recorder.error}", file=sys.stderr)
+    if started and (problems or (recorder and recorder.error)):
+        sys.exit(1)
+
+
+def merge_summary(total, summary, count_states=True) -> None:
+    """Adds one scan's summary to the command's (what the store and the output footers see);
+    host discovery before a port scan adds its time and packets, not its states."""
+    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "elapsed"):
+        setattr(total, name, getattr(total, name) + getattr(summary, name))
+    total.interrupted |= summary.interrupted
+    for state, n in (summary.states.items() if count_states else ()):
+        total.states[state] = total.states.get(state, 0) + n
+
+
+_ARGV: Optional[List[str]] = None
+
+
+def command_line() -> str:
+    """The command as the user typed it, for output headers and the store."""
+    import shlex
+    argv = _ARGV if _ARGV is not None else sys.argv[1:]
+    return " ".join(["scanner", *map(shlex.quote, argv)])
+
+
+def scan_record_config(common, info, show_all) -> dict:
+    """What the store keeps of a scan's configuration (JSON)."""
+    from .output import port_ranges
+    return {"scan_type": info.scan_type, "protocol": info.protocol, "ports": port_ranges(info.ports),
+            "scans": [[kind, proto, port_ranges(ports)] for kind, proto, ports in info.scaninfo],
+            "n_hosts": info.n_hosts, "rate": common["rate"], "retries": common["retries"],
+            "wait": common["wait"], "seed": common["seed"], "shard": list(common["shard"]),
+            "interface": common["interface"], "show_all": show_all, "version": info.version}
 
 
 def summary_line(config, summary) -> str:
@@ -249,6 +341,71 @@ def lab(
     sys.exit(result.returncode)
 
 
+history_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+show_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+diff_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+DB_HELP = "The scan database (default: $XDG_DATA_HOME/scanner/scans.db)."
+
+
+@history_app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def history(
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    limit: int = typer.Option(20, "-n", "--limit", help="Show the N latest scans (0: all)."),
+):
+    """List the recorded scans, latest first."""
+    from .store import Store, history_lines
+    store = Store(db, create=False)
+    print("\n".join(history_lines(store, limit or None)))
+
+
+@show_app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def show(
+    scan_id: str = typer.Argument(..., help="Scan ID from scanner history ('last': the latest)."),
+    fmt: str = typer.Option("normal", "-f", "--format", help="normal, xml, grepable, json, csv or list."),
+    out: str = typer.Option("-", "-o", "--output", help="Write here instead of stdout."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    show_all: bool = typer.Option(False, "--show-all", help="List closed and filtered ports too."),
+    reason: bool = typer.Option(False, "--reason", help="Show why each port has its state (normal)."),
+):
+    """Print a recorded scan in any output format."""
+    import errno
+    from .output import FORMATS, make_writer
+    from .store import Store, scan_info, summary_of
+    if fmt not in FORMATS:
+        raise InputError(f"bad --format '{fmt}': one of {', '.join(FORMATS)}")
+    store = Store(db, create=False)
+    record = store.scan(scan_id)
+    writer = make_writer(FORMATS[fmt], out, scan_info(record), show_all=show_all, reason=reason)
+    writer.write(store.rows(record.id))
+    writer.close(summary_of(record))
+    if writer.error and writer.errno == errno.EPIPE:    # e.g. | head: not worth a message
+        sys.exit(1)
+    if writer.error:
+        print(f"scanner: error: {writer.error}", file=sys.stderr)
+        sys.exit(1)
+
+
+@diff_app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def diff(
+    scan_a: str = typer.Argument(..., help="The older scan's ID."),
+    scan_b: str = typer.Argument(..., help="The newer scan's ID."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+):
+    """What changed between two recorded scans: new, gone and changed hosts and ports (like ndiff).
+    Exit code 0: no differences, 1: differences."""
+    from .store import Store, diff_lines, diff_rows
+    store = Store(db, create=False)
+    a, b = store.scan(scan_a), store.scan(scan_b)
+    d = diff_rows(store.rows(a.id), store.rows(b.id))
+    print("\n".join(diff_lines(a, b, d)))
+    sys.stdout.flush()
+    if not d.empty:
+        sys.exit(1)
+
+
+SUBCOMMANDS = {"lab": lab_app, "history": history_app, "show": show_app, "diff": diff_app}
+
+
 def nmap_style_args(argv: List[str]) -> List[str]:
     """nmap glues port lists to some options (-PS22,80): split them for the option parser."""
     out = []
@@ -259,11 +416,15 @@ def nmap_style_args(argv: List[str]) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    argv = nmap_style_args(sys.argv[1:] if argv is None else argv)
-    app, args = (lab_app, argv[1:]) if argv[:1] == ["lab"] else (scan_app, argv)
+    global _ARGV
+    argv = sys.argv[1:] if argv is None else argv
+    _ARGV = list(argv)
+    argv = nmap_style_args(argv)
+    sub = argv[0] if argv[:1] and argv[0] in SUBCOMMANDS else None
+    app, args = (SUBCOMMANDS[sub], argv[1:]) if sub else (scan_app, argv)
     command = typer.main.get_command(app)
     try:
-        command.main(args, prog_name="scanner lab" if app is lab_app else "scanner", standalone_mode=False)
+        command.main(args, prog_name=f"scanner {sub}" if sub else "scanner", standalone_mode=False)
     except InputError as e:
         print(f"scanner: error: {e}", file=sys.stderr)
         sys.exit(2)

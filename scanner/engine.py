@@ -115,6 +115,9 @@ class Scan:
         self._stop = threading.Event()
         self.key = os.urandom(16)
         self.sender = None
+        # Whether every answer worth waiting for is in (no retry, no wait then); the default:
+        # every probe answered. Host discovery replaces it with "every host answered".
+        self.complete = lambda: self.summary.replies >= self.summary.probes
 
     def stop(self) -> None:
         """Stop sending (e.g. on Ctrl-C); replies already on their way are still collected."""
@@ -176,10 +179,10 @@ class Scan:
         try:
             for attempt in range(cfg.retries + 1):
                 if attempt:
-                    time.sleep(min(cfg.wait, 0.5))       # let replies to the last pass arrive
-                self._send_pass(cfg.rate, start, step, self.tracker.bitmap if attempt else None)
-                if self._stop.is_set():
+                    self._wait(min(cfg.wait, 0.5))       # let replies to the last pass arrive
+                if self._stop.is_set() or (attempt and self.complete()):
                     break
+                self._send_pass(cfg.rate, start, step, self.tracker.bitmap if attempt else None)
             if not self._stop.is_set() and "udp" in space.probes.protos:
                 self._slow_udp_rounds(start, step)
             self._wait(cfg.wait)
@@ -205,10 +208,11 @@ class Scan:
             position = self.sender.send(position, stop, step, chunk, skip)
 
     def _wait(self, seconds):
-        """Collects late replies; a second Ctrl-C (KeyboardInterrupt) cuts it short."""
+        """Collects late replies until all are in or time is up; a second Ctrl-C
+        (KeyboardInterrupt) cuts it short."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
+        while time.monotonic() < deadline and not self.complete():
+            time.sleep(0.01)
 
     def _slow_udp_rounds(self, start, step):
         """Hosts that answered some UDP probes with port-unreachable but not others are likely
@@ -258,10 +262,11 @@ class Scan:
             emit_rows(self.summary, sink, rows)
 
 
-def discover_hosts(config: ScanConfig, probes, sink=None) -> tuple:
+def discover_hosts(config: ScanConfig, probes, sink=None, runner=None) -> tuple:
     """nmap-style host discovery over config.space's targets with the given probes; returns
     (TargetSet of the hosts that answered or None if none did, the discovery summary).
-    sink, if given, receives the discovery rows (state "up")."""
+    sink, if given, receives the first reply of each host (state "up"); runner(scan, sink),
+    if given, runs the scan (e.g. with a progress line) instead of scan.run(sink)."""
     from dataclasses import replace
     space = ScanSpace(config.space.targets, probes)
     up = []
@@ -278,7 +283,8 @@ def discover_hosts(config: ScanConfig, probes, sink=None) -> tuple:
         if sink and len(rows):
             sink(rows)
     scan = Scan(replace(config, space=space, list_unanswered=False))
-    summary = scan.run(collect)
+    scan.complete = lambda: bool(seen.all())
+    summary = runner(scan, collect) if runner else scan.run(collect)
     rows = np.concatenate(up) if up else np.zeros(0, dtype=space.rows([]).dtype)
     if not len(rows):
         return None, summary

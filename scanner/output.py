@@ -1,10 +1,22 @@
-"""What a scan hands on: NDJSON streamed as results arrive, and the terminal report (an nmap-like
-table per host for small scans, one line per open port as it is found for large ones)."""
+"""What a scan hands on, in every format at once: the terminal report (an nmap-like table per
+host for small scans, one line per open port as it is found for large ones), and the files of
+-oN (nmap's normal text), -oX (nmap's XML), -oG (grepable), -oJ (NDJSON), --csv and -oL
+(masscan's list). Each writer has the same small interface: write(rows) as results arrive (rows
+are RESULT_DTYPE arrays), close(summary) at the end. Streaming formats write as they go; the
+formats nmap groups by host (normal, XML, grepable, the terminal table) share one buffer of rows
+and render it at the end. A writer whose file fails (e.g. disk full) stops writing and keeps the
+error for the caller to report: the scan itself goes on."""
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import sys
-from collections import defaultdict
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -16,6 +28,43 @@ OPEN = STATES["open"]
 UP = STATES["up"]
 # nmap folds a state into "Not shown: N <state> ports" once more than this many ports share it.
 FOLD_ABOVE = 25
+VERSION = "0.1.0"
+NO_RESPONSE = next(code for code, name in REASON_NAMES.items() if name == "no-response")
+
+
+@dataclass
+class ScanInfo:
+    """What the output headers say about a scan (nmap's <nmaprun>/<scaninfo>, the # comment lines)."""
+    start: float = field(default_factory=time.time)    # epoch seconds
+    command: str = "scanner"
+    scan_type: str = "syn"                             # nmap's scaninfo type: syn or connect
+    protocol: str = "tcp"
+    ports: tuple = ()
+    n_hosts: int = 0
+    version: str = VERSION
+    scanner: str = "scanner"
+    scaninfo: tuple = ()     # ((type, protocol, ports), ...) when a scan has several; else the above
+
+    @property
+    def services(self) -> str:
+        return port_ranges(self.ports)
+
+
+def port_ranges(ports) -> str:
+    """22,80,1000-2000: sorted, contiguous runs collapsed, as nmap's scaninfo services."""
+    ports = sorted(set(int(p) for p in ports))
+    out, i = [], 0
+    while i < len(ports):
+        j = i
+        while j + 1 < len(ports) and ports[j + 1] == ports[j] + 1:
+            j += 1
+        out.append(str(ports[i]) if i == j else f"{ports[i]}-{ports[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def nmap_time(t: float) -> str:
+    return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(t))
 
 
 def rows_to_dicts(rows: np.ndarray):
@@ -26,33 +75,327 @@ def rows_to_dicts(rows: np.ndarray):
                "state": STATE_NAMES[state], "reason": REASON_NAMES[reason], "ttl": ttl or None}
 
 
-class NdjsonWriter:
-    """One JSON object per answered port (every port with show_all), flushed per batch so that
-    an interrupted scan keeps its results."""
+# ---------------------------------------------------------------- the host-grouped view
 
-    def __init__(self, path: str, show_all: bool = False):
-        self.show_all = show_all
+class RowBuffer:
+    """All rows of a scan, for the formats that group them by host; sorted once, on demand."""
+
+    def __init__(self):
+        self.batches, self._sorted = [], None
+
+    def append(self, rows: np.ndarray) -> None:
+        if len(rows):
+            self.batches.append(rows.copy())
+            self._sorted = None
+
+    def rows(self) -> np.ndarray:
+        if self._sorted is None:
+            from .states import RESULT_DTYPE
+            rows = np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=RESULT_DTYPE)
+            self._sorted = rows[np.lexsort((rows["port"], rows["proto"], host_keys(rows)))]
+            self.batches = [self._sorted]
+        return self._sorted
+
+
+def host_keys(rows: np.ndarray) -> np.ndarray:
+    """One sortable key per row naming its host: the address bytes in network order."""
+    keys = np.concatenate([rows["ip"].astype(">u4").view(np.uint8).reshape(-1, 4), rows["ip6"]], axis=1)
+    return np.ascontiguousarray(keys).view(np.dtype((np.void, 20))).ravel()
+
+
+@dataclass
+class HostView:
+    """One host that answered anything: its ports, split into those listed and those folded."""
+    addr: str
+    rows: np.ndarray                 # all its port rows, by protocol and port
+    shown: np.ndarray                # rows listed one by one
+    folded: list                     # [(state name, proto name, count, [(reason name, count, ports)])]
+    up: np.ndarray                   # host discovery replies (state "up"), if any
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.addr
+
+    @property
+    def status_reason(self) -> tuple:
+        """(reason, ttl) of the reply that showed the host is up (nmap: status reason)."""
+        answered = self.up if len(self.up) else self.rows[self.rows["reason"] != NO_RESPONSE]
+        first = answered[0]
+        return REASON_NAMES[int(first["reason"])], int(first["ttl"])
+
+
+def host_views(rows: np.ndarray, show_all: bool):
+    """(answering hosts as HostViews, number of hosts that never answered). rows: sorted."""
+    if not len(rows):
+        return [], 0
+    keys = host_keys(rows)
+    bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(rows)]))
+    views, silent = [], 0
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        mine = rows[s:e]
+        if not np.any(mine["reason"] != NO_RESPONSE):
+            silent += 1
+            continue
+        up, mine = mine[mine["state"] == UP], mine[mine["state"] != UP]
+        folded, keep = [], np.ones(len(mine), dtype=bool)
+        if not show_all:
+            groups, counts = np.unique(mine[["state", "proto"]], return_counts=True)
+            for (st, proto), n in zip(groups.tolist(), counts.tolist()):
+                if st == OPEN or n <= FOLD_ABOVE:
+                    continue
+                mask = (mine["state"] == st) & (mine["proto"] == proto)
+                these = mine[mask]
+                keep &= ~mask
+                reasons, rcounts = np.unique(these["reason"], return_counts=True)
+                why = [(REASON_NAMES[r], n, these["port"][these["reason"] == r].tolist())
+                       for r, n in zip(reasons.tolist(), rcounts.tolist())]
+                folded.append((STATE_NAMES[st], PROTO_NAMES[proto], len(these), why))
+        views.append(HostView(addresses(rows[s:s + 1])[0], mine, mine[keep], folded, up))
+    return views, silent
+
+
+def host_block(view: HostView, reason: bool, title: str = "Scan report for") -> list:
+    """The nmap-like lines of one host: the one home of that layout (terminal and -oN)."""
+    out = [f"{title} {view.addr}"]
+    for state, proto, n, why in view.folded:
+        out.append(f"Not shown: {n} {state} {proto} ports ({', '.join(f'{c} {r}' for r, c, _ in why)})")
+    if len(view.shown):
+        out.append(f"{'PORT':<9} {'STATE':<15} {'SERVICE':<15} REASON" if reason else
+                   f"{'PORT':<9} {'STATE':<15} SERVICE")
+        for d in rows_to_dicts(view.shown):
+            line = (f"{str(d['port']) + '/' + d['proto']:<9} {d['state']:<15} "
+                    f"{service_name(d['port'], d['proto']):<15}")
+            if reason:
+                line += f" {d['reason']}" + (f" ttl {d['ttl']}" if d["ttl"] else "")
+            out.append(line.rstrip())
+    return out
+
+
+def done_line(info: ScanInfo, summary, n_up: int, what: str = "Nmap done at") -> str:
+    end = info.start + summary.elapsed
+    n = info.n_hosts
+    return (f"{what} {nmap_time(end)} -- {n} IP address{'' if n == 1 else 'es'} ({n_up} host{'' if n_up == 1 else 's'}"
+            f" up) scanned in {summary.elapsed:.2f} seconds")
+
+
+# ---------------------------------------------------------------- writers
+
+class Writer:
+    """A file (or stdout for '-') written as results arrive. Subclasses: header(), write_rows(),
+    footer(summary). A failed write stops this writer; `error` says why."""
+    option = "-o?"
+    grouped = False          # renders from a RowBuffer at the end
+    errno = None
+
+    def __init__(self, path: str, info: Optional[ScanInfo] = None, buffer: Optional[RowBuffer] = None,
+                 show_all: bool = False):
+        self.path, self.info, self.show_all = path, info or ScanInfo(), show_all
+        self.error: Optional[str] = None
+        self.buffer, self._own_buffer = (buffer, False) if buffer is not None else (RowBuffer(), True)
         if path == "-":
             self.file, self._close = sys.stdout, False
         else:
             try:
-                self.file, self._close = open(path, "w", encoding="utf-8"), True
+                self.file, self._close = open(path, "w", encoding="utf-8", newline=""), True
             except OSError as e:
-                raise InputError(f"cannot write -oJ output '{path}': {e.strerror}") from None
+                raise InputError(f"cannot write {self.option} output '{path}': {e.strerror}") from None
+        self._guard(self.header)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def _guard(self, fn, *args) -> None:
+        if self.failed:
+            return
+        try:
+            fn(*args)
+            self.file.flush()
+        except OSError as e:
+            self.errno = e.errno
+            self.error = f"writing {self.option} output '{self.path}' failed: {e.strerror or e}"
 
     def write(self, rows: np.ndarray) -> None:
-        if not self.show_all:
-            rows = rows[rows["reason"] != NO_RESPONSE]
-        self.file.write("".join(json.dumps(d) + "\n" for d in rows_to_dicts(rows)))
-        self.file.flush()
+        if self._own_buffer and self.grouped:
+            self.buffer.append(rows)
+        if not self.grouped and not self.show_all:
+            rows = rows[rows["reason"] != NO_RESPONSE]     # streams list what answered
+        if len(rows) and not self.grouped:
+            self._guard(self.write_rows, rows)
 
-    def close(self) -> None:
+    def close(self, summary=None) -> None:
+        if summary is not None:
+            self._guard(self.footer, summary)
         if self._close:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError as e:
+                if not self.failed:
+                    self.error = f"writing {self.option} output '{self.path}' failed: {e.strerror or e}"
 
+    def header(self) -> None:
+        pass
+
+    def write_rows(self, rows: np.ndarray) -> None:
+        pass
+
+    def footer(self, summary) -> None:
+        pass
+
+
+class NdjsonWriter(Writer):
+    """-oJ: one JSON object per port, flushed per batch so that an interrupted scan keeps its results."""
+    option = "-oJ"
+
+    def write_rows(self, rows):
+        self.file.write("".join(json.dumps(d) + "\n" for d in rows_to_dicts(rows)))
+
+
+class CsvWriter(Writer):
+    """--csv: ip,port,proto,state,reason,ttl,service with a header row (RFC 4180, csv module)."""
+    option = "--csv"
+    FIELDS = ["ip", "port", "proto", "state", "reason", "ttl", "service"]
+
+    def header(self):
+        self.csv = csv.writer(self.file, lineterminator="\n")
+        self.csv.writerow(self.FIELDS)
+
+    def write_rows(self, rows):
+        self.csv.writerows([d["ip"], d["port"], d["proto"], d["state"], d["reason"],
+                            "" if d["ttl"] is None else d["ttl"], service_name(d["port"], d["proto"])]
+                           for d in rows_to_dicts(rows))
+
+
+class ListWriter(Writer):
+    """-oL: masscan's list format ("open tcp 80 10.0.0.1 1700000000"), a line per result."""
+    option = "-oL"
+
+    def header(self):
+        self.file.write("#masscan\n")
+
+    def write_rows(self, rows):
+        if not self.show_all:
+            rows = rows[rows["state"] == OPEN]
+        now = int(time.time())
+        self.file.write("".join(f"{d['state']} {d['proto']} {d['port']} {d['ip']} {now}\n"
+                                for d in rows_to_dicts(rows)))
+
+    def footer(self, summary):
+        self.file.write("# end\n")
+
+
+class NormalWriter(Writer):
+    """-oN: nmap's normal output, the terminal table with nmap's # header and footer lines."""
+    option = "-oN"
+    grouped = True
+
+    def __init__(self, path, info=None, buffer=None, show_all: bool = False, reason: bool = False):
+        self.reason = reason
+        super().__init__(path, info, buffer, show_all)
+
+    def header(self):
+        i = self.info
+        self.file.write(f"# Nmap {i.version} scan initiated {nmap_time(i.start)} as: {i.command}\n")
+
+    def footer(self, summary):
+        views, _ = host_views(self.buffer.rows(), self.show_all)
+        out = []
+        for v in views:
+            reason, ttl = v.status_reason
+            out += host_block(v, self.reason, title="Nmap scan report for")[:1]
+            out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
+            out += host_block(v, self.reason)[1:] + [""]
+        if summary.interrupted:
+            out.append("# scan interrupted: results are partial")
+        out.append("# " + done_line(self.info, summary, len(views)))
+        self.file.write("\n".join(out) + "\n")
+
+
+class GrepableWriter(Writer):
+    """-oG: nmap's grepable format, one Status and one Ports line per host."""
+    option = "-oG"
+    grouped = True
+
+    def header(self):
+        i = self.info
+        self.file.write(f"# Nmap {i.version} scan initiated {nmap_time(i.start)} as: {i.command}\n")
+
+    def footer(self, summary):
+        views, _ = host_views(self.buffer.rows(), self.show_all)
+        out = []
+        for v in views:
+            out.append(f"Host: {v.addr} ()\tStatus: Up")
+            ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{service_name(d['port'], d['proto'])}///"
+                              for d in rows_to_dicts(v.shown))
+            line = f"Host: {v.addr} ()\tPorts: {ports}"
+            if v.folded:   # nmap names only one ignored state; the largest
+                state, _, n, _ = max(v.folded, key=lambda f: f[2])
+                line += f"\tIgnored State: {state} ({n})"
+            out.append(line)
+        out.append("# " + done_line(self.info, summary, len(views)))
+        self.file.write("\n".join(out) + "\n")
+
+
+class XmlWriter(Writer):
+    """-oX: nmap's XML (valid against nmap.dtd), read by ndiff, python-libnmap, Metasploit & co."""
+    option = "-oX"
+    grouped = True
+
+    def header(self):
+        i = self.info
+        start = int(i.start)
+        self.file.write(
+            '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE nmaprun>\n'
+            f"<!-- {i.scanner} {i.version} scan initiated {nmap_time(i.start)} as: {_comment(i.command)} -->\n"
+            f'<nmaprun scanner="nmap" args={quoteattr(i.command)} start="{start}" '
+            f'startstr={quoteattr(nmap_time(i.start))} version={quoteattr(i.version)} xmloutputversion="1.05">\n'
+            + "".join(f'<scaninfo type="{kind}" protocol="{proto}" numservices="{len(set(ports))}" '
+                      f'services="{port_ranges(ports)}"/>\n'
+                      for kind, proto, ports in (i.scaninfo or ((i.scan_type, i.protocol, i.ports),)))
+            + '<verbose level="0"/>\n<debugging level="0"/>\n')
+
+    def footer(self, summary):
+        i = self.info
+        start, end = int(i.start), int(i.start + summary.elapsed)
+        views, _ = host_views(self.buffer.rows(), self.show_all)
+        out = io.StringIO()
+        w = out.write
+        for v in views:
+            reason, ttl = v.status_reason
+            w(f'<host starttime="{start}" endtime="{end}"><status state="up" reason="{reason}" '
+              f'reason_ttl="{ttl}"/>\n<address addr="{v.addr}" addrtype="{"ipv6" if v.ipv6 else "ipv4"}"/>\n'
+              '<hostnames>\n</hostnames>\n<ports>')
+            for state, proto, n, why in v.folded:
+                w(f'<extraports state="{state}" count="{n}">\n')
+                for r, c, ports in why:
+                    w(f'<extrareasons reason="{r}" count="{c}" proto="{proto}" ports="{port_ranges(ports)}"/>\n')
+                w("</extraports>\n")
+            for d in rows_to_dicts(v.shown):
+                w(f'<port protocol="{d["proto"]}" portid="{d["port"]}"><state state="{d["state"]}" '
+                  f'reason="{d["reason"]}" reason_ttl="{d["ttl"] or 0}"/>'
+                  f'<service name={quoteattr(service_name(d["port"], d["proto"]))} method="table" conf="3"/></port>\n')
+            w("</ports>\n</host>\n")
+        n = i.n_hosts
+        summ = done_line(i, summary, len(views))
+        exit_attr = 'exit="error" errormsg="interrupted"' if summary.interrupted else 'exit="success"'
+        w(f'<runstats><finished time="{end}" timestr={quoteattr(nmap_time(i.start + summary.elapsed))} '
+          f'summary={quoteattr(summ)} elapsed="{summary.elapsed:.2f}" {exit_attr}/>'
+          f'<hosts up="{len(views)}" down="{max(0, n - len(views))}" total="{n}"/>\n</runstats>\n</nmaprun>\n')
+        self.file.write(out.getvalue())
+
+
+def _comment(text: str) -> str:
+    return text.replace("--", "-\u2010")     # "--" may not appear inside an XML comment
+
+
+# ---------------------------------------------------------------- terminal
 
 class OpenPortLines:
     """masscan-style: a line per open port, printed as soon as it is found."""
+    grouped = False
+    error = None
 
     def __init__(self, file=sys.stdout, show_all: bool = False):
         self.file, self.show_all = file, show_all
@@ -65,71 +408,146 @@ class OpenPortLines:
             for d in rows_to_dicts(rows)))
         self.file.flush()
 
-    def close(self) -> None:
+    def close(self, summary=None) -> None:
         pass
 
 
 class HostTable:
     """nmap-like: at the end, a port table for every host that answered anything."""
+    grouped = True
+    error = None
 
-    def __init__(self, file=sys.stdout, show_all: bool = False, reason: bool = True):
+    def __init__(self, file=sys.stdout, show_all: bool = False, reason: bool = True,
+                 buffer: Optional[RowBuffer] = None):
         self.file, self.show_all, self.reason = file, show_all, reason
-        self.batches = []
+        self.buffer, self._own_buffer = (buffer, False) if buffer is not None else (RowBuffer(), True)
 
     def write(self, rows: np.ndarray) -> None:
-        self.batches.append(rows.copy())
+        if self._own_buffer:
+            self.buffer.append(rows)
 
-    def close(self) -> None:
-        if not self.batches:
+    def close(self, summary=None) -> None:
+        rows = self.buffer.rows()
+        if not len(rows):
             return
-        rows = np.concatenate(self.batches)
-        # One key per host, bytes in network order: sorts like the addresses themselves.
-        keys = np.concatenate([rows["ip"].astype(">u4").view(np.uint8).reshape(-1, 4), rows["ip6"]], axis=1)
-        keys = np.ascontiguousarray(keys).view(np.dtype((np.void, 20))).ravel()
-        rows, keys = rows[np.lexsort((rows["port"], rows["proto"], keys))], np.sort(keys)
-        hosts, first = np.unique(keys, return_index=True)
-        silent = 0
-        for start, end in zip(first.tolist(), first[1:].tolist() + [len(rows)]):
-            mine = rows[start:end]
-            if (mine["reason"] == NO_RESPONSE).all():
-                silent += 1
-            else:
-                self._host(mine)
+        views, silent = host_views(rows, self.show_all)
+        for v in views:
+            block = host_block(v, self.reason)
+            if len(v.up):
+                why, ttl = v.status_reason
+                block.insert(1, f"Host is up ({why}" + (f" ttl {ttl})" if ttl else ")"))
+            self.file.write("\n" + "\n".join(block) + "\n")
         if silent:
             self.file.write(f"{silent} host(s) sent no reply to any probe.\n")
         self.file.flush()
 
-    def _host(self, rows: np.ndarray) -> None:
-        out = [f"\nScan report for {addresses(rows[:1])[0]}"]
-        up = rows[rows["state"] == UP]
-        if len(up):
-            d = next(rows_to_dicts(up[:1]))
-            out.append(f"Host is up ({d['reason']}" + (f" ttl {d['ttl']})" if d["ttl"] else ")"))
-            rows = rows[rows["state"] != UP]
-        groups = {}
-        for state, proto in zip(rows["state"].tolist(), rows["proto"].tolist()):
-            groups[(state, proto)] = groups.get((state, proto), 0) + 1
-        folded = set()
-        if not self.show_all:
-            folded = {g for g, n in groups.items() if g[0] != OPEN and n > FOLD_ABOVE}
-        for state, proto in sorted(folded):
-            mine = rows[(rows["state"] == state) & (rows["proto"] == proto)]
-            reasons, rcounts = np.unique(mine["reason"], return_counts=True)
-            why = ", ".join(f"{n} {REASON_NAMES[r]}" for r, n in zip(reasons.tolist(), rcounts.tolist()))
-            out.append(f"Not shown: {len(mine)} {STATE_NAMES[state]} {PROTO_NAMES[proto]} ports ({why})")
-        keep = np.array([(s, p) not in folded for s, p in zip(rows["state"].tolist(), rows["proto"].tolist())],
-                        dtype=bool)
-        shown = rows[keep] if len(rows) else rows
-        if len(shown):
-            out.append(f"{'PORT':<9} {'STATE':<15} {'SERVICE':<15} REASON" if self.reason else
-                       f"{'PORT':<9} {'STATE':<15} SERVICE")
-            for d in rows_to_dicts(shown):
-                line = (f"{str(d['port']) + '/' + d['proto']:<9} {d['state']:<15} "
-                        f"{service_name(d['port'], d['proto']):<15}")
-                if self.reason:
-                    line += f" {d['reason']}" + (f" ttl {d['ttl']}" if d["ttl"] else "")
-                out.append(line.rstrip())
-        self.file.write("\n".join(out) + "\n")
+
+# ---------------------------------------------------------------- all outputs of one scan
+
+FILE_WRITERS = {"-oN": NormalWriter, "-oX": XmlWriter, "-oG": GrepableWriter, "-oJ": NdjsonWriter,
+                "--csv": CsvWriter, "-oL": ListWriter}
+FORMATS = {"normal": "-oN", "xml": "-oX", "grepable": "-oG", "json": "-oJ", "csv": "--csv", "list": "-oL"}
+ALL_BASENAME = {"-oN": ".nmap", "-oX": ".xml", "-oG": ".gnmap"}
 
 
-NO_RESPONSE = next(code for code, name in REASON_NAMES.items() if name == "no-response")
+def plan_outputs(options: dict, all_basename: Optional[str] = None) -> list:
+    """[(option, path)] from {option: path or None} and -oA BASENAME; checks the paths can be
+    told apart (one stdout, no file twice). Raises InputError."""
+    plan = [(opt, path) for opt, path in options.items() if path]
+    if all_basename:
+        if all_basename == "-":
+            raise InputError("-oA needs a base file name, not '-' (use -oN/-oX/-oG - for stdout)")
+        plan += [(opt, all_basename + ext) for opt, ext in ALL_BASENAME.items()]
+    if sum(path == "-" for _, path in plan) > 1:
+        raise InputError("only one output can go to stdout ('-'): "
+                         + ", ".join(opt for opt, path in plan if path == "-"))
+    seen = {}
+    for opt, path in plan:
+        if path == "-":
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise InputError(f"{seen[real]} and {opt} both write '{path}'")
+        seen[real] = opt
+    return plan
+
+
+def make_writer(option: str, path: str, info: ScanInfo, buffer: Optional[RowBuffer] = None,
+                show_all: bool = False, reason: bool = False):
+    cls = FILE_WRITERS[option]
+    kwargs = {"reason": reason} if cls is NormalWriter else {}
+    return cls(path, info, buffer, show_all=show_all, **kwargs)
+
+
+class Outputs:
+    """Every output of a scan behind one write(rows)/close(summary). Never raises on a failed
+    write: errors() lists what failed, so the scan goes on and the store keeps everything."""
+
+    def __init__(self, plan: list, info: ScanInfo, show_all: bool = False, reason: bool = False,
+                 terminal: bool = True, table: bool = True):
+        self.buffer = RowBuffer()
+        self.writers = []
+        try:
+            for opt, path in plan:
+                self.writers.append(make_writer(opt, path, info, self.buffer, show_all, reason))
+        except InputError:
+            self.close(None)
+            raise
+        self.to_stdout = any(path == "-" for _, path in plan)
+        if terminal and not self.to_stdout:
+            self.writers.append(HostTable(show_all=show_all, reason=reason, buffer=self.buffer) if table
+                                else OpenPortLines(show_all=show_all))
+        self._buffered = any(w.grouped for w in self.writers)
+
+    def write(self, rows: np.ndarray) -> None:
+        if self._buffered:
+            self.buffer.append(rows)
+        for w in self.writers:
+            if not w.grouped:
+                w.write(rows)
+
+    def close(self, summary) -> None:
+        for w in self.writers:
+            w.close(summary)
+
+    def errors(self) -> list:
+        return [w.error for w in self.writers if w.error]
+
+
+class BackgroundSink:
+    """A scan's sink that hands each batch to a thread writing it to every consumer (the store,
+    the outputs) in order: the capture thread never waits on a disk or a database. close()
+    drains the queue; a bug in a consumer is re-raised there, not lost in the thread."""
+
+    def __init__(self, consumers):
+        import queue
+        import threading
+        self.consumers = [c for c in consumers if c is not None]
+        self.queue = queue.SimpleQueue()
+        self.exc = None
+        self.thread = threading.Thread(target=self._run, name="outputs", daemon=True)
+        self.thread.start()
+
+    def __call__(self, rows: np.ndarray) -> None:
+        self.queue.put(rows)
+
+    def _run(self) -> None:
+        while True:
+            rows = self.queue.get()
+            if rows is None:
+                return
+            if self.exc is not None:
+                continue
+            try:
+                for c in self.consumers:
+                    c.write(rows)
+            except BaseException as e:      # noqa: B036 - re-raised by close()
+                self.exc = e
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if self.exc is not None:
+            exc, self.exc = self.exc, None
+            raise exc

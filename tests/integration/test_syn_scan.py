@@ -100,7 +100,7 @@ def test_forged_syn_acks_are_rejected(lab):
         ports = [23, 8080]                 # closed and dropped: the prefix has no open port here
         count = 2000
         path = f"/tmp/scanner-it-forged-{os.getpid()}.ndjson"
-        scanner = lab.popen(scanner_argv(PREFIX, "-Pn", "-p", "23,8080", "--rate", "2000", "--retries", "0",
+        scanner = lab.popen(scanner_argv(PREFIX, "-Pn", "--show-all", "-p", "23,8080", "--rate", "2000", "--retries", "0",
                                          "--wait", "2", "-oJ", path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=scanner_env())
         try:

@@ -1,0 +1,304 @@
+"""The result store: every scan recorded in SQLite (configuration, start and end, counters and all
+results), written batch by batch as results arrive so that they survive a failed output or a
+crash. Read back by `scanner history`, `scanner show ID` and `scanner diff A B`."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import InputError
+from .ports import service_name
+from .states import PROTO_NAMES, REASON_NAMES, REASONS, RESULT_DTYPE, STATE_NAMES, STATES
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scans (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    started     REAL NOT NULL,          -- epoch seconds
+    ended       REAL,                   -- NULL while running (or if it crashed)
+    command     TEXT NOT NULL,
+    config      TEXT NOT NULL,          -- JSON
+    counters    TEXT,                   -- JSON: the scan summary
+    interrupted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS results (
+    scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+    ip      INTEGER NOT NULL,           -- IPv4 as an unsigned 32-bit integer
+    port    INTEGER NOT NULL,
+    proto   TEXT NOT NULL,              -- tcp
+    state   TEXT NOT NULL,              -- nmap's state names: open, closed, filtered...
+    reason  TEXT NOT NULL,              -- nmap's reason names: syn-ack, reset, no-response...
+    ttl     INTEGER
+);
+CREATE INDEX IF NOT EXISTS results_by_scan ON results(scan_id, ip, port);
+"""
+
+_STATE_LUT = np.array([STATE_NAMES.get(i, "unknown") for i in range(256)], dtype=object)
+_REASON_LUT = np.array([REASON_NAMES.get(i, "unknown") for i in range(256)], dtype=object)
+
+
+def default_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "scanner" / "scans.db"
+
+
+@dataclass
+class ScanRecord:
+    id: int
+    started: float
+    ended: Optional[float]
+    command: str
+    config: dict
+    counters: dict
+    interrupted: bool
+
+    @property
+    def elapsed(self) -> float:
+        if self.counters.get("elapsed") is not None:
+            return float(self.counters["elapsed"])
+        return (self.ended or self.started) - self.started
+
+
+class Store:
+    def __init__(self, path=None, create: bool = True):
+        self.path = Path(path) if path else default_path()
+        if not create and not self.path.exists():
+            raise InputError(f"no scan database at '{self.path}' (scans are recorded there by `scanner` scans)")
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise InputError(f"cannot use the scan database '{self.path}': {getattr(e, 'strerror', None) or e}") from None
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -------------------------------------------------------------- writing
+
+    def begin(self, info, config: dict) -> int:
+        with self.lock, self.db:
+            cur = self.db.execute("INSERT INTO scans (started, command, config) VALUES (?, ?, ?)",
+                                  (info.start, info.command, json.dumps(config)))
+        return cur.lastrowid
+
+    def add(self, scan_id: int, rows: np.ndarray) -> None:
+        if not len(rows):
+            return
+        data = zip([scan_id] * len(rows), rows["ip"].tolist(), rows["port"].tolist(),
+                   [PROTO_NAMES.get(p, str(p)) for p in rows["proto"].tolist()],
+                   _STATE_LUT[rows["state"]].tolist(), _REASON_LUT[rows["reason"]].tolist(),
+                   [t or None for t in rows["ttl"].tolist()])
+        with self.lock, self.db:
+            self.db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", data)
+
+    def finish(self, scan_id: int, summary, ended: Optional[float] = None) -> None:
+        counters = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else dict(summary)
+        with self.lock, self.db:
+            self.db.execute("UPDATE scans SET ended=?, counters=?, interrupted=? WHERE id=?",
+                            (ended or time.time(), json.dumps(counters), int(bool(counters.get("interrupted"))),
+                             scan_id))
+
+    def discard(self, scan_id: int) -> None:
+        with self.lock, self.db:
+            self.db.execute("DELETE FROM results WHERE scan_id=?", (scan_id,))
+            self.db.execute("DELETE FROM scans WHERE id=?", (scan_id,))
+
+    # -------------------------------------------------------------- reading
+
+    def scans(self, limit: Optional[int] = None) -> list:
+        q = "SELECT id, started, ended, command, config, counters, interrupted FROM scans ORDER BY id DESC"
+        rows = self.db.execute(q + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
+        return [self._record(r) for r in rows]
+
+    def scan(self, ref) -> ScanRecord:
+        """A scan by id; 'last' (or -1) for the latest, -2 for the one before..."""
+        text = str(ref).strip()
+        try:
+            n = -1 if text == "last" else int(text)
+        except ValueError:
+            raise InputError(f"bad scan id '{ref}': expected a number from `scanner history`, or 'last'") from None
+        if n < 0:
+            r = self.db.execute("SELECT id, started, ended, command, config, counters, interrupted FROM scans "
+                                "ORDER BY id DESC LIMIT 1 OFFSET ?", (-n - 1,)).fetchone()
+        else:
+            r = self.db.execute("SELECT id, started, ended, command, config, counters, interrupted FROM scans "
+                                "WHERE id=?", (n,)).fetchone()
+        if r is None:
+            raise InputError(f"no scan {ref} in '{self.path}' (see scanner history)")
+        return self._record(r)
+
+    @staticmethod
+    def _record(r) -> ScanRecord:
+        return ScanRecord(r[0], r[1], r[2], r[3], json.loads(r[4] or "{}"), json.loads(r[5] or "{}"), bool(r[6]))
+
+    def rows(self, scan_id: int) -> np.ndarray:
+        """The results of a scan as RESULT_DTYPE rows, sorted by address and port."""
+        data = self.db.execute("SELECT ip, port, proto, state, reason, ttl FROM results WHERE scan_id=? "
+                               "ORDER BY ip, port", (scan_id,)).fetchall()
+        rows = np.zeros(len(data), dtype=RESULT_DTYPE)
+        if data:
+            ip, port, proto, state, reason, ttl = zip(*data)
+            rows["index"] = np.arange(len(data))
+            rows["ip"], rows["port"] = ip, port
+            rows["proto"] = [17 if p == "udp" else 6 for p in proto]
+            rows["state"] = [STATES.get(s, 0) for s in state]
+            rows["reason"] = [REASONS.get(r, 0) for r in reason]
+            rows["ttl"] = [t or 0 for t in ttl]
+        return rows
+
+    def host_counts(self, scan_id: int) -> tuple:
+        """(hosts that answered, open ports)."""
+        up = self.db.execute("SELECT COUNT(DISTINCT ip) FROM results WHERE scan_id=? AND reason!='no-response'",
+                             (scan_id,)).fetchone()[0]
+        n_open = self.db.execute("SELECT COUNT(*) FROM results WHERE scan_id=? AND state='open'",
+                                 (scan_id,)).fetchone()[0]
+        return up, n_open
+
+
+class Recorder:
+    """The store as one more output of a scan: write(rows) per batch, close(summary) at the end.
+    A store failure (e.g. disk full) stops recording and is reported, never raised mid-scan."""
+    error = None
+    grouped = False
+
+    def __init__(self, store: Store, info, config: dict, unanswered: bool = True):
+        self.store = store
+        self.unanswered = unanswered     # False: probes without a reply are only counted
+        try:
+            self.scan_id = store.begin(info, config)
+        except sqlite3.Error as e:
+            raise InputError(f"cannot record the scan in '{store.path}': {e}") from None
+
+    def write(self, rows: np.ndarray) -> None:
+        if self.error:
+            return
+        if not self.unanswered:
+            rows = rows[rows["reason"] != REASONS["no-response"]]
+        try:
+            self.store.add(self.scan_id, rows)
+        except sqlite3.Error as e:
+            self.error = f"recording scan {self.scan_id} in '{self.store.path}' failed: {e}"
+
+    def close(self, summary) -> None:
+        try:
+            self.store.finish(self.scan_id, summary)
+        except sqlite3.Error as e:
+            self.error = self.error or f"recording scan {self.scan_id} in '{self.store.path}' failed: {e}"
+
+
+# ---------------------------------------------------------------- show, history, diff
+
+def scan_info(record: ScanRecord):
+    from .output import ScanInfo
+    c = record.config
+    return ScanInfo(start=record.started, command=record.command, scan_type=c.get("scan_type", "syn"),
+                    protocol=c.get("protocol", "tcp"), ports=tuple(expand_ranges(c.get("ports", ""))),
+                    n_hosts=int(c.get("n_hosts", 0)))
+
+
+def summary_of(record: ScanRecord):
+    from .engine import ScanSummary
+    fields = {f.name for f in dataclasses.fields(ScanSummary)}
+    s = ScanSummary(**{k: v for k, v in record.counters.items() if k in fields})
+    if not record.counters:          # never finished (crashed): elapsed from what was recorded
+        s.elapsed, s.interrupted = record.elapsed, True
+    return s
+
+
+def expand_ranges(text: str) -> list:
+    out = []
+    for part in filter(None, str(text).split(",")):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def history_lines(store: Store, limit: Optional[int] = None) -> list:
+    lines = [f"{'ID':>4}  {'STARTED':<19}  {'TIME':>8}  {'UP':>5}  {'OPEN':>6}  COMMAND"]
+    for r in store.scans(limit):
+        up, n_open = store.host_counts(r.id)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
+        note = " (interrupted)" if r.interrupted else (" (unfinished)" if r.ended is None else "")
+        lines.append(f"{r.id:>4}  {when:<19}  {r.elapsed:>7.1f}s  {up:>5}  {n_open:>6}  {r.command}{note}")
+    return lines
+
+
+@dataclass
+class ScanDiff:
+    new_hosts: list        # addresses up in B only
+    gone_hosts: list       # addresses up in A only
+    new_ports: list        # (ip, port, proto, state) in B only
+    gone_ports: list       # (ip, port, proto, state) in A only
+    changed: list          # (ip, port, proto, state in A, state in B)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new_hosts or self.gone_hosts or self.new_ports or self.gone_ports or self.changed)
+
+
+def _ports(rows: np.ndarray) -> tuple:
+    """({(ip, port, proto): state} of ports that answered or are open, {hosts up})."""
+    answered = rows[rows["reason"] != REASONS["no-response"]]
+    ports = {(ip, port, PROTO_NAMES.get(pr, "tcp")): STATE_NAMES[st] for ip, port, pr, st in zip(
+        rows["ip"].tolist(), rows["port"].tolist(), rows["proto"].tolist(), rows["state"].tolist())}
+    return ports, set(answered["ip"].tolist())
+
+
+def diff_rows(a: np.ndarray, b: np.ndarray) -> ScanDiff:
+    """What changed from scan A to scan B, like nmap's ndiff: hosts that came up or went away,
+    ports that appeared or disappeared, ports whose state changed. A port counts as present when
+    it is reported in that scan's results."""
+    pa, ha = _ports(a)
+    pb, hb = _ports(b)
+    ip = lambda n: str(ipaddress.IPv4Address(n))  # noqa: E731
+    return ScanDiff(
+        new_hosts=[ip(h) for h in sorted(hb - ha)], gone_hosts=[ip(h) for h in sorted(ha - hb)],
+        new_ports=[(ip(k[0]), k[1], k[2], pb[k]) for k in sorted(pb.keys() - pa.keys())],
+        gone_ports=[(ip(k[0]), k[1], k[2], pa[k]) for k in sorted(pa.keys() - pb.keys())],
+        changed=[(ip(k[0]), k[1], k[2], pa[k], pb[k]) for k in sorted(pa.keys() & pb.keys()) if pa[k] != pb[k]])
+
+
+def diff_lines(ra: ScanRecord, rb: ScanRecord, d: ScanDiff) -> list:
+    """ndiff-like text: '-' for what A had, '+' for what B has, per host."""
+    fmt = lambda r: f"scan {r.id}, {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.started))}: {r.command}"  # noqa: E731
+    out = [f"-{fmt(ra)}", f"+{fmt(rb)}"]
+    if d.empty:
+        out.append("No differences.")
+        return out
+    per_host = {}
+    for ip, port, proto, state in d.gone_ports:
+        per_host.setdefault(ip, []).append((port, f"-{port}/{proto} {state} {service_name(port)}"))
+    for ip, port, proto, state in d.new_ports:
+        per_host.setdefault(ip, []).append((port, f"+{port}/{proto} {state} {service_name(port)}"))
+    for ip, port, proto, sa, sb in d.changed:
+        per_host.setdefault(ip, []).append(
+            (port, f"-{port}/{proto} {sa} {service_name(port)}\n+{port}/{proto} {sb} {service_name(port)}"))
+    hosts = sorted(set(per_host) | set(d.new_hosts) | set(d.gone_hosts), key=lambda s: ipaddress.IPv4Address(s))
+    for host in hosts:
+        out.append("")
+        if host in d.new_hosts:
+            out.append(f"+{host}: host up (new)")
+        elif host in d.gone_hosts:
+            out.append(f"-{host}: host up (gone)")
+        else:
+            out.append(f" {host}:")
+        out += [line for _, line in sorted(per_host.get(host, []), key=lambda x: x[0])]
+    out.append("")
+    out.append(f"{len(d.new_hosts)} new hosts, {len(d.gone_hosts)} gone; {len(d.new_ports)} new ports, "
+               f"{len(d.gone_ports)} gone, {len(d.changed)} changed state")
+    return out
