@@ -112,7 +112,7 @@ cdef class ReplyParser:
 
     def __init__(self, uint64_t k0, uint64_t k1, bytes saddr, int l2_len, cnp.ndarray kinds, dict space):
         self.k0, self.k1, self.l2_len = k0, k1, l2_len
-        self._keep = (space_init(&self.space, space), kinds)
+        self._keep = (space_init(&self.space, space, kinds, sizeof(ProbeKind)), kinds)
         self.kinds = <const ProbeKind*>cnp.PyArray_DATA(kinds)
         if self.space.family == 4:
             self.saddr4 = int.from_bytes(saddr, "big")

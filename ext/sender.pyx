@@ -71,7 +71,7 @@ cdef class ProbeSender:
         self.l3 = l3
         self.l2_len = l2_len
         self.k0, self.k1 = k0, k1
-        self._keep = (space_init(&self.space, space), templates, kinds)
+        self._keep = (space_init(&self.space, space, kinds, sizeof(ProbeKind)), templates, kinds)
         if self.space.family == 4:
             self.saddr4 = int.from_bytes(saddr, "big")
         else:

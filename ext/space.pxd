@@ -67,9 +67,15 @@ cdef inline int64_t space_host6(const Space* s, const uint8_t* addr) noexcept no
 
 cimport numpy as cnp
 
-cdef inline object space_init(Space* s, dict a):
-    """Points s at the arrays of ScanSpace.arrays(); returns what must be kept alive meanwhile."""
+cdef inline object space_init(Space* s, dict a, object kinds=None, Py_ssize_t kind_size=0):
+    """Points s at the arrays of ScanSpace.arrays(); returns what must be kept alive meanwhile.
+    With kinds (the probe kinds array), checks it has the compiled layout and covers every slot."""
     cdef tuple keep = tuple(a.values())
+    if kinds is not None:
+        if kinds.dtype.itemsize != kind_size or not kinds.flags.c_contiguous:
+            raise ValueError("probe kinds must be a contiguous PROBE_KIND_DTYPE array")
+        if len(a["slot_kind"]) and int(a["slot_kind"].max()) >= len(kinds):
+            raise ValueError("a slot names a probe kind that does not exist")
     s.family = a["family"]
     s.starts = <const uint32_t*>cnp.PyArray_DATA(a["starts"])
     s.cum = <const uint64_t*>cnp.PyArray_DATA(a["cum"])

@@ -48,8 +48,9 @@ def dry_run(space, seed: int, shard: tuple, out=sys.stdout) -> None:
                                                rows["proto"].tolist(), slots.tolist())))
 
 
-def discovery_probes(echo, timestamp, syn, ack, udp):
-    """nmap's -PE -PP -PS -PA -PU as probes; nmap's default set when none is chosen."""
+def discovery_probes(echo, timestamp, syn, ack, udp, family=4):
+    """nmap's -PE -PP -PS -PA -PU as probes; nmap's default set when none is chosen (without
+    the timestamp request for IPv6, which has none)."""
     from .techniques import DEFAULT_DISCOVERY, DISCOVERY, DISCOVERY_DEFAULT_PORTS, Probes
     chosen = [("PE", 0)] * echo + [("PP", 0)] * timestamp
     for key, ports in (("PS", syn), ("PA", ack), ("PU", udp)):
@@ -57,7 +58,8 @@ def discovery_probes(echo, timestamp, syn, ack, udp):
             tcp, udp_ports = port_lists(ports or str(DISCOVERY_DEFAULT_PORTS[key]), None,
                                         tcp=key != "PU", udp=key == "PU")
             chosen += [(key, int(p)) for p in (udp_ports if key == "PU" else tcp)]
-    return Probes([(DISCOVERY[key], port) for key, port in (chosen or DEFAULT_DISCOVERY)])
+    default = [(key, port) for key, port in DEFAULT_DISCOVERY if family == 4 or key != "PP"]
+    return Probes([(DISCOVERY[key], port) for key, port in (chosen or default)])
 
 
 @scan_app.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,7 +155,8 @@ def scan(
 
     target_set = TargetSet.from_specs(targets or [], exclude or [], input_file, exclude_file, ipv6)
     tcp_ports, udp_ports = port_lists(ports, top_ports, tcp=technique is not None, udp=udp)
-    discovery = None if no_ping else discovery_probes(ping_echo, ping_timestamp, ping_syn, ping_ack, ping_udp)
+    discovery = None if no_ping else discovery_probes(ping_echo, ping_timestamp, ping_syn, ping_ack, ping_udp,
+                                                          target_set.family)
     shard_k_n = parse_shard(shard)
     outputs = {"-oJ": json_out, "-oN": normal_out, "-oX": xml_out, "-oG": grepable_out, "--csv": csv_out,
                "-oL": list_out}

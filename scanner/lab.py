@@ -1,12 +1,19 @@
 """Disposable test network built from Linux network namespaces.
 
     scanner ns (198.19.255.1/30) <-veth-> target ns (198.19.255.2/30)
+               (2001:2:0:ffff::1/64)          (2001:2:0:ffff::2/64)   with LabSpec.prefix6
 
 The target namespace answers for the whole ``LabSpec.prefix`` (a local route on
 lo), runs real TCP/UDP services (scanner.lab_services) and shapes the other
 answers with one nftables table ``inet lab``: dead hosts, dropped and rejected
 ports, random loss.  Nothing is attached to the root namespace and the scanner
 namespace has no default route, so probes cannot leave the lab.
+
+IPv6 (optional, ``LabSpec.prefix6`` inside 2001:2::/48, the RFC 5180 benchmarking
+prefix): every address of the (small) prefix is a /128 on the target's lo -- a
+``local`` route is not enough for IPv6, ICMPv6 errors would then come from the
+link address -- and the nftables rules are mirrored for ip6.  Without prefix6,
+IPv6 stays disabled in every namespace.
 
 Needs root.  Always use as a context manager (or .up()/.down() in try/finally).
 """
@@ -27,6 +34,9 @@ from pathlib import Path
 from typing import Iterable
 
 LAB_SPACE = ipaddress.ip_network("198.18.0.0/15")
+LAB_SPACE6 = ipaddress.ip_network("2001:2::/48")  # RFC 5180 benchmarking prefix
+SCANNER_LINK6 = ("2001:2:0:ffff::1", "2001:2:0:ffff::2", 64)  # scanner side, target side
+MAX_HOSTS6 = 256  # each IPv6 lab address is a /128 on the target's lo
 SCANNER_LINK = ("198.19.255.1", "198.19.255.2", 30)  # scanner side, target side
 THIRD_LINK = ("198.19.254.1", "198.19.254.2", 30)  # x side, scanner side
 OWNER_DIR = Path("/run/scanner-lab")  # name -> owner pid, so cleanup_stale spares live labs
@@ -37,6 +47,16 @@ REJECTS = {  # LabSpec.reject_tcp value -> (nft reject clause, nmap reason)
     "admin-prohibited": ("reject with icmp type admin-prohibited", "admin-prohibited"),
     "host-unreachable": ("reject with icmp type host-unreachable", "host-unreach"),
     "net-unreachable": ("reject with icmp type net-unreachable", "net-unreach"),
+}
+# The same kinds of rejection for IPv6 (nft clause, nmap reason).  ICMPv6 has no
+# host/net unreachable: the nearest codes are address unreachable (3) and no
+# route to destination (0).
+REJECTS6 = {
+    "tcp-reset": ("reject with tcp reset", "reset"),
+    "port-unreachable": ("reject with icmpv6 type port-unreachable", "port-unreach"),
+    "admin-prohibited": ("reject with icmpv6 type admin-prohibited", "admin-prohibited"),
+    "host-unreachable": ("reject with icmpv6 type addr-unreachable", "addr-unreach"),
+    "net-unreachable": ("reject with icmpv6 type no-route", "no-route"),
 }
 
 # Target-namespace sysctls so that a SYN/UDP sweep of a /16 is answered in full.
@@ -61,6 +81,24 @@ COMMON_SYSCTLS = {
     "net.ipv6.conf.all.disable_ipv6": 1,
     "net.ipv6.conf.default.disable_ipv6": 1,
     "net.ipv4.ip_forward": 0,  # the scanner ns must never relay between x and target
+}
+# Namespaces that carry the IPv6 lab (LabSpec.prefix6): IPv6 on, but quiet and
+# immediate (no router solicitations, no RAs, no duplicate address detection).
+IPV6_ON_SYSCTLS = {
+    "net.ipv6.conf.all.disable_ipv6": 0,
+    "net.ipv6.conf.default.disable_ipv6": 0,
+    "net.ipv6.conf.all.forwarding": 0,
+    "net.ipv6.conf.all.accept_ra": 0,
+    "net.ipv6.conf.default.accept_ra": 0,
+    "net.ipv6.conf.all.router_solicitations": 0,
+    "net.ipv6.conf.default.router_solicitations": 0,
+    "net.ipv6.conf.all.accept_dad": 0,
+    "net.ipv6.conf.default.accept_dad": 0,
+    "net.ipv6.conf.all.dad_transmits": 0,
+    "net.ipv6.conf.default.dad_transmits": 0,
+}
+TARGET_SYSCTLS6 = {
+    "net.ipv6.icmp.ratelimit": 0,  # an ICMPv6 error for every probe
 }
 
 
@@ -178,11 +216,24 @@ class LabSpec:
     live_every: int = 1
     loss_percent: int = 0
     ingress_drop_all: bool = False
+    # IPv6 targets (None: no IPv6 anywhere in the lab).  Host index i of prefix6 is live
+    # under the same live_every rule as for prefix.
+    prefix6: str | None = None
+    # UDP port -> how it is rejected (REJECTS keys but tcp-reset), for both families.
+    reject_udp: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.prefix, strict=True)
         if net.version != 4 or not net.subnet_of(LAB_SPACE):
             raise ValueError(f"lab prefix {self.prefix} must lie inside {LAB_SPACE}")
+        if self.prefix6 is not None:
+            net6 = ipaddress.ip_network(self.prefix6, strict=True)
+            if net6.version != 6 or not net6.subnet_of(LAB_SPACE6):
+                raise ValueError(f"lab prefix6 {self.prefix6} must lie inside {LAB_SPACE6}")
+            if net6.overlaps(ipaddress.ip_network(f"{SCANNER_LINK6[0]}/{SCANNER_LINK6[2]}", strict=False)):
+                raise ValueError(f"lab prefix6 {self.prefix6} overlaps the lab link (2001:2:0:ffff::/64)")
+            if net6.num_addresses > MAX_HOSTS6:
+                raise ValueError(f"lab prefix6 {self.prefix6} is too large (at most {MAX_HOSTS6} addresses)")
         for link in (SCANNER_LINK, THIRD_LINK):
             if net.overlaps(ipaddress.ip_network(f"{link[0]}/{link[2]}", strict=False)):
                 raise ValueError(f"lab prefix {self.prefix} overlaps the lab links (198.19.254.0/23)")
@@ -194,13 +245,22 @@ class LabSpec:
         for port, how in self.reject_tcp.items():
             if how not in REJECTS:
                 raise ValueError(f"reject_tcp[{port}]={how!r}: expected one of {sorted(REJECTS)}")
-        for p in (*self.open_tcp, *self.open_udp, *self.drop_tcp, *self.drop_udp, *self.reject_tcp):
+        for port, how in self.reject_udp.items():
+            if how not in REJECTS or how == "tcp-reset":
+                raise ValueError(f"reject_udp[{port}]={how!r}: expected one of "
+                                 f"{sorted(set(REJECTS) - {'tcp-reset'})}")
+        for p in (*self.open_tcp, *self.open_udp, *self.drop_tcp, *self.drop_udp, *self.reject_tcp,
+                  *self.reject_udp):
             if not 0 < p < 65536:
                 raise ValueError(f"bad port {p}")
 
     @property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.ip_network(self.prefix)
+
+    @property
+    def network6(self) -> ipaddress.IPv6Network | None:
+        return None if self.prefix6 is None else ipaddress.ip_network(self.prefix6)
 
 
 @dataclass
@@ -224,6 +284,8 @@ class Host:
 class Lab:
     scanner_addr = SCANNER_LINK[0]
     target_link_addr = SCANNER_LINK[1]
+    scanner_addr6 = SCANNER_LINK6[0]  # only configured with LabSpec.prefix6
+    target_link_addr6 = SCANNER_LINK6[1]
 
     def __init__(self, spec: LabSpec | None = None):
         self.spec = spec or LabSpec()
@@ -276,11 +338,16 @@ class Lab:
         s, t, spec = self.scanner_ns, self.target_ns, self.spec
         OWNER_DIR.mkdir(parents=True, exist_ok=True)
         (OWNER_DIR / self.name).write_text(str(os.getpid()))  # before any ns exists
+        v6 = spec.prefix6 is not None
         for ns in (s, t):
             _sh(["ip", "netns", "add", ns])
             _sysctl(ns, COMMON_SYSCTLS)
+            if v6:
+                _sysctl(ns, IPV6_ON_SYSCTLS)
             _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
         _sysctl(t, TARGET_SYSCTLS)
+        if v6:
+            _sysctl(t, TARGET_SYSCTLS6)
 
         # Created inside the scanner ns, so the root namespace never sees it.
         _sh(["ip", "-n", s, "link", "add", self.scanner_if, "txqueuelen", "10000", "type", "veth",
@@ -297,11 +364,23 @@ class Lab:
         # The only non-connected route in the lab: the prefix, via the target.
         _sh(["ip", "-n", s, "route", "add", spec.prefix, "via", a_t, "dev", self.scanner_if])
         _sh(["ip", "-n", t, "route", "add", "local", spec.prefix, "dev", "lo"])
+        if v6:
+            self._build6()
         self.scanner_mac = _mac(s, self.scanner_if)
         self.target_mac = _mac(t, self.target_if)
 
         _sh(_nsexec(t, ["nft", "-f", "-"]), input=self.nft_ruleset())
         self._start_services()
+
+    def _build6(self) -> None:
+        s, t, spec = self.scanner_ns, self.target_ns, self.spec
+        a_s, a_t, plen = SCANNER_LINK6
+        _sh(["ip", "-n", s, "-6", "addr", "add", f"{a_s}/{plen}", "dev", self.scanner_if, "nodad"])
+        _sh(["ip", "-n", t, "-6", "addr", "add", f"{a_t}/{plen}", "dev", self.target_if, "nodad"])
+        _sh(["ip", "-n", s, "-6", "route", "add", spec.prefix6, "via", a_t, "dev", self.scanner_if])
+        # Real addresses (not a local route): ICMPv6 errors then come from the probed address.
+        batch = "".join(f"address add {a}/128 dev lo nodad\n" for a in self.hosts6())
+        _sh(["ip", "-n", t, "-6", "-batch", "-"], input=batch)
 
     def _start_services(self) -> None:
         spec = self.spec
@@ -310,6 +389,8 @@ class Lab:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         argv = [sys.executable, "-m", "scanner.lab_services",
                 "--tcp", ",".join(map(str, spec.open_tcp)), "--udp", ",".join(map(str, spec.open_udp))]
+        if spec.prefix6 is not None:
+            argv.append("--ipv6")
         self._services = p = subprocess.Popen(
             _nsexec(self.target_ns, argv), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True, env=env)
@@ -322,13 +403,16 @@ class Lab:
         """The target namespace's nftables table (applied with nft -f)."""
         spec, tif = self.spec, self.target_if
         net = spec.network
-        dst = f"ip daddr {net}"
         lines = ["table inet lab {", "  counter rx { }"]
         # inet ingress sees IPv4/IPv6 only: ARP still gets through, so the
         # scanner can resolve the target's MAC even with ingress_drop_all.
+        # Neighbour discovery, IPv6's ARP, is let through explicitly.
+        nd = "ip6 nexthdr icmpv6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }"
         lines += ["  chain ingress {",
                   f'    type filter hook ingress device "{tif}" priority -500; policy accept;',
                   '    counter name "rx"']
+        if spec.prefix6 is not None:
+            lines.append(f"    {nd} accept")
         if spec.ingress_drop_all:
             lines.append("    drop")
         if spec.loss_percent:
@@ -336,27 +420,41 @@ class Lab:
         lines.append("  }")
 
         lines += ["  chain input {", "    type filter hook input priority 0; policy accept;"]
-        if spec.live_every > 1:
-            # Live iff (addr - base) % live_every == 0; with a power of two that
-            # is addr & (live_every-1) == base & (live_every-1).
-            m = spec.live_every - 1
-            mask = ipaddress.IPv4Address(m)
-            want = ipaddress.IPv4Address(int(net.network_address) & m)
-            lines.append(f'    iifname "{tif}" {dst} ip daddr & {mask} != {want} drop')
-        if spec.drop_tcp:
-            lines.append(f'    iifname "{tif}" {dst} tcp dport {{ {", ".join(map(str, spec.drop_tcp))} }} drop')
-        if spec.drop_udp:
-            lines.append(f'    iifname "{tif}" {dst} udp dport {{ {", ".join(map(str, spec.drop_udp))} }} drop')
-        for port, how in sorted(spec.reject_tcp.items()):
-            lines.append(f'    iifname "{tif}" {dst} tcp dport {port} {REJECTS[how][0]}')
+        lines += self._input_rules(net, "ip", REJECTS)
+        if spec.network6 is not None:
+            lines += self._input_rules(spec.network6, "ip6", REJECTS6)
         lines.append("  }")
 
         if spec.loss_percent:
             # Loss on the way back too (answers, RSTs, ICMP errors).
-            lines += ["  chain egress {", "    type filter hook postrouting priority 0; policy accept;",
-                      f'    oifname "{tif}" numgen random mod 100 < {spec.loss_percent} drop', "  }"]
+            lines += ["  chain egress {", "    type filter hook postrouting priority 0; policy accept;"]
+            if spec.prefix6 is not None:
+                lines.append(f'    oifname "{tif}" {nd} accept')
+            lines += [f'    oifname "{tif}" numgen random mod 100 < {spec.loss_percent} drop', "  }"]
         lines.append("}")
         return "\n".join(lines) + "\n"
+
+    def _input_rules(self, net, family: str, rejects: dict) -> list[str]:
+        """Input-chain rules for one family (nft rule order: dead host, drop, reject)."""
+        spec, tif = self.spec, self.target_if
+        dst = f'iifname "{tif}" {family} daddr {net}'
+        addr_cls = ipaddress.IPv4Address if family == "ip" else ipaddress.IPv6Address
+        out = []
+        if spec.live_every > 1:
+            # Live iff (addr - base) % live_every == 0; with a power of two that
+            # is addr & (live_every-1) == base & (live_every-1).
+            m = spec.live_every - 1
+            mask, want = addr_cls(m), addr_cls(int(net.network_address) & m)
+            out.append(f"    {dst} {family} daddr & {mask} != {want} drop")
+        if spec.drop_tcp:
+            out.append(f'    {dst} tcp dport {{ {", ".join(map(str, spec.drop_tcp))} }} drop')
+        if spec.drop_udp:
+            out.append(f'    {dst} udp dport {{ {", ".join(map(str, spec.drop_udp))} }} drop')
+        for port, how in sorted(spec.reject_tcp.items()):
+            out.append(f"    {dst} tcp dport {port} {rejects[how][0]}")
+        for port, how in sorted(spec.reject_udp.items()):
+            out.append(f"    {dst} udp dport {port} {rejects[how][0]}")
+        return out
 
     # -- running things ---------------------------------------------------
     def run(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
@@ -396,36 +494,61 @@ class Lab:
     def _is_live(self, index: int) -> bool:
         return index % self.spec.live_every == 0
 
-    def live_hosts(self) -> list[str]:
-        net = self.spec.network
-        base = int(net.network_address)
-        return [str(ipaddress.IPv4Address(base + i))
-                for i in range(0, net.num_addresses, self.spec.live_every)]
+    def _network(self, family: int):
+        if family == 4:
+            return self.spec.network
+        if family == 6 and self.spec.network6 is not None:
+            return self.spec.network6
+        raise ValueError(f"this lab has no IPv{family} targets" if family == 6 else f"bad family {family}")
 
-    def tcp_state(self, port: int, live: bool = True) -> tuple[str, str]:
+    def hosts6(self) -> list[str]:
+        """Every IPv6 target address (as Python's ipaddress prints it), live or not."""
+        net = self.spec.network6
+        return [] if net is None else [str(a) for a in net]
+
+    def live_hosts(self, family: int = 4) -> list[str]:
+        net = self._network(family)
+        return [str(net.network_address + i) for i in range(0, net.num_addresses, self.spec.live_every)]
+
+    def tcp_state(self, port: int, live: bool = True, family: int = 4) -> tuple[str, str]:
         """(state, reason) nmap reports for a SYN probe to `port` of a host."""
         spec = self.spec
         if not live or port in spec.drop_tcp:  # nft rule order: dead host, drop, reject
             return ("filtered", "no-response")
         if port in spec.reject_tcp:
-            reason = REJECTS[spec.reject_tcp[port]][1]
+            reason = (REJECTS if family == 4 else REJECTS6)[spec.reject_tcp[port]][1]
             return ("closed", "reset") if reason == "reset" else ("filtered", reason)
         if port in spec.open_tcp:
             return ("open", "syn-ack")
         return ("closed", "reset")
 
-    def expected(self, ports: Iterable[int]) -> dict[tuple[str, int], tuple[str, str]]:
+    def udp_state(self, port: int, live: bool = True, family: int = 4) -> tuple[str, str]:
+        """(state, reason) nmap reports for a UDP probe (-sU) to `port` of a host."""
+        spec = self.spec
+        if not live or port in spec.drop_udp:
+            return ("open|filtered", "no-response")
+        if port in spec.reject_udp:
+            reason = (REJECTS if family == 4 else REJECTS6)[spec.reject_udp[port]][1]
+            return ("closed", reason) if reason == "port-unreach" else ("filtered", reason)
+        if port in spec.open_udp:
+            return ("open", "udp-response")
+        return ("closed", "port-unreach")
+
+    def expected(self, ports: Iterable[int], family: int = 4,
+                 proto: str = "tcp") -> dict[tuple[str, int], tuple[str, str]]:
+        """{(address, port): (state, reason)} a -Pn SYN scan (proto="tcp") or UDP scan
+        (proto="udp") of every address of the IPv4 (family=4) or IPv6 (family=6) prefix finds."""
         ports = list(ports)
-        net = self.spec.network
-        base = int(net.network_address)
-        per_live = {p: self.tcp_state(p, True) for p in ports}
-        dead = ("filtered", "no-response")
+        net = self._network(family)
+        state = {"tcp": self.tcp_state, "udp": self.udp_state}[proto]
+        per_live = {p: state(p, True, family) for p in ports}
+        per_dead = {p: state(p, False, family) for p in ports}
         out: dict[tuple[str, int], tuple[str, str]] = {}
         for i in range(net.num_addresses):
-            ip = str(ipaddress.IPv4Address(base + i))
-            live = self._is_live(i)
+            ip = str(net.network_address + i)
+            per = per_live if self._is_live(i) else per_dead
             for p in ports:
-                out[(ip, p)] = per_live[p] if live else dead
+                out[(ip, p)] = per[p]
         return out
 
     def target_counter(self) -> int:

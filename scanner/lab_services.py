@@ -1,11 +1,12 @@
 """Target-side services for the lab (run inside the target namespace by scanner.lab).
 
-    python -m scanner.lab_services --tcp 22,80,443 --udp 53
+    python -m scanner.lab_services --tcp 22,80,443 --udp 53 [--ipv6]
 
 TCP: listen on the wildcard address, accept and close.  UDP: answer every
-datagram with b"scanner-lab\\n" *from the address it was sent to* (IP_PKTINFO),
-because the target answers for a whole prefix via a local route and the
-scanner must see the reply come from the probed host.
+datagram with b"scanner-lab\\n" *from the address it was sent to* (IP_PKTINFO,
+IPV6_PKTINFO), because the target answers for a whole prefix via a local route
+(IPv6: many addresses on lo) and the scanner must see the reply come from the
+probed host.  --ipv6 adds IPv6-only sockets on the same ports.
 Prints "ready" once every socket is bound; exits on SIGTERM or parent death.
 """
 from __future__ import annotations
@@ -20,6 +21,8 @@ import struct
 import sys
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; missing from Python's socket module
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)  # Linux values
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 PR_SET_PDEATHSIG = 1
 REPLY = b"scanner-lab\n"
 
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tcp", default="", help="comma-separated TCP ports to listen on")
     ap.add_argument("--udp", default="", help="comma-separated UDP ports to answer on")
     ap.add_argument("--backlog", type=int, default=4096)
+    ap.add_argument("--ipv6", action="store_true", help="listen/answer on IPv6 too")
     args = ap.parse_args(argv)
 
     parent = os.getppid()
@@ -47,20 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     sel = selectors.DefaultSelector()
-    for port in _ports(args.tcp):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(args.backlog)
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, "tcp")
-    for port in _ports(args.udp):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        s.bind(("0.0.0.0", port))
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, "udp")
+    families = [(socket.AF_INET, "0.0.0.0")] + [(socket.AF_INET6, "::")] * args.ipv6
+    for family, wildcard in families:
+        for port in _ports(args.tcp):
+            s = _socket(family, socket.SOCK_STREAM)
+            s.bind((wildcard, port))
+            s.listen(args.backlog)
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, "tcp")
+        for port in _ports(args.udp):
+            s = _socket(family, socket.SOCK_DGRAM)
+            if family == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            else:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            s.bind((wildcard, port))
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, "udp")
 
     print("ready", flush=True)
     while True:
@@ -72,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                 _accept_all(s)
             else:
                 _answer_all(s)
+
+
+def _socket(family: int, kind: int) -> socket.socket:
+    s = socket.socket(family, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the AF_INET socket has IPv4
+    return s
 
 
 def _accept_all(s: socket.socket) -> None:
@@ -88,7 +103,7 @@ def _accept_all(s: socket.socket) -> None:
 def _answer_all(s: socket.socket) -> None:
     while True:
         try:
-            _, anc, _, peer = s.recvmsg(2048, socket.CMSG_SPACE(12))
+            _, anc, _, peer = s.recvmsg(2048, socket.CMSG_SPACE(20))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -100,6 +115,9 @@ def _answer_all(s: socket.socket) -> None:
                 # reply with spec_dst := the address the datagram was sent to.
                 dst = data[8:12]
                 cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=i4s4s", 0, dst, b"\0" * 4))]
+            elif level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO and len(data) >= 20:
+                # struct in6_pktinfo {in6_addr addr; int ifindex;}: the same, source := addr.
+                cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, struct.pack("=16si", data[:16], 0))]
         try:
             s.sendmsg([REPLY], cmsg, 0, peer)
         except OSError:

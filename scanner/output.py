@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 from .ports import service_name
-from .states import PROTO_NAMES, REASON_NAMES, STATE_NAMES, STATES, addresses
+from .states import PROTO_NAMES, REASON_NAMES, STATE_NAMES, STATES, addresses, host_keys
 
 OPEN = STATES["open"]
 UP = STATES["up"]
@@ -95,12 +95,6 @@ class RowBuffer:
             self._sorted = rows[np.lexsort((rows["port"], rows["proto"], host_keys(rows)))]
             self.batches = [self._sorted]
         return self._sorted
-
-
-def host_keys(rows: np.ndarray) -> np.ndarray:
-    """One sortable key per row naming its host: the address bytes in network order."""
-    keys = np.concatenate([rows["ip"].astype(">u4").view(np.uint8).reshape(-1, 4), rows["ip6"]], axis=1)
-    return np.ascontiguousarray(keys).view(np.dtype((np.void, 20))).ravel()
 
 
 @dataclass

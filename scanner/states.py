@@ -23,3 +23,9 @@ def addresses(rows: np.ndarray) -> list:
     if len(rows) and rows["ip6"].any():
         return [str(ipaddress.IPv6Address(bytes(a))) for a in rows["ip6"]]
     return [str(ipaddress.IPv4Address(a)) for a in rows["ip"].tolist()]
+
+
+def host_keys(rows: np.ndarray) -> np.ndarray:
+    """One sortable key per row naming its host: the address bytes in network order."""
+    keys = np.concatenate([rows["ip"].astype(">u4").view(np.uint8).reshape(-1, 4), rows["ip6"]], axis=1)
+    return np.ascontiguousarray(keys).view(np.dtype((np.void, 20))).ravel()

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .ports import service_name
-from .states import PROTO_NAMES, REASON_NAMES, REASONS, RESULT_DTYPE, STATE_NAMES, STATES
+from .states import PROTO_NAMES, PROTO_NUMBERS, REASON_NAMES, REASONS, RESULT_DTYPE, STATE_NAMES, STATES, addresses, host_keys
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -32,9 +32,9 @@ CREATE TABLE IF NOT EXISTS scans (
 );
 CREATE TABLE IF NOT EXISTS results (
     scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
-    ip      INTEGER NOT NULL,           -- IPv4 as an unsigned 32-bit integer
-    port    INTEGER NOT NULL,
-    proto   TEXT NOT NULL,              -- tcp
+    ip      TEXT NOT NULL,              -- the address as text (IPv4 or IPv6)
+    port    INTEGER NOT NULL,           -- 0 for host discovery replies (proto icmp)
+    proto   TEXT NOT NULL,              -- tcp, udp, icmp
     state   TEXT NOT NULL,              -- nmap's state names: open, closed, filtered...
     reason  TEXT NOT NULL,              -- nmap's reason names: syn-ack, reset, no-response...
     ttl     INTEGER
@@ -99,7 +99,7 @@ class Store:
     def add(self, scan_id: int, rows: np.ndarray) -> None:
         if not len(rows):
             return
-        data = zip([scan_id] * len(rows), rows["ip"].tolist(), rows["port"].tolist(),
+        data = zip([scan_id] * len(rows), addresses(rows), rows["port"].tolist(),
                    [PROTO_NAMES.get(p, str(p)) for p in rows["proto"].tolist()],
                    _STATE_LUT[rows["state"]].tolist(), _REASON_LUT[rows["reason"]].tolist(),
                    [t or None for t in rows["ttl"].tolist()])
@@ -147,18 +147,22 @@ class Store:
         return ScanRecord(r[0], r[1], r[2], r[3], json.loads(r[4] or "{}"), json.loads(r[5] or "{}"), bool(r[6]))
 
     def rows(self, scan_id: int) -> np.ndarray:
-        """The results of a scan as RESULT_DTYPE rows, sorted by address and port."""
-        data = self.db.execute("SELECT ip, port, proto, state, reason, ttl FROM results WHERE scan_id=? "
-                               "ORDER BY ip, port", (scan_id,)).fetchall()
+        """The results of a scan as RESULT_DTYPE rows, sorted by address, protocol and port."""
+        data = self.db.execute("SELECT ip, port, proto, state, reason, ttl FROM results WHERE scan_id=?",
+                               (scan_id,)).fetchall()
         rows = np.zeros(len(data), dtype=RESULT_DTYPE)
         if data:
             ip, port, proto, state, reason, ttl = zip(*data)
             rows["index"] = np.arange(len(data))
-            rows["ip"], rows["port"] = ip, port
-            rows["proto"] = [17 if p == "udp" else 6 for p in proto]
+            addrs = [ipaddress.ip_address(a) for a in ip]
+            rows["ip"] = [int(a) if a.version == 4 else 0 for a in addrs]
+            rows["ip6"] = [list(a.packed) if a.version == 6 else [0] * 16 for a in addrs]
+            rows["port"] = port
+            rows["proto"] = [PROTO_NUMBERS.get(p, 6) for p in proto]
             rows["state"] = [STATES.get(s, 0) for s in state]
             rows["reason"] = [REASONS.get(r, 0) for r in reason]
             rows["ttl"] = [t or 0 for t in ttl]
+            rows = rows[np.lexsort((rows["port"], rows["proto"], host_keys(rows)))]
         return rows
 
     def host_counts(self, scan_id: int) -> tuple:
@@ -255,8 +259,9 @@ def _ports(rows: np.ndarray) -> tuple:
     """({(ip, port, proto): state} of ports that answered or are open, {hosts up})."""
     answered = rows[rows["reason"] != REASONS["no-response"]]
     ports = {(ip, port, PROTO_NAMES.get(pr, "tcp")): STATE_NAMES[st] for ip, port, pr, st in zip(
-        rows["ip"].tolist(), rows["port"].tolist(), rows["proto"].tolist(), rows["state"].tolist())}
-    return ports, set(answered["ip"].tolist())
+        addresses(rows), rows["port"].tolist(), rows["proto"].tolist(), rows["state"].tolist())
+        if st != STATES["up"]}
+    return ports, set(addresses(answered))
 
 
 def diff_rows(a: np.ndarray, b: np.ndarray) -> ScanDiff:
@@ -265,12 +270,13 @@ def diff_rows(a: np.ndarray, b: np.ndarray) -> ScanDiff:
     it is reported in that scan's results."""
     pa, ha = _ports(a)
     pb, hb = _ports(b)
-    ip = lambda n: str(ipaddress.IPv4Address(n))  # noqa: E731
+    by_addr = lambda k: (ipaddress.ip_address(k[0]),) + tuple(k[1:])  # noqa: E731
+    by_host = lambda h: ipaddress.ip_address(h)  # noqa: E731
     return ScanDiff(
-        new_hosts=[ip(h) for h in sorted(hb - ha)], gone_hosts=[ip(h) for h in sorted(ha - hb)],
-        new_ports=[(ip(k[0]), k[1], k[2], pb[k]) for k in sorted(pb.keys() - pa.keys())],
-        gone_ports=[(ip(k[0]), k[1], k[2], pa[k]) for k in sorted(pa.keys() - pb.keys())],
-        changed=[(ip(k[0]), k[1], k[2], pa[k], pb[k]) for k in sorted(pa.keys() & pb.keys()) if pa[k] != pb[k]])
+        new_hosts=sorted(hb - ha, key=by_host), gone_hosts=sorted(ha - hb, key=by_host),
+        new_ports=[k + (pb[k],) for k in sorted(pb.keys() - pa.keys(), key=by_addr)],
+        gone_ports=[k + (pa[k],) for k in sorted(pa.keys() - pb.keys(), key=by_addr)],
+        changed=[k + (pa[k], pb[k]) for k in sorted(pa.keys() & pb.keys(), key=by_addr) if pa[k] != pb[k]])
 
 
 def diff_lines(ra: ScanRecord, rb: ScanRecord, d: ScanDiff) -> list:
@@ -288,7 +294,7 @@ def diff_lines(ra: ScanRecord, rb: ScanRecord, d: ScanDiff) -> list:
     for ip, port, proto, sa, sb in d.changed:
         per_host.setdefault(ip, []).append(
             (port, f"-{port}/{proto} {sa} {service_name(port)}\n+{port}/{proto} {sb} {service_name(port)}"))
-    hosts = sorted(set(per_host) | set(d.new_hosts) | set(d.gone_hosts), key=lambda s: ipaddress.IPv4Address(s))
+    hosts = sorted(set(per_host) | set(d.new_hosts) | set(d.gone_hosts), key=lambda s: ipaddress.ip_address(s))
     for host in hosts:
         out.append("")
         if host in d.new_hosts:

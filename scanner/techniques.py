@@ -199,6 +199,8 @@ class Probes:
 def icmp_type(technique: Technique, family: int) -> int:
     if technique.proto != "icmp":
         return 0
+    if family == 6 and technique.icmp_type != ICMP_ECHO:
+        raise InputError(f"{technique.flag} ({technique.name}) has no IPv6 form: use -PE for IPv6")
     return ICMP6_ECHO if family == 6 else technique.icmp_type
 
 

@@ -27,7 +27,10 @@ def make_rows(items) -> np.ndarray:
     """items: (ip, port, state, reason, ttl)."""
     rows = np.zeros(len(items), dtype=RESULT_DTYPE)
     for i, (ip, port, state, reason, ttl) in enumerate(items):
-        rows[i] = (i, ip, port, 6, STATES[state], REASONS[reason], ttl, 0)
+        # by field name: RESULT_DTYPE also carries ip6 and the SYN-ACK fingerprint fields (left zero)
+        for name, value in (("index", i), ("ip", ip), ("port", port), ("proto", 6), ("state", STATES[state]),
+                            ("reason", REASONS[reason]), ("ttl", ttl), ("window", 0)):
+            rows[name][i] = value
     return rows
 
 
@@ -132,7 +135,12 @@ def test_normal(tmp_path):
 
 
 def test_csv(tmp_path):
+    # streams list only what answered unless --show-all (the CLI decides what unanswered rows reach them)
     with open(render(CsvWriter, tmp_path), newline="") as f:
+        answered = list(csv.DictReader(f))
+    assert {(r["ip"], r["port"], r["state"]) for r in answered} == {("127.0.0.1", "80", "open"),
+                                                                   ("127.0.0.1", "22", "closed")}
+    with open(render(CsvWriter, tmp_path, show_all=True), newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["ip", "port", "proto", "state", "reason", "ttl", "service"]
     assert {(r["ip"], r["port"], r["state"], r["reason"], r["ttl"], r["service"]) for r in rows} == {
@@ -152,6 +160,9 @@ def test_masscan_list(tmp_path):
 
 def test_ndjson(tmp_path):
     lines = render(NdjsonWriter, tmp_path).read_text().splitlines()
+    assert sorted((d["ip"], d["port"], d["state"]) for d in map(json.loads, lines)) == [
+        ("127.0.0.1", 22, "closed"), ("127.0.0.1", 80, "open")]
+    lines = render(NdjsonWriter, tmp_path, show_all=True).read_text().splitlines()
     assert sorted((d["ip"], d["port"], d["state"]) for d in map(json.loads, lines)) == [
         ("127.0.0.1", 22, "closed"), ("127.0.0.1", 80, "open"), ("127.0.0.1", 443, "filtered"),
         ("127.0.0.2", 22, "filtered")]

@@ -1,28 +1,30 @@
 """The compiled reply parser (ext/parser.pyx) on replies built by scapy, batched the way
-pcapy-ng's next_batch() hands them over."""
+pcapy-ng's next_batch() hands them over. Probes come from the socketless ProbeSender.build()."""
 import ipaddress
 import random
 import struct
 
 import numpy as np
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
+from probekit import Rig, kinds_copy, one, parse
 from scanner._ext.cookie import probe_cookie, split_key
-from scanner._ext.parser import REASONS, RESULT_DTYPE, STATES, ReplyParser
-from scanner._ext.sender import build_probe
-from scanner.space import ScanSpace
-from scanner.targets import TargetSet
-from scanner.techniques import SYN_SCAN
+from scanner._ext.parser import REASONS, REPLY_KINDS, RESULT_DTYPE, STATES, ReplyParser
+from scanner.techniques import (ACK, ACK_SCAN, DISCOVERY, FIN, FIN_SCAN, MAIMON_SCAN, NULL_SCAN, SYN,
+                                SYN_SCAN, UDP_SCAN, WINDOW_SCAN, XMAS_SCAN, Probes, parse_scanflags,
+                                with_flags)
 
 KEY = bytes.fromhex("8f1e2d3c4b5a69788796a5b4c3d2e1f0")
 OTHER_KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 SADDR_S = "198.19.255.1"
 SADDR = int(ipaddress.IPv4Address(SADDR_S))
 TARGET_SPECS = ["198.18.0.1-198.18.0.5,198.18.1.0/30"]
-PORTS = np.array([22, 80, 443], dtype=np.uint16)
+HOSTS = ["198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.0.5",
+         "198.18.1.0", "198.18.1.1", "198.18.1.2", "198.18.1.3"]
+PORTS = [22, 80, 443]
 US_MAC = "02:00:00:00:00:01"
 GW_MAC = "02:00:00:00:00:02"
 
@@ -31,61 +33,48 @@ def ip2int(s):
     return int(ipaddress.IPv4Address(s))
 
 
-def make_space():
-    return ScanSpace(TargetSet.from_specs(TARGET_SPECS), PORTS)
+def eth():
+    return Ether(src=GW_MAC, dst=US_MAC)
 
 
-def make_parser(key=KEY, l2_len=14, space=None):
-    space = space or make_space()
-    k0, k1 = split_key(key)
-    return ReplyParser(k0, k1, SADDR, l2_len, SYN_SCAN.tcp_flags, SYN_SCAN.state_table(), *space.arrays())
+def make_rig(technique=SYN_SCAN, key=KEY, udp_ports=()):
+    return Rig(TARGET_SPECS, Probes.ports(technique, PORTS, udp_ports), key, SADDR_S)
 
 
-def batch(frames, gap=0):
-    """(data, meta) as next_batch() returns them; `gap` junk bytes between frames."""
-    data = bytearray()
-    meta = bytearray()
-    for i, f in enumerate(frames):
-        data += b"\xee" * gap
-        meta += struct.pack("=IIII", 1700000000 + i, i * 10, len(data), len(f))
-        data += f
-    return bytes(data), bytes(meta)
+def make_parser(key=KEY, l2_len=14, technique=SYN_SCAN):
+    return make_rig(technique).parser(key=key, l2_len=l2_len)
 
 
-def parse(parser, *frames, gap=0):
-    data, meta = batch(frames, gap)
-    return parser.parse(data, meta)
-
-
-def expected_index(addr, port):
-    """host_number * n_ports + port_number by brute force over the expanded targets."""
-    hosts = [a for s, e in TargetSet.from_specs(TARGET_SPECS).ranges() for a in range(s, e + 1)]
-    return hosts.index(ip2int(addr)) * len(PORTS) + list(PORTS).index(port)
+def expected_index(addr, port, ports=PORTS):
+    """host_number * n_slots + slot by brute force over the expanded targets."""
+    hosts = [a for s, e in Rig(TARGET_SPECS, Probes.ports(SYN_SCAN, [1]), KEY, SADDR_S).targets.ranges()
+             for a in range(s, e + 1)]
+    return hosts.index(ip2int(addr)) * len(ports) + list(ports).index(port)
 
 
 def synack(target, port, key=KEY, ack_delta=1, dport=None, ttl=57, window=65160, flags="SA",
-           dst=SADDR_S, l2=None):
+           dst=SADDR_S, l2=None, options=None, ipflags=0):
     seq, sport = probe_cookie(key, SADDR, ip2int(target), port)
-    l2 = l2 if l2 is not None else Ether(src=GW_MAC, dst=US_MAC)
-    pkt = l2 / IP(src=target, dst=dst, ttl=ttl) / TCP(
+    l2 = l2 if l2 is not None else eth()
+    if options is None:
+        options = [("MSS", 1460)] if "S" in flags else []
+    pkt = l2 / IP(src=target, dst=dst, ttl=ttl, flags=ipflags) / TCP(
         sport=port, dport=sport if dport is None else dport, seq=0x12345678,
-        ack=(seq + ack_delta) & 0xFFFFFFFF, flags=flags, window=window,
-        options=[("MSS", 1460)] if "S" in flags else [])
+        ack=(seq + ack_delta) & 0xFFFFFFFF, flags=flags, window=window, options=options)
     return bytes(pkt)
 
 
-def probe(target, port, key=KEY):
-    template, l2_len, ts_offset = SYN_SCAN.template(bytes.fromhex("020000000001"),
-                                                    bytes.fromhex("020000000002"), SADDR)
-    k0, k1 = split_key(key)
-    return build_probe(template, l2_len, ts_offset, k0, k1, SADDR, ip2int(target), port, 12345)
+def probe(target, port, key=KEY, technique=SYN_SCAN):
+    """The frame our sender writes for target:port (a one-probe scan with the same key/source:
+    the cookie depends on nothing else)."""
+    return Rig([target], Probes([(technique, port)]), key, SADDR_S).sender.build(0, 12345)
 
 
-def icmp_unreach(target, port, code, key=KEY, quote_len=28, router="203.0.113.9", ttl=250, quoted=None):
-    frame = probe(target, port, key)
+def icmp_unreach(target, port, code, key=KEY, quote_len=28, router="203.0.113.9", ttl=250, quoted=None,
+                 technique=SYN_SCAN):
+    frame = probe(target, port, key, technique)
     quoted = frame[14:14 + quote_len] if quoted is None else quoted
-    return bytes(Ether(src=GW_MAC, dst=US_MAC) / IP(src=router, dst=SADDR_S, ttl=ttl)
-                 / ICMP(type=3, code=code) / quoted)
+    return bytes(eth() / IP(src=router, dst=SADDR_S, ttl=ttl) / ICMP(type=3, code=code) / quoted)
 
 
 def row_tuple(row):
@@ -96,8 +85,10 @@ def row_tuple(row):
 # --- genuine replies ----------------------------------------------------------
 
 def test_result_dtype_is_packed():
-    assert RESULT_DTYPE.itemsize == 20
-    assert RESULT_DTYPE.names == ("index", "ip", "port", "proto", "state", "reason", "ttl", "window")
+    assert RESULT_DTYPE.itemsize == 8 + 4 + 16 + 2 + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 2 + 8 == 48
+    assert RESULT_DTYPE.names == ("index", "ip", "ip6", "port", "proto", "state", "reason", "ttl",
+                                  "window", "df", "wscale", "mss", "tcpopts")
+    assert RESULT_DTYPE["ip6"].shape == (16,) and RESULT_DTYPE["tcpopts"].shape == (8,)
 
 
 @pytest.mark.parametrize("target", ["198.18.0.1", "198.18.0.3", "198.18.0.5", "198.18.1.0", "198.18.1.3"])
@@ -109,6 +100,7 @@ def test_syn_ack_is_open(target, port):
     assert len(rows) == 1
     assert row_tuple(rows[0]) == (expected_index(target, port), target, port, 6, STATES["open"],
                                   REASONS["syn-ack"], 57, 29200)
+    assert not rows[0]["ip6"].any()
     assert p.bad_cookie == 0 and p.not_in_scan == 0 and p.parsed == 1
 
 
@@ -142,6 +134,40 @@ def test_other_tcp_flags_ignored(flags):
     assert len(parse(p, synack("198.18.0.4", 80, flags=flags))) == 0
 
 
+def test_syn_ack_fingerprint_fields():
+    options = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (123, 456)), ("NOP", None), ("WScale", 7)]
+    rows = parse(make_parser(), synack("198.18.0.2", 443, options=options, ipflags="DF", ttl=51, window=65160))
+    assert len(rows) == 1
+    r = rows[0]
+    assert (int(r["mss"]), int(r["wscale"]), int(r["df"]), int(r["ttl"]), int(r["window"])) == (1460, 7, 1, 51, 65160)
+    assert r["tcpopts"].tolist() == [2, 4, 8, 1, 3, 0, 0, 0]
+    # no DF, other options and order
+    options = [("NOP", None), ("NOP", None), ("WScale", 2), ("MSS", 536), ("EOL", None)]
+    r = parse(make_parser(), synack("198.18.0.2", 80, options=options, ttl=128, window=8192))[0]
+    assert (int(r["mss"]), int(r["wscale"]), int(r["df"]), int(r["ttl"]), int(r["window"])) == (536, 2, 0, 128, 8192)
+    assert r["tcpopts"].tolist() == [1, 1, 3, 2, 0, 0, 0, 0]
+
+
+def test_fingerprint_fields_zero_for_rst_and_without_options():
+    r = parse(make_parser(), synack("198.18.0.2", 443, flags="RA", window=0, ipflags="DF"))[0]
+    assert (int(r["mss"]), int(r["wscale"])) == (0, 0) and not r["tcpopts"].any()
+    assert int(r["df"]) == 1
+    r = parse(make_parser(), synack("198.18.0.2", 443, options=[]))[0]
+    assert (int(r["mss"]), int(r["wscale"])) == (0, 0) and not r["tcpopts"].any()
+
+
+def test_fingerprint_options_cut_by_snaplen():
+    options = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (123, 456)), ("NOP", None), ("WScale", 7)]
+    frame = synack("198.18.0.2", 443, options=options)
+    assert len(frame) == 14 + 20 + 40
+    p = make_parser()
+    r = one(p, frame, caplen=14 + 20 + 20 + 6)[0]                 # MSS and SAckOK captured
+    assert (int(r["mss"]), int(r["wscale"])) == (1460, 0)
+    assert r["tcpopts"].tolist()[:2] == [2, 4] and r["tcpopts"].tolist()[3:] == [0] * 5
+    r = one(p, frame, caplen=14 + 20 + 20 + 2)[0]                 # half the MSS option
+    assert int(r["mss"]) == 0
+
+
 ICMP_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "port-unreach",
                 9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}
 
@@ -162,9 +188,9 @@ def test_other_icmp_unreachable_codes_ignored(code):
     assert p.bad_cookie == 0
 
 
-@pytest.mark.parametrize("icmp_type", [0, 4, 5, 8, 11, 12])
+@pytest.mark.parametrize("icmp_type", [0, 4, 5, 8, 11, 12, 14])
 def test_other_icmp_types_ignored(icmp_type):
-    frame = bytes(Ether() / IP(src="203.0.113.9", dst=SADDR_S) / ICMP(type=icmp_type, code=0)
+    frame = bytes(eth() / IP(src="203.0.113.9", dst=SADDR_S) / ICMP(type=icmp_type, code=0)
                   / probe("198.18.0.5", 443)[14:14 + 28])
     assert len(parse(make_parser(), frame)) == 0
 
@@ -239,7 +265,7 @@ def test_wrong_key_is_bad_cookie():
 def test_reply_from_a_different_source_port_is_bad_cookie():
     # the cookie covers the probed port: a SYN-ACK from port 80 carrying port 22's cookie fails
     seq, sport = probe_cookie(KEY, SADDR, ip2int("198.18.0.1"), 22)
-    frame = bytes(Ether() / IP(src="198.18.0.1", dst=SADDR_S) / TCP(sport=80, dport=sport, ack=seq + 1, flags="SA"))
+    frame = bytes(eth() / IP(src="198.18.0.1", dst=SADDR_S) / TCP(sport=80, dport=sport, ack=seq + 1, flags="SA"))
     p = make_parser()
     assert len(parse(p, frame)) == 0
     assert p.bad_cookie == 1
@@ -263,7 +289,7 @@ def test_reply_not_addressed_to_us_ignored():
     p = make_parser()
     assert len(parse(p, synack("198.18.0.1", 22, dst="198.19.255.2"))) == 0
     assert p.bad_cookie == 0 and p.not_in_scan == 0
-    frame = bytes(Ether() / IP(src="203.0.113.9", dst="198.19.255.2") / ICMP(type=3, code=13)
+    frame = bytes(eth() / IP(src="203.0.113.9", dst="198.19.255.2") / ICMP(type=3, code=13)
                   / probe("198.18.0.1", 22)[14:42])
     assert len(parse(p, frame)) == 0
 
@@ -290,9 +316,8 @@ def test_non_ipv4_version_ignored():
     assert len(parse(make_parser(), bytes(frame))) == 0
 
 
-def test_udp_ignored():
-    from scapy.layers.inet import UDP
-    frame = bytes(Ether() / IP(src="198.18.0.1", dst=SADDR_S) / UDP(sport=53, dport=40000) / (b"x" * 20))
+def test_udp_ignored_without_udp_probes():
+    frame = bytes(eth() / IP(src="198.18.0.1", dst=SADDR_S) / UDP(sport=53, dport=40000) / (b"x" * 20))
     assert len(parse(make_parser(), frame)) == 0
 
 
@@ -341,6 +366,10 @@ def test_ip_total_length_below_header_length():
     p = make_parser()
     # only Ethernet + IP header captured; the TCP header is in the buffer but beyond caplen
     assert len(p.parse(bytes(frame), struct.pack("=IIII", 0, 0, 0, 14 + 20))) == 0
+    # nor when all of it was captured
+    for total in (0, 1, 19):
+        frame[16:18] = struct.pack("!H", total)
+        assert len(parse(p, bytes(frame))) == 0
 
 
 def test_ip_total_length_shorter_than_tcp_header_ignored():
@@ -367,12 +396,12 @@ def test_vlan_tagged():
 
 
 def test_vlan_tagged_non_ipv4_ignored():
-    frame = bytes(Ether() / Dot1Q(vlan=42) / ARP(psrc="198.18.0.1", pdst=SADDR_S))
+    frame = bytes(eth() / Dot1Q(vlan=42) / ARP(psrc="198.18.0.1", pdst=SADDR_S))
     assert len(parse(make_parser(), frame)) == 0
 
 
 def test_ethernet_padding():
-    frame = bytes(Ether() / IP(src="198.18.1.3", dst=SADDR_S, ttl=50) / TCP(
+    frame = bytes(eth() / IP(src="198.18.1.3", dst=SADDR_S, ttl=50) / TCP(
         sport=80, dport=probe_cookie(KEY, SADDR, ip2int("198.18.1.3"), 80)[1],
         ack=(probe_cookie(KEY, SADDR, ip2int("198.18.1.3"), 80)[0] + 1) & 0xFFFFFFFF, flags="RA", window=0))
     assert len(frame) == 54
@@ -392,9 +421,7 @@ def test_raw_ip_link_type():
 
 def test_several_frames_in_one_batch_in_order():
     rng = random.Random(5)
-    space = make_space()
-    pairs = [(a, int(pt)) for a in ["198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.0.5",
-                                   "198.18.1.0", "198.18.1.1", "198.18.1.2", "198.18.1.3"] for pt in PORTS]
+    pairs = [(a, pt) for a in HOSTS for pt in PORTS]
     rng.shuffle(pairs)
     frames, expected = [], []
     for i, (addr, port) in enumerate(pairs):
@@ -411,9 +438,10 @@ def test_several_frames_in_one_batch_in_order():
         else:
             frames.append(synack(addr, port, key=OTHER_KEY))          # junk in between
         if i % 5 == 0:
-            frames.append(bytes(Ether() / ARP()))
+            frames.append(bytes(eth() / ARP()))
+    rig = make_rig()
     for gap in (0, 3):
-        p = make_parser(space=space)
+        p = rig.parser()
         rows = parse(p, *frames, gap=gap)
         assert len(rows) == len(expected)
         got = [(str(ipaddress.IPv4Address(int(r["ip"]))), int(r["port"]), int(r["state"]), int(r["reason"]),
@@ -432,17 +460,509 @@ def test_counters_accumulate_across_batches():
 
 
 def test_state_table_zero_means_ignore():
-    space = make_space()
-    k0, k1 = split_key(KEY)
-    table = SYN_SCAN.state_table()
-    table[0] = 0                                          # syn-ack ignored
-    p = ReplyParser(k0, k1, SADDR, 14, SYN_SCAN.tcp_flags, table, *space.arrays())
+    rig = make_rig()
+    kinds = kinds_copy(rig.kinds)
+    kinds["table"][0, REPLY_KINDS["syn-ack"]] = 0                  # syn-ack ignored
+    p = rig.parser(kinds=kinds)
     assert len(parse(p, synack("198.18.0.1", 22))) == 0
     assert len(parse(p, synack("198.18.0.1", 22, flags="RA", window=0))) == 1
 
 
-def test_state_table_length_checked():
-    space = make_space()
+def test_kinds_must_be_an_array():
+    rig = make_rig()
+    k0, k1 = split_key(KEY)
+    with pytest.raises((TypeError, ValueError)):
+        ReplyParser(k0, k1, rig.saddr, 14, [1, 2, 3], rig.space.arrays())
+
+
+def test_kinds_dtype_and_length_checked():
+    rig = make_rig()
     k0, k1 = split_key(KEY)
     with pytest.raises(ValueError):
-        ReplyParser(k0, k1, SADDR, 14, SYN_SCAN.tcp_flags, [1, 2, 3], *space.arrays())
+        ReplyParser(k0, k1, rig.saddr, 14, np.zeros(3, dtype=np.uint8), rig.space.arrays())
+
+
+# --- other TCP techniques -----------------------------------------------------
+
+def rst(target, port, probe_flags, key=KEY, window=0, delta=0, ttl=60):
+    """The RST a closed port sends to our probe: echoing our ack as its seq when the probe has
+    ACK, else acknowledging seq + SYN + FIN (RFC 793). `delta` breaks the echo."""
+    cseq, sport = probe_cookie(key, SADDR, ip2int(target), port)
+    if probe_flags & ACK:
+        tcp = TCP(sport=port, dport=sport, seq=(cseq + delta) & 0xFFFFFFFF, ack=0, flags="R", window=window)
+    else:
+        ack = cseq + (1 if probe_flags & SYN else 0) + (1 if probe_flags & FIN else 0) + delta
+        tcp = TCP(sport=port, dport=sport, seq=0, ack=ack & 0xFFFFFFFF, flags="RA", window=window)
+    return bytes(eth() / IP(src=target, dst=SADDR_S, ttl=ttl) / tcp)
+
+
+TECHNIQUE_RST = [
+    # technique, state for a RST with window 0, state for a RST with a window
+    (SYN_SCAN, "closed", "closed"),
+    (ACK_SCAN, "unfiltered", "unfiltered"),
+    (WINDOW_SCAN, "closed", "open"),
+    (NULL_SCAN, "closed", "closed"),
+    (FIN_SCAN, "closed", "closed"),
+    (XMAS_SCAN, "closed", "closed"),
+    (MAIMON_SCAN, "closed", "closed"),
+]
+
+
+@pytest.mark.parametrize("technique,state0,state_window", TECHNIQUE_RST, ids=[t.key for t, *_ in TECHNIQUE_RST])
+def test_rst_per_technique(technique, state0, state_window):
+    rig = make_rig(technique)
+    # our own probe tells what the RST must echo
+    sent = Ether(rig.build("198.18.0.3", 1))[TCP]
+    assert int(sent.flags) == technique.tcp_flags
+    p = rig.parser()
+    rows = parse(p, rst("198.18.0.3", 80, technique.tcp_flags, window=0),
+                 rst("198.18.1.2", 443, technique.tcp_flags, window=512, ttl=33))
+    assert [row_tuple(r) for r in rows] == [
+        (expected_index("198.18.0.3", 80), "198.18.0.3", 80, 6, STATES[state0], REASONS["reset"], 60, 0),
+        (expected_index("198.18.1.2", 443), "198.18.1.2", 443, 6, STATES[state_window], REASONS["reset"], 33, 512)]
+    assert p.bad_cookie == 0
+
+
+@pytest.mark.parametrize("technique", [t for t, *_ in TECHNIQUE_RST], ids=[t.key for t, *_ in TECHNIQUE_RST])
+@pytest.mark.parametrize("delta", [-1, 1, 2, 0x10000])
+def test_rst_with_wrong_echo_is_bad_cookie(technique, delta):
+    p = make_rig(technique).parser()
+    assert len(parse(p, rst("198.18.0.3", 80, technique.tcp_flags, delta=delta))) == 0
+    assert p.bad_cookie == 1
+
+
+@pytest.mark.parametrize("technique", [NULL_SCAN, FIN_SCAN, XMAS_SCAN], ids=["null", "fin", "xmas"])
+def test_rst_echo_counts_fin_but_not_other_flags(technique):
+    # a RST to a probe without ACK acknowledges seq + (1 for FIN): Null expects seq, FIN/Xmas seq + 1
+    cseq, sport = probe_cookie(KEY, SADDR, ip2int("198.18.0.1"), 22)
+    p = make_rig(technique).parser()
+    rows = []
+    for ack in (cseq, cseq + 1, cseq + 2):
+        rows += parse(p, bytes(eth() / IP(src="198.18.0.1", dst=SADDR_S)
+                               / TCP(sport=22, dport=sport, ack=ack & 0xFFFFFFFF, flags="RA"))).tolist()
+    assert len(rows) == 1 and p.bad_cookie == 2
+    good = cseq + (1 if technique.tcp_flags & FIN else 0)
+    assert len(parse(p, bytes(eth() / IP(src="198.18.0.1", dst=SADDR_S)
+                              / TCP(sport=22, dport=sport, ack=good & 0xFFFFFFFF, flags="RA")))) == 1
+
+
+@pytest.mark.parametrize("technique", [ACK_SCAN, WINDOW_SCAN, MAIMON_SCAN], ids=["ack", "window", "maimon"])
+def test_rst_to_an_ack_probe_checks_only_its_seq(technique):
+    cseq, sport = probe_cookie(KEY, SADDR, ip2int("198.18.0.1"), 22)
+    p = make_rig(technique).parser()
+    for ack in (0, cseq, cseq + 1, 0xDEADBEEF):
+        frame = bytes(eth() / IP(src="198.18.0.1", dst=SADDR_S)
+                      / TCP(sport=22, dport=sport, seq=cseq, ack=ack, flags="RA" if ack else "R"))
+        assert len(parse(p, frame)) == 1
+    assert p.bad_cookie == 0
+
+
+@pytest.mark.parametrize("technique", [ACK_SCAN, WINDOW_SCAN, NULL_SCAN, FIN_SCAN, XMAS_SCAN, MAIMON_SCAN],
+                         ids=["ack", "window", "null", "fin", "xmas", "maimon"])
+def test_syn_ack_ignored_by_non_syn_techniques(technique):
+    p = make_rig(technique).parser()
+    cseq, sport = probe_cookie(KEY, SADDR, ip2int("198.18.0.1"), 22)
+    frame = bytes(eth() / IP(src="198.18.0.1", dst=SADDR_S) / TCP(sport=22, dport=sport, seq=cseq,
+                                                                 ack=cseq + 1, flags="SA"))
+    assert len(parse(p, frame)) == 0
+
+
+@pytest.mark.parametrize("technique", [ACK_SCAN, WINDOW_SCAN, NULL_SCAN, FIN_SCAN, XMAS_SCAN, MAIMON_SCAN],
+                         ids=["ack", "window", "null", "fin", "xmas", "maimon"])
+@pytest.mark.parametrize("code,reason", [(1, "host-unreach"), (3, "port-unreach"), (13, "admin-prohibited")])
+def test_icmp_unreach_filtered_for_every_tcp_technique(technique, code, reason):
+    p = make_rig(technique).parser()
+    rows = parse(p, icmp_unreach("198.18.1.0", 22, code, technique=technique))
+    assert [(int(r["state"]), int(r["reason"])) for r in rows] == [(STATES["filtered"], REASONS[reason])]
+    assert rows["index"].tolist() == [expected_index("198.18.1.0", 22)]
+
+
+@pytest.mark.parametrize("text", ["SYNFIN", "URGPSHFIN", "0x12", "ACKFIN", "0"])
+def test_scanflags_echo_check(text):
+    technique = with_flags(SYN_SCAN, parse_scanflags(text))
+    p = make_rig(technique).parser()
+    rows = parse(p, rst("198.18.0.2", 443, technique.tcp_flags))
+    assert rows["state"].tolist() == [STATES["closed"]]           # read as the SYN scan reads it
+    assert len(parse(p, rst("198.18.0.2", 443, technique.tcp_flags, delta=1))) == 0
+    assert p.bad_cookie == 1
+
+
+# --- UDP ----------------------------------------------------------------------
+
+UDP_PORTS = [53, 161, 40000]
+
+
+def udp_rig():
+    return make_rig(SYN_SCAN, udp_ports=UDP_PORTS)
+
+
+def udp_reply(target, port, key=KEY, dport=None, ttl=58, payload=b"answer"):
+    _, sport = probe_cookie(key, SADDR, ip2int(target), port)
+    return bytes(eth() / IP(src=target, dst=SADDR_S, ttl=ttl)
+                 / UDP(sport=port, dport=sport if dport is None else dport) / payload)
+
+
+def test_udp_reply_is_open():
+    rig = udp_rig()
+    p = rig.parser()
+    rows = parse(p, udp_reply("198.18.0.4", 53), udp_reply("198.18.1.3", 40000, payload=b""))
+    all_ports = PORTS + UDP_PORTS
+    assert [row_tuple(r) for r in rows] == [
+        (expected_index("198.18.0.4", 53, all_ports), "198.18.0.4", 53, 17, STATES["open"],
+         REASONS["udp-response"], 58, 0),
+        (expected_index("198.18.1.3", 40000, all_ports), "198.18.1.3", 40000, 17, STATES["open"],
+         REASONS["udp-response"], 58, 0)]
+    assert p.bad_cookie == 0
+
+
+def test_udp_reply_to_the_wrong_port_is_bad_cookie():
+    p = udp_rig().parser()
+    _, sport = probe_cookie(KEY, SADDR, ip2int("198.18.0.4"), 53)
+    for dport in (sport ^ 1, 1234):
+        assert len(parse(p, udp_reply("198.18.0.4", 53, dport=dport))) == 0
+    assert len(parse(p, udp_reply("198.18.0.4", 53, key=OTHER_KEY))) == 0
+    assert p.bad_cookie == 3
+
+
+def test_udp_reply_from_a_port_not_scanned():
+    p = udp_rig().parser()
+    assert len(parse(p, udp_reply("198.18.0.4", 123))) == 0
+    assert len(parse(p, udp_reply("198.18.0.4", 22))) == 0        # 22 is a TCP slot only
+    assert p.not_in_scan == 2 and p.bad_cookie == 0
+
+
+def test_udp_port_unreach_is_closed():
+    p = udp_rig().parser()
+    frame = icmp_unreach("198.18.0.2", 161, 3, technique=UDP_SCAN, ttl=64, router="198.18.0.2")
+    rows = parse(p, frame)
+    assert [row_tuple(r) for r in rows] == [
+        (expected_index("198.18.0.2", 161, PORTS + UDP_PORTS), "198.18.0.2", 161, 17, STATES["closed"],
+         REASONS["port-unreach"], 64, 0)]
+
+
+@pytest.mark.parametrize("code,reason", sorted((c, r) for c, r in ICMP_REASONS.items() if c != 3))
+def test_udp_other_unreach_is_filtered(code, reason):
+    rows = parse(udp_rig().parser(), icmp_unreach("198.18.0.2", 53, code, technique=UDP_SCAN))
+    assert [(int(r["state"]), int(r["reason"]), int(r["proto"]), int(r["port"])) for r in rows] == [
+        (STATES["filtered"], REASONS[reason], 17, 53)]
+
+
+def test_udp_unreach_quoting_a_foreign_udp_packet():
+    p = udp_rig().parser()
+    assert len(parse(p, icmp_unreach("198.18.0.2", 53, 3, technique=UDP_SCAN, key=OTHER_KEY))) == 0
+    assert p.bad_cookie == 1
+    # the TCP probe to 53 is not a slot: the quote names the protocol
+    assert len(parse(p, icmp_unreach("198.18.0.2", 53, 3, technique=SYN_SCAN))) == 0
+    assert p.not_in_scan == 1
+
+
+def test_truncated_udp_reply_prefixes():
+    frame = udp_reply("198.18.0.4", 53, payload=b"")
+    p = udp_rig().parser()
+    for n in range(len(frame)):
+        assert len(one(p, frame[:n])) == 0, n
+    assert len(one(p, frame)) == 1
+
+
+# --- host discovery -----------------------------------------------------------
+
+DISCOVERY_SLOTS = [(DISCOVERY["PE"], 0), (DISCOVERY["PP"], 0), (DISCOVERY["PS"], 443), (DISCOVERY["PA"], 80),
+                   (DISCOVERY["PU"], 40125)]
+
+
+def discovery_rig(key=KEY):
+    return Rig(TARGET_SPECS, Probes(DISCOVERY_SLOTS), key, SADDR_S)
+
+
+def disc_index(target, slot):
+    return HOSTS.index(target) * len(DISCOVERY_SLOTS) + slot
+
+
+def echo_reply(rig, target, slot=0, id_delta=0, payload=None, icmp_type=0):
+    sent = Ether(rig.build(target, slot))[ICMP]
+    payload = bytes(sent.payload) if payload is None else payload
+    return bytes(eth() / IP(src=target, dst=SADDR_S, ttl=55)
+                 / ICMP(type=icmp_type, id=(sent.id + id_delta) & 0xFFFF, seq=sent.seq) / payload)
+
+
+def timestamp_reply(rig, target, slot=1, ts_ori=None):
+    sent = Ether(rig.build(target, slot))[ICMP]
+    return bytes(eth() / IP(src=target, dst=SADDR_S, ttl=56)
+                 / ICMP(type=14, id=sent.id, seq=sent.seq, ts_ori=sent.ts_ori if ts_ori is None else ts_ori,
+                        ts_rx=1000, ts_tx=1001))
+
+
+def _states(rows):
+    return [(int(r["index"]), int(r["state"]), int(r["reason"]), int(r["proto"]), int(r["port"])) for r in rows]
+
+
+def test_echo_reply_is_up():
+    rig = discovery_rig()
+    p = rig.parser()
+    rows = parse(p, echo_reply(rig, "198.18.0.2"), echo_reply(rig, "198.18.1.3"))
+    assert _states(rows) == [(disc_index("198.18.0.2", 0), STATES["up"], REASONS["echo-reply"], 1, 0),
+                             (disc_index("198.18.1.3", 0), STATES["up"], REASONS["echo-reply"], 1, 0)]
+    assert rows["ttl"].tolist() == [55, 55]
+    assert [str(ipaddress.IPv4Address(int(a))) for a in rows["ip"]] == ["198.18.0.2", "198.18.1.3"]
+
+
+def test_timestamp_reply_is_up():
+    rig = discovery_rig()
+    rows = parse(rig.parser(), timestamp_reply(rig, "198.18.0.5"))
+    assert _states(rows) == [(disc_index("198.18.0.5", 1), STATES["up"], REASONS["timestamp-reply"], 1, 0)]
+
+
+def test_rst_to_ping_probes_is_up():
+    rig = discovery_rig()
+    p = rig.parser()
+    rows = parse(p, rst("198.18.0.1", 443, SYN), rst("198.18.0.1", 80, ACK),
+                 synack("198.18.1.0", 443))
+    assert _states(rows) == [(disc_index("198.18.0.1", 2), STATES["up"], REASONS["reset"], 6, 443),
+                             (disc_index("198.18.0.1", 3), STATES["up"], REASONS["reset"], 6, 80),
+                             (disc_index("198.18.1.0", 2), STATES["up"], REASONS["syn-ack"], 6, 443)]
+    assert p.bad_cookie == 0
+    # the RST must echo the probe the way its flags ask
+    assert len(parse(p, rst("198.18.0.1", 443, SYN, delta=1), rst("198.18.0.1", 80, ACK, delta=1))) == 0
+    assert p.bad_cookie == 2
+
+
+def test_udp_ping_is_up():
+    rig = discovery_rig()
+    rows = parse(rig.parser(), udp_reply("198.18.0.3", 40125),
+                 icmp_unreach("198.18.0.4", 40125, 3, technique=DISCOVERY["PU"]))
+    assert _states(rows) == [(disc_index("198.18.0.3", 4), STATES["up"], REASONS["udp-response"], 17, 40125),
+                             (disc_index("198.18.0.4", 4), STATES["up"], REASONS["port-unreach"], 17, 40125)]
+
+
+@pytest.mark.parametrize("id_delta", [1, 0x100, 0x8000])
+def test_echo_reply_with_wrong_id_is_bad_cookie(id_delta):
+    rig = discovery_rig()
+    p = rig.parser()
+    assert len(parse(p, echo_reply(rig, "198.18.0.2", id_delta=id_delta))) == 0
+    assert p.bad_cookie == 1
+
+
+def test_echo_reply_must_echo_the_payload_cookie():
+    rig = discovery_rig()
+    p = rig.parser()
+    sent = bytes(Ether(rig.build("198.18.0.2", 0))[ICMP].payload)
+    bad = bytes([sent[0] ^ 1]) + sent[1:]
+    assert len(parse(p, echo_reply(rig, "198.18.0.2", payload=bad))) == 0
+    assert len(parse(p, echo_reply(rig, "198.18.0.2", payload=b""))) == 0      # too short to echo it
+    assert p.bad_cookie == 1
+    assert len(parse(p, timestamp_reply(rig, "198.18.0.2", ts_ori=0))) == 0
+    assert p.bad_cookie == 2
+
+
+def test_echo_reply_from_another_key_is_bad_cookie():
+    p = discovery_rig().parser()
+    other = discovery_rig(OTHER_KEY)
+    assert len(parse(p, echo_reply(other, "198.18.0.2"), timestamp_reply(other, "198.18.0.2"))) == 0
+    assert p.bad_cookie == 2
+
+
+def test_echo_reply_must_name_an_icmp_slot():
+    rig = discovery_rig()
+    p = rig.parser()
+    frame = bytearray(echo_reply(rig, "198.18.0.2"))
+    for seq in (2, 4, 5, 0xFFFF):                     # a TCP slot, a UDP slot, past the slots
+        frame[14 + 20 + 6:14 + 20 + 8] = struct.pack("!H", seq)
+        assert len(parse(p, bytes(frame))) == 0
+    # an echo reply naming the timestamp slot is not what that slot asked for
+    frame[14 + 20 + 6:14 + 20 + 8] = struct.pack("!H", 1)
+    assert len(parse(p, bytes(frame))) == 0
+
+
+def test_echo_request_is_not_a_reply():
+    rig = discovery_rig()
+    assert len(parse(rig.parser(), echo_reply(rig, "198.18.0.2", icmp_type=8))) == 0
+
+
+def test_truncated_echo_reply_prefixes():
+    rig = discovery_rig()
+    frame = echo_reply(rig, "198.18.0.2")
+    p = rig.parser()
+    for n in range(14 + 20 + 12):
+        assert len(one(p, frame[:n])) == 0, n
+    assert len(one(p, frame[:14 + 20 + 12])) == 1          # header and the echoed cookie suffice
+
+
+# --- IPv6 ---------------------------------------------------------------------
+
+SADDR6 = "2001:db8::ffff"
+TARGETS6 = ["2001:db8::10/126", "2001:db8:1::5"]
+HOSTS6 = ["2001:db8::10", "2001:db8::11", "2001:db8::12", "2001:db8::13", "2001:db8:1::5"]
+SLOTS6 = [(SYN_SCAN, 22), (SYN_SCAN, 80), (UDP_SCAN, 53), (UDP_SCAN, 9), (DISCOVERY["PE"], 0)]
+
+
+def rig6(key=KEY, targets=TARGETS6):
+    return Rig(targets, Probes(SLOTS6), key, SADDR6)
+
+
+def idx6(target, slot):
+    return HOSTS6.index(target) * len(SLOTS6) + slot
+
+
+def eth6():
+    return Ether(src=GW_MAC, dst=US_MAC, type=0x86DD)
+
+
+def tcp6_reply(rig, target, slot, flags="SA", delta=0, window=29200, hlim=61, options=None):
+    sent = Ether(rig.build(target, slot))[TCP]
+    return bytes(eth6() / IPv6(src=target, dst=SADDR6, hlim=hlim) / TCP(
+        sport=sent.dport, dport=sent.sport, seq=7, ack=(sent.seq + 1 + delta) & 0xFFFFFFFF, flags=flags,
+        window=window, options=options or []))
+
+
+def udp6_reply(rig, target, slot):
+    sent = Ether(rig.build(target, slot))[UDP]
+    return bytes(eth6() / IPv6(src=target, dst=SADDR6, hlim=62) / UDP(sport=sent.dport, dport=sent.sport) / b"x")
+
+
+def unreach6(rig, target, slot, code, quote_len=None, router="2001:db8:ffff::1"):
+    frame = rig.build(target, slot)
+    quoted = frame[14:] if quote_len is None else frame[14:14 + quote_len]
+    return bytes(eth6() / IPv6(src=router, dst=SADDR6, hlim=250) / ICMPv6DestUnreach(code=code) / quoted)
+
+
+def rows6(rows):
+    return [(int(r["index"]), str(ipaddress.IPv6Address(bytes(r["ip6"]))), int(r["port"]), int(r["proto"]),
+             int(r["state"]), int(r["reason"])) for r in rows]
+
+
+def test_ipv6_syn_ack_and_rst():
+    rig = rig6()
+    p = rig.parser()
+    options = [("MSS", 1440), ("SAckOK", b""), ("Timestamp", (1, 2)), ("NOP", None), ("WScale", 7)]
+    rows = parse(p, tcp6_reply(rig, "2001:db8::11", 0, options=options),
+                 tcp6_reply(rig, "2001:db8:1::5", 1, flags="RA", window=0))
+    assert rows6(rows) == [
+        (idx6("2001:db8::11", 0), "2001:db8::11", 22, 6, STATES["open"], REASONS["syn-ack"]),
+        (idx6("2001:db8:1::5", 1), "2001:db8:1::5", 80, 6, STATES["closed"], REASONS["reset"])]
+    assert rows["ip"].tolist() == [0, 0]
+    assert rows["ttl"].tolist() == [61, 61]
+    assert rows["window"].tolist() == [29200, 0]
+    assert (int(rows[0]["mss"]), int(rows[0]["wscale"])) == (1440, 7)
+    assert rows[0]["tcpopts"].tolist() == [2, 4, 8, 1, 3, 0, 0, 0]
+    assert p.bad_cookie == 0 and p.not_in_scan == 0
+
+
+def test_ipv6_bad_cookies():
+    rig = rig6()
+    p = rig.parser()
+    assert len(parse(p, tcp6_reply(rig, "2001:db8::11", 0, delta=1))) == 0
+    assert len(parse(p, tcp6_reply(rig6(OTHER_KEY), "2001:db8::11", 0))) == 0
+    assert p.bad_cookie == 2
+
+
+def test_ipv6_reply_from_outside_the_scan():
+    wider = rig6(targets=["2001:db8::/120"])
+    p = rig6().parser()
+    assert len(parse(p, tcp6_reply(wider, "2001:db8::14", 0), tcp6_reply(wider, "2001:db8::f", 0))) == 0
+    assert p.not_in_scan == 2 and p.bad_cookie == 0
+
+
+def test_ipv6_reply_to_another_address_ignored():
+    rig = rig6()
+    frame = bytearray(tcp6_reply(rig, "2001:db8::11", 0))
+    frame[14 + 24:14 + 40] = ipaddress.IPv6Address("2001:db8::fffe").packed
+    p = rig.parser()
+    assert len(parse(p, bytes(frame))) == 0
+    assert p.bad_cookie == 0 and p.not_in_scan == 0
+
+
+def test_ipv6_udp_reply_is_open():
+    rig = rig6()
+    rows = parse(rig.parser(), udp6_reply(rig, "2001:db8::12", 2))
+    assert rows6(rows) == [(idx6("2001:db8::12", 2), "2001:db8::12", 53, 17, STATES["open"],
+                            REASONS["udp-response"])]
+
+
+ICMP6_REASONS = {0: "no-route", 1: "admin-prohibited", 3: "host-unreach", 4: "port-unreach",
+                 5: "admin-prohibited", 6: "admin-prohibited"}
+
+
+@pytest.mark.parametrize("code,reason", sorted(ICMP6_REASONS.items()))
+def test_ipv6_unreach(code, reason):
+    rig = rig6()
+    p = rig.parser()
+    rows = parse(p, unreach6(rig, "2001:db8::13", 1, code), unreach6(rig, "2001:db8::10", 3, code))
+    udp_state = "closed" if reason == "port-unreach" else "filtered"
+    assert rows6(rows) == [
+        (idx6("2001:db8::13", 1), "2001:db8::13", 80, 6, STATES["filtered"], REASONS[reason]),
+        (idx6("2001:db8::10", 3), "2001:db8::10", 9, 17, STATES[udp_state], REASONS[reason])]
+    assert rows["ttl"].tolist() == [250, 250]
+    assert p.bad_cookie == 0
+
+
+@pytest.mark.parametrize("code", [2, 7, 8])
+def test_ipv6_other_unreach_codes_ignored(code):
+    rig = rig6()
+    assert len(parse(rig.parser(), unreach6(rig, "2001:db8::13", 1, code))) == 0
+
+
+def test_ipv6_unreach_quote_checks():
+    rig = rig6()
+    p = rig.parser()
+    # the fixed IPv6 header and 8 bytes of the probe are needed
+    for n in range(0, 48):
+        assert len(parse(p, unreach6(rig, "2001:db8::13", 1, 1, quote_len=n))) == 0
+    assert len(parse(p, unreach6(rig, "2001:db8::13", 1, 1, quote_len=48))) == 1
+    assert len(parse(p, unreach6(rig6(OTHER_KEY), "2001:db8::13", 1, 1))) == 0
+    assert p.bad_cookie == 1
+
+
+def test_ipv6_echo_reply_is_up():
+    rig = rig6()
+    p = rig.parser()
+    sent = Ether(rig.build("2001:db8:1::5", 4))[ICMPv6EchoRequest]
+    frame = bytes(eth6() / IPv6(src="2001:db8:1::5", dst=SADDR6) / ICMPv6EchoReply(id=sent.id, seq=sent.seq,
+                                                                                    data=sent.data))
+    rows = parse(p, frame)
+    assert rows6(rows) == [(idx6("2001:db8:1::5", 4), "2001:db8:1::5", 0, 58, STATES["up"], REASONS["echo-reply"])]
+    bad = bytes(eth6() / IPv6(src="2001:db8:1::5", dst=SADDR6) / ICMPv6EchoReply(id=sent.id ^ 1, seq=sent.seq,
+                                                                                  data=sent.data))
+    assert len(parse(p, bad)) == 0 and p.bad_cookie == 1
+
+
+def test_ipv6_parser_ignores_ipv4_and_ipv4_parser_ignores_ipv6():
+    p = rig6().parser()
+    assert len(parse(p, synack("198.18.0.1", 22))) == 0
+    rig = rig6()
+    assert len(parse(make_parser(), tcp6_reply(rig, "2001:db8::11", 0))) == 0
+
+
+def test_ipv6_truncated_prefixes():
+    rig = rig6()
+    frame = tcp6_reply(rig, "2001:db8::11", 0)
+    assert len(frame) == 14 + 40 + 20
+    p = rig.parser()
+    for n in range(len(frame)):
+        assert len(one(p, frame[:n])) == 0, n
+    assert len(one(p, frame)) == 1
+    # a payload length shorter than the TCP header
+    short = bytearray(frame)
+    short[14 + 4:14 + 6] = struct.pack("!H", 19)
+    assert len(one(p, bytes(short))) == 0
+
+
+def test_ipv6_vlan_and_raw():
+    rig = rig6()
+    frame = tcp6_reply(rig, "2001:db8::11", 0)
+    tagged = frame[:12] + b"\x81\x00\x00\x2a" + frame[12:]
+    assert rows6(parse(rig.parser(), tagged))[0][0] == idx6("2001:db8::11", 0)
+    assert rows6(parse(rig.parser(l2_len=0), frame[14:]))[0][0] == idx6("2001:db8::11", 0)
+
+
+def test_ipv6_timestamp_ping_is_refused_or_answered():
+    from scanner.errors import InputError
+    probes = Probes([(DISCOVERY["PP"], 0)])
+    try:
+        rig = Rig(["2001:db8::10"], probes, KEY, SADDR6)
+    except InputError:
+        return                                              # refused for IPv6, as nmap does
+    sent = Ether(rig.build("2001:db8::10", 0))[ICMPv6EchoRequest]
+    frame = bytes(eth6() / IPv6(src="2001:db8::10", dst=SADDR6) / ICMPv6EchoReply(id=sent.id, seq=sent.seq,
+                                                                                   data=sent.data))
+    rows = parse(rig.parser(), frame)
+    assert [(int(r["state"]), int(r["reason"])) for r in rows] == [(STATES["up"], REASONS["echo-reply"])]
