@@ -1,6 +1,7 @@
 """The command line: nmap's option names where nmap has one, masscan/zmap's where it does not."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -112,7 +113,10 @@ def scan(
     reason: bool = typer.Option(False, "--reason", help="Show why each port has its state."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No notes or summary on stderr."),
 ):
-    """Scan TARGETS: host discovery, then a port scan with one TCP technique and/or UDP."""
+    """Scan TARGETS: host discovery, then a port scan with one TCP technique and/or UDP.
+
+    Ctrl-C (or SIGTERM) stops the scan, keeps every result and writes scanner-resume.json in the
+    current directory; `scanner --resume scanner-resume.json` goes on from where it stopped."""
     from .engine import ScanConfig
     from .space import ScanSpace
     from .targets import TargetSet
@@ -183,23 +187,29 @@ def scan(
             print(f"scanner: {note}", file=sys.stderr)
     run_scan(target_set, discovery, jobs, common, outputs, all_out, show_all=show_all, reason=reason,
              quiet=quiet, max_parallelism=max_parallelism, table=table, db=db, no_db=no_db,
-             stats_every=stats_every)
+             stats_every=stats_every, resume=_RESUME)
 
 
 def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_all=False, reason=False,
-             quiet=False, max_parallelism=None, table=True, db=None, no_db=False, stats_every=None) -> None:
+             quiet=False, max_parallelism=None, table=True, db=None, no_db=False, stats_every=None,
+             resume=None) -> None:
     """Host discovery (unless skipped), then each scan job over the hosts found up, with every
     output (files, terminal, the store, progress). Output paths and the store are opened before
     the first probe; a write that fails mid-scan stops only that output, is reported at the end,
-    and makes the exit code 1."""
-    from dataclasses import replace
+    and makes the exit code 1. Interrupted, it writes a resume file; `resume` (a ResumeState)
+    goes on from one."""
     from .connect import ConnectScan
     from .engine import Scan, ScanConfig, ScanSummary, discover_hosts, install_interrupt_handler
     from .output import BackgroundSink, Outputs, ScanInfo, plan_outputs
     from .progress import Progress
+    from .resume import ResumeState
     from .space import ScanSpace
     from .store import Recorder, Store
+    from .targets import TargetSet
 
+    # One seed for every stage: a resumed scan must walk the same permutations.
+    common = dict(common, seed=resume.seed if resume else
+                  (common["seed"] if common["seed"] is not None else int.from_bytes(os.urandom(8), "little")))
     plan = plan_outputs(outputs, all_basename)
     scaninfo = tuple((probes.slots[0][0].key if kind == "connect" else t.key, t.proto,
                       tuple(int(p) for tt, p in probes.slots if tt is t))
@@ -208,47 +218,61 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
     info = ScanInfo(command=command_line(), scan_type=first[0], protocol=first[1], ports=first[2],
                     n_hosts=targets.count, scaninfo=scaninfo)
     store = None if no_db else Store(db)
-    outs = Outputs(plan, info, show_all=show_all, reason=reason, table=table)
+    outs = Outputs(plan, info, show_all=show_all, reason=reason, table=table,
+                   resumed=resume.rows if resume else None)
     record = scan_record_config(common, info, show_all)
     # Unanswered probes (possibly millions) are stored one by one only with --show-all.
-    recorder = Recorder(store, info, record, unanswered=show_all) if store else None
+    recorder = (Recorder(store, info, record, unanswered=show_all, scan_id=resume.scan_id if resume else None)
+                if store else None)
     # Written off the capture thread; the store first: it must survive a failing output.
     sink = BackgroundSink([recorder, outs])
-    total = ScanSummary()
-    started = False
+    total = ScanSummary(**(resume.summary if resume else {}))
+    total.interrupted = False
+    stages = ([("discovery", discovery)] if discovery is not None else []) + list(jobs)
+    at = {"stage": resume.stage if resume else 0, "scan": None, "started": False}
 
     def run(scan, consumer, count_states=True):
-        nonlocal started
+        at["scan"] = scan
         install_interrupt_handler(scan)
         progress = Progress(scan, live=not quiet, every=stats_every)
         progress.start()
         try:
             summary = scan.run(consumer)
-            started = True
+            at["started"] = True
         finally:
             progress.stop()
         merge_summary(total, summary, count_states)
         return summary
 
+    if resume and resume.up is not None:
+        targets = TargetSet(resume.up, resume.family)
     try:
-        if discovery is not None:
-            config = ScanConfig(space=ScanSpace(targets, discovery), **common)
-            # With a port scan to follow, discovery rows only feed the host views ("Host is up").
-            up, summary = discover_hosts(config, discovery, sink if not jobs else outs.buffer.append,
-                                         runner=lambda scan, consumer: run(scan, consumer, not jobs))
-            if not quiet:
-                print(f"scanner: host discovery: {up.count if up else 0} of {targets.count} hosts up "
-                      f"({summary.elapsed:.2f}s)", file=sys.stderr)
-            targets = up
-        for kind, probes in (jobs if targets is not None and not total.interrupted else []):
+        for number, (kind, probes) in enumerate(stages):
+            if number < at["stage"] or targets is None:
+                continue
+            at["stage"] = number
+            checkpoint = resume.checkpoint if resume and number == resume.stage else None
             config = ScanConfig(space=ScanSpace(targets, probes), **common)
-            summary = run(ConnectScan(config, max_parallelism) if kind == "connect" else Scan(config), sink)
-            if not quiet:
-                print(summary_line(config, summary), file=sys.stderr)
+            if kind == "discovery":
+                # With a port scan to follow, discovery rows only feed the host views ("Host is up").
+                up, summary = discover_hosts(config, probes, sink if not jobs else outs.buffer.append,
+                                             runner=lambda scan, consumer: run(scan, consumer, not jobs),
+                                             resume=checkpoint)
+                if not quiet:
+                    print(f"scanner: host discovery: {up.count if up else 0} of {targets.count} hosts up "
+                          f"({summary.elapsed:.2f}s)", file=sys.stderr)
+                if not summary.interrupted:
+                    targets = up
+            else:
+                scan = (ConnectScan(config, max_parallelism, resume=checkpoint) if kind == "connect"
+                        else Scan(config, checkpoint))
+                summary = run(scan, sink)
+                if not quiet:
+                    print(summary_line(config, summary), file=sys.stderr)
             if summary.interrupted:
                 break
     except InputError:
-        if recorder and not started:      # refused before sending anything: nothing to record
+        if recorder and not at["started"] and not resume:   # refused before sending: nothing to record
             store.discard(recorder.scan_id)
             recorder = None
         raise
@@ -261,6 +285,15 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
                 recorder.close(total)
             if store:
                 store.close()
+    if total.interrupted:
+        up = [(s, e) for s, e in targets.ranges()] if targets is not None and at["stage"] > 0 else None
+        state = ResumeState(list(_ARGV or []), common["seed"], at["stage"], at["scan"].checkpoint(), up,
+                            targets.family if targets is not None else 4, outs.buffer.rows(),
+                            dataclasses.asdict(total), recorder.scan_id if recorder else None)
+        print(f"scanner: scan interrupted; results so far are written. Resume with: "
+              f"scanner --resume {state.save()}", file=sys.stderr)
+    elif resume and os.path.exists(resume.path):
+        os.remove(resume.path)           # done: the resume file has served
     problems = outs.errors()
     kept = (f" (all results are kept in the store: scanner show {recorder.scan_id}"
             f"{' --db ' + str(db) if db else ''})") if recorder and not recorder.error else ""
@@ -268,7 +301,7 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
         print(f"scanner: error: {problem}{kept}", file=sys.stderr)
     if recorder and recorder.error:
         print(f"scanner: error: {recorder.error}", file=sys.stderr)
-    if started and (problems or (recorder and recorder.error)):
+    if at["started"] and (problems or (recorder and recorder.error)):
         sys.exit(1)
 
 
@@ -283,6 +316,7 @@ def merge_summary(total, summary, count_states=True) -> None:
 
 
 _ARGV: Optional[List[str]] = None
+_RESUME = None          # the ResumeState of `scanner --resume FILE`
 
 
 def command_line() -> str:
@@ -419,15 +453,24 @@ def nmap_style_args(argv: List[str]) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    global _ARGV
+    global _ARGV, _RESUME
     argv = sys.argv[1:] if argv is None else argv
-    _ARGV = list(argv)
-    argv = nmap_style_args(argv)
-    sub = argv[0] if argv[:1] and argv[0] in SUBCOMMANDS else None
-    app, args = (SUBCOMMANDS[sub], argv[1:]) if sub else (scan_app, argv)
-    command = typer.main.get_command(app)
     try:
-        command.main(args, prog_name=f"scanner {sub}" if sub else "scanner", standalone_mode=False)
+        if argv[:1] == ["--resume"]:
+            # The interrupted command again, with its state: nothing else may change.
+            from .resume import ResumeState
+            if len(argv) != 2:
+                raise InputError("--resume takes the resume file and nothing else: scanner --resume FILE")
+            _RESUME = ResumeState.load(argv[1])
+            argv = _RESUME.argv
+        _ARGV = list(argv)
+        argv = nmap_style_args(argv)
+        sub = argv[0] if argv[:1] and argv[0] in SUBCOMMANDS else None
+        app, args = (SUBCOMMANDS[sub], argv[1:]) if sub else (scan_app, argv)
+        command = typer.main.get_command(app)
+        code = command.main(args, prog_name=f"scanner {sub}" if sub else "scanner", standalone_mode=False)
+        if isinstance(code, int) and code:       # typer.Exit(code) comes back as a return value here
+            sys.exit(code)
     except InputError as e:
         print(f"scanner: error: {e}", file=sys.stderr)
         sys.exit(2)

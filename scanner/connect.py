@@ -16,7 +16,7 @@ from collections import deque
 import numpy as np
 
 from ._ext.permutation import Permutation
-from .engine import ScanSummary, emit_rows
+from .engine import Checkpoint, ScanSummary, Tracker, emit_rows
 from .states import REASONS, STATES, addresses
 
 # Reply-less outcomes as nmap reports them for -sT.
@@ -38,9 +38,12 @@ def default_concurrency() -> int:
 
 
 class ConnectScan:
-    def __init__(self, config, concurrency: int | None = None, timeout: float = 1.0):
+    def __init__(self, config, concurrency: int | None = None, timeout: float = 1.0, resume=None):
         self.config = config
         self.space = config.space
+        self.resume = resume
+        # Connections that reached a verdict; a resumed scan skips them.
+        self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
         self.concurrency = concurrency or default_concurrency()
         self.timeout = timeout
         self.summary = ScanSummary()
@@ -55,6 +58,10 @@ class ConnectScan:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def checkpoint(self):
+        """Where this scan stands: what reached a verdict is skipped when resumed."""
+        return Checkpoint(0, self.config.positions()[0], self.tracker.bitmap, b"")
+
     def progress(self) -> dict:
         """Same snapshot as Scan.progress()."""
         return {"sent": self._started, "total": self.summary.probes,
@@ -66,7 +73,8 @@ class ConnectScan:
         self.summary.probes = count
         perm = Permutation(self.space.size, self.config.seed)
         for offset in range(0, count, 4096):
-            rows = self.space.rows(perm.fill(start + offset * step, min(4096, count - offset), step))
+            indices = perm.fill(start + offset * step, min(4096, count - offset), step)
+            rows = self.space.rows(indices[~self.tracker.answered(indices)])
             yield from zip(rows["index"].tolist(), addresses(rows), rows["port"].tolist())
 
     def run(self, sink) -> ScanSummary:
@@ -152,6 +160,7 @@ class ConnectScan:
                 pass
         sock.close()
         if result is not None:
+            self.tracker.mark(index)
             self._rows.append((index, STATES[result[0]], REASONS[result[1]]))
 
     def _flush(self, sink):

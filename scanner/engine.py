@@ -73,12 +73,25 @@ class ScanSummary:
     states: dict = field(default_factory=dict)   # state name -> count, unanswered included
 
 
+@dataclass
+class Checkpoint:
+    """Where an interrupted scan stood: enough to go on without re-probing what answered."""
+    attempt: int                    # the pass being sent (retries + 1: all sent)
+    position: int                   # the next permutation position of that pass
+    bitmap: np.ndarray              # answered probes (the Tracker's)
+    key: bytes                      # the cookie key, so that late replies still validate
+
+
 class Tracker:
     """A bitmap over [0, N) of answered probes: first replies pass, duplicates are dropped."""
 
-    def __init__(self, size: int):
-        self.bitmap = np.zeros((size + 7) // 8, dtype=np.uint8)
+    def __init__(self, size: int, bitmap: np.ndarray | None = None):
+        self.bitmap = np.zeros((size + 7) // 8, dtype=np.uint8) if bitmap is None else bitmap.copy()
         self.lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return int(np.unpackbits(self.bitmap).sum())
 
     def first_seen(self, rows: np.ndarray) -> np.ndarray:
         index = rows["index"]
@@ -94,6 +107,10 @@ class Tracker:
     def answered(self, indices: np.ndarray) -> np.ndarray:
         return (self.bitmap[indices >> 3] >> (indices & 7).astype(np.uint8)) & 1 == 1
 
+    def mark(self, index: int) -> None:
+        with self.lock:
+            self.bitmap[index >> 3] |= np.uint8(1 << (index & 7))
+
 
 def emit_rows(summary: ScanSummary, sink, rows: np.ndarray) -> None:
     """Hands rows to the sink, counting them by state in the summary."""
@@ -107,14 +124,20 @@ class Scan:
     """A raw-socket scan of config.space: every technique whose probes are in the space's
     Probes (e.g. SYN and UDP together), in one pass over a random permutation."""
 
-    def __init__(self, config: ScanConfig):
+    def __init__(self, config: ScanConfig, resume: Checkpoint | None = None):
         self.config = config
         self.space = config.space
-        self.tracker = Tracker(self.space.size)
+        self.resume = resume
+        if resume and len(resume.bitmap) != (self.space.size + 7) // 8:
+            raise InputError("the resume file does not match this scan (its targets or ports differ)")
+        self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
         self.summary = ScanSummary()
+        self.summary.replies = self.tracker.count if resume else 0
         self._stop = threading.Event()
-        self.key = os.urandom(16)
+        self.key = resume.key if resume else os.urandom(16)
         self.sender = None
+        start, _, _ = config.positions()
+        self.cursor = (resume.attempt, resume.position) if resume else (0, start)
         # Whether every answer worth waiting for is in (no retry, no wait then); the default:
         # every probe answered. Host discovery replaces it with "every host answered".
         self.complete = lambda: self.summary.replies >= self.summary.probes
@@ -177,12 +200,16 @@ class Scan:
         began = time.monotonic()
         capture.start(on_batch)
         try:
-            for attempt in range(cfg.retries + 1):
-                if attempt:
+            first_attempt, position = self.cursor
+            for attempt in range(first_attempt, cfg.retries + 1):
+                if attempt > first_attempt:
                     self._wait(min(cfg.wait, 0.5))       # let replies to the last pass arrive
                 if self._stop.is_set() or (attempt and self.complete()):
                     break
-                self._send_pass(cfg.rate, start, step, self.tracker.bitmap if attempt else None)
+                skip = self.tracker.bitmap if attempt or self.resume else None
+                self._send_pass(cfg.rate, position if attempt == first_attempt else start, step, skip, attempt)
+            if not self._stop.is_set():
+                self.cursor = (cfg.retries + 1, start)
             if not self._stop.is_set() and "udp" in space.probes.protos:
                 self._slow_udp_rounds(start, step)
             self._wait(cfg.wait)
@@ -199,13 +226,20 @@ class Scan:
         self.summary.elapsed = time.monotonic() - began
         return self.summary
 
-    def _send_pass(self, rate, start, step, skip):
-        """Sends this shard's probes whose bit is not set in skip (None: all of them)."""
+    def _send_pass(self, rate, start, step, skip, attempt=None):
+        """Sends this shard's probes from position start on whose bit is not set in skip (None:
+        all of them); keeps the cursor of pass `attempt` up to date for a checkpoint."""
         self.sender.set_rate(rate)
         chunk = 1 << 16 if rate <= 0 else max(256, int(rate / 20))   # Python wakes ~20 times/s
         position, stop = start, self.space.size
         while position < stop and not self._stop.is_set():
             position = self.sender.send(position, stop, step, chunk, skip)
+            if attempt is not None:
+                self.cursor = (attempt, position)
+
+    def checkpoint(self) -> Checkpoint:
+        """Where this scan stands (after run() returned), for a resume file."""
+        return Checkpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
 
     def _wait(self, seconds):
         """Collects late replies until all are in or time is up; a second Ctrl-C
@@ -262,15 +296,17 @@ class Scan:
             emit_rows(self.summary, sink, rows)
 
 
-def discover_hosts(config: ScanConfig, probes, sink=None, runner=None) -> tuple:
+def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: Checkpoint | None = None):
     """nmap-style host discovery over config.space's targets with the given probes; returns
     (TargetSet of the hosts that answered or None if none did, the discovery summary).
     sink, if given, receives the first reply of each host (state "up"); runner(scan, sink),
     if given, runs the scan (e.g. with a progress line) instead of scan.run(sink)."""
     from dataclasses import replace
     space = ScanSpace(config.space.targets, probes)
-    up = []
-    seen = np.zeros(space.n_hosts, dtype=bool)
+    scan = Scan(replace(config, space=space, list_unanswered=False), resume)
+    # Hosts that answered any probe (a resumed scan's bitmap already knows some).
+    answered = np.unpackbits(scan.tracker.bitmap, bitorder="little")[:space.size]
+    seen = answered.reshape(space.n_hosts, space.n_slots).any(axis=1)
 
     def collect(rows):
         """Keeps the first answer from each host."""
@@ -278,22 +314,19 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None) -> tuple:
         hosts, first = np.unique(space.locate(rows["index"])[0].astype(np.int64), return_index=True)
         fresh = ~seen[hosts]
         seen[hosts[fresh]] = True
-        rows = rows[first[fresh]]
-        up.append(rows)
-        if sink and len(rows):
-            sink(rows)
-    scan = Scan(replace(config, space=space, list_unanswered=False))
+        if sink and fresh.any():
+            sink(rows[first[fresh]])
     scan.complete = lambda: bool(seen.all())
     summary = runner(scan, collect) if runner else scan.run(collect)
-    rows = np.concatenate(up) if up else np.zeros(0, dtype=space.rows([]).dtype)
-    if not len(rows):
+    up = np.flatnonzero(seen).astype(np.uint64)
+    if not len(up):
         return None, summary
-    targets = config.space.targets
-    if targets.family == 4:
-        values = sorted(set(rows["ip"].tolist()))
+    rows = space.rows(up * np.uint64(space.n_slots))
+    if space.family == 4:
+        values = rows["ip"].tolist()
     else:
-        values = sorted({int.from_bytes(bytes(a), "big") for a in rows["ip6"]})
-    return TargetSet([(v, v) for v in values], targets.family), summary
+        values = [int.from_bytes(bytes(a), "big") for a in rows["ip6"]]
+    return TargetSet([(v, v) for v in values], space.family), summary
 
 
 def install_interrupt_handler(scan) -> None:

@@ -184,18 +184,22 @@ class Writer:
     errno = None
 
     def __init__(self, path: str, info: Optional[ScanInfo] = None, buffer: Optional[RowBuffer] = None,
-                 show_all: bool = False):
+                 show_all: bool = False, append: bool = False):
+        """append: a resumed scan's streaming output goes on after what the first run wrote
+        (the formats grouped by host are written anew, from every row)."""
         self.path, self.info, self.show_all = path, info or ScanInfo(), show_all
         self.error: Optional[str] = None
         self.buffer, self._own_buffer = (buffer, False) if buffer is not None else (RowBuffer(), True)
+        append = append and not self.grouped
         if path == "-":
             self.file, self._close = sys.stdout, False
         else:
             try:
-                self.file, self._close = open(path, "w", encoding="utf-8", newline=""), True
+                self.file, self._close = open(path, "a" if append else "w", encoding="utf-8", newline=""), True
             except OSError as e:
                 raise InputError(f"cannot write {self.option} output '{path}': {e.strerror}") from None
-        self._guard(self.header)
+        if not append:
+            self._guard(self.header)
 
     @property
     def failed(self) -> bool:
@@ -253,11 +257,10 @@ class CsvWriter(Writer):
     FIELDS = ["ip", "port", "proto", "state", "reason", "ttl", "service"]
 
     def header(self):
-        self.csv = csv.writer(self.file, lineterminator="\n")
-        self.csv.writerow(self.FIELDS)
+        csv.writer(self.file, lineterminator="\n").writerow(self.FIELDS)
 
     def write_rows(self, rows):
-        self.csv.writerows([d["ip"], d["port"], d["proto"], d["state"], d["reason"],
+        csv.writer(self.file, lineterminator="\n").writerows([d["ip"], d["port"], d["proto"], d["state"], d["reason"],
                             "" if d["ttl"] is None else d["ttl"], service_name(d["port"], d["proto"])]
                            for d in rows_to_dicts(rows))
 
@@ -467,10 +470,10 @@ def plan_outputs(options: dict, all_basename: Optional[str] = None) -> list:
 
 
 def make_writer(option: str, path: str, info: ScanInfo, buffer: Optional[RowBuffer] = None,
-                show_all: bool = False, reason: bool = False):
+                show_all: bool = False, reason: bool = False, append: bool = False):
     cls = FILE_WRITERS[option]
     kwargs = {"reason": reason} if cls is NormalWriter else {}
-    return cls(path, info, buffer, show_all=show_all, **kwargs)
+    return cls(path, info, buffer, show_all=show_all, append=append, **kwargs)
 
 
 class Outputs:
@@ -478,12 +481,16 @@ class Outputs:
     write: errors() lists what failed, so the scan goes on and the store keeps everything."""
 
     def __init__(self, plan: list, info: ScanInfo, show_all: bool = False, reason: bool = False,
-                 terminal: bool = True, table: bool = True):
+                 terminal: bool = True, table: bool = True, resumed: Optional[np.ndarray] = None):
+        """resumed: the rows an interrupted run already wrote; streams append after them."""
         self.buffer = RowBuffer()
+        if resumed is not None:
+            self.buffer.append(resumed)
         self.writers = []
         try:
             for opt, path in plan:
-                self.writers.append(make_writer(opt, path, info, self.buffer, show_all, reason))
+                self.writers.append(make_writer(opt, path, info, self.buffer, show_all, reason,
+                                                append=resumed is not None))
         except InputError:
             self.close(None)
             raise

@@ -180,11 +180,13 @@ class Recorder:
     error = None
     grouped = False
 
-    def __init__(self, store: Store, info, config: dict, unanswered: bool = True):
+    def __init__(self, store: Store, info, config: dict, unanswered: bool = True,
+                 scan_id: Optional[int] = None):
+        """scan_id: go on recording an earlier (interrupted) scan rather than begin a new one."""
         self.store = store
         self.unanswered = unanswered     # False: probes without a reply are only counted
         try:
-            self.scan_id = store.begin(info, config)
+            self.scan_id = scan_id if scan_id is not None else store.begin(info, config)
         except sqlite3.Error as e:
             raise InputError(f"cannot record the scan in '{store.path}': {e}") from None
 
