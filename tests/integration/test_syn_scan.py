@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import signal
 import subprocess
 import sys
@@ -207,8 +209,9 @@ def test_shards_partition_the_scan(lab):
 
 def test_ctrl_c_keeps_results(lab):
     path = f"/tmp/scanner-it-sigint-{os.getpid()}.ndjson"
-    p = lab.popen(scanner_argv(PREFIX, "-Pn", "-p", PORT_ARG, "--rate", "2000", "-oJ", path),
-                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=scanner_env())
+    workdir = tempfile.mkdtemp(prefix="scanner-it-")      # where the resume file goes
+    p = lab.popen(scanner_argv(PREFIX, "-Pn", "-p", PORT_ARG, "--rate", "2000", "-oJ", path, "--no-db"),
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=scanner_env(), cwd=workdir)
     try:
         time.sleep(1.5)
         assert p.poll() is None, "the slow scan ended by itself"
@@ -227,6 +230,10 @@ def test_ctrl_c_keeps_results(lab):
             p.communicate()
         if os.path.exists(path):
             os.unlink(path)
+        resume_file = os.path.join(workdir, "scanner-resume.json")
+        resumable = os.path.exists(resume_file)
+        shutil.rmtree(workdir)
+    assert resumable, "no resume file written"
     assert rows, "no results saved"
     want = lab.expected(PORTS)
     assert len(got) < len(want)
