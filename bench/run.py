@@ -194,13 +194,14 @@ def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idl
 
 # -- the tools ----------------------------------------------------------------------------------
 
-SUMMARY_RE = re.compile(r"(\d+) (?:packets|probes) sent in ([\d.]+)s \(([\d,]+)/s\)"
+SUMMARY_RE = re.compile(r"(\d+) (?:packets|probes) sent in ([\d.]+)s \(([\d,]+)/s(?: while sending)?\)"
                         r"(?:; (\d+) replies failed the cookie check; (\d+) dropped by capture)?")
 
 
 def scanner_argv(prefix, ports, rate, wait, out=None):
-    argv = [sys.executable, "-m", "scanner", prefix, "-p", ports, "--rate", str(rate), "--wait", str(wait),
-            "--retries", "0"]
+    # -Pn: no host discovery, like zmap and masscan; --no-db: benchmark runs stay out of the store.
+    argv = [sys.executable, "-m", "scanner", prefix, "-Pn", "--no-db", "-p", ports, "--rate", str(rate),
+            "--wait", str(wait), "--retries", "0"]
     # -q would hide the stderr summary, which is where the pcap drop count is: not passed.
     return argv + (["-oJ", str(out)] if out else [])
 

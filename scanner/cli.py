@@ -308,7 +308,7 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
 def merge_summary(total, summary, count_states=True) -> None:
     """Adds one scan's summary to the command's (what the store and the output footers see);
     host discovery before a port scan adds its time and packets, not its states."""
-    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "elapsed"):
+    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "elapsed", "sending"):
         setattr(total, name, getattr(total, name) + getattr(summary, name))
     total.interrupted |= summary.interrupted
     for state, n in (summary.states.items() if count_states else ()):
@@ -338,10 +338,10 @@ def scan_record_config(common, info, show_all) -> dict:
 
 def summary_line(config, summary) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
-    pps = summary.sent / summary.elapsed if summary.elapsed else 0
+    pps = summary.sent / summary.sending if summary.sending else 0
     line = (f"scanner: {config.space.n_hosts} hosts x {config.space.n_slots} ports"
             f"{' (interrupted)' if summary.interrupted else ''}: {counts or 'no results'}; "
-            f"{summary.sent} probes sent in {summary.elapsed:.2f}s ({pps:,.0f}/s)")
+            f"{summary.sent} probes sent in {summary.elapsed:.2f}s ({pps:,.0f}/s while sending)")
     if summary.pcap_dropped is not None:
         line += (f"; {summary.bad_cookie} replies failed the cookie check;"
                  f" {summary.pcap_dropped} dropped by capture")

@@ -135,7 +135,7 @@ class ConnectScan:
         self._flush(sink)
         sel.close()
         self.summary.sent = started
-        self.summary.elapsed = time.monotonic() - began
+        self.summary.elapsed = self.summary.sending = time.monotonic() - began
         return self.summary
 
     def _start(self, sel, pending, order, item, now):

@@ -55,7 +55,7 @@ REJECTS6 = {
     "tcp-reset": ("reject with tcp reset", "reset"),
     "port-unreachable": ("reject with icmpv6 type port-unreachable", "port-unreach"),
     "admin-prohibited": ("reject with icmpv6 type admin-prohibited", "admin-prohibited"),
-    "host-unreachable": ("reject with icmpv6 type addr-unreachable", "addr-unreach"),
+    "host-unreachable": ("reject with icmpv6 type addr-unreachable", "host-unreach"),
     "net-unreachable": ("reject with icmpv6 type no-route", "no-route"),
 }
 

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape as xml_escape, quoteattr
 
 import numpy as np
 
@@ -150,21 +150,122 @@ def host_views(rows: np.ndarray, show_all: bool):
     return views, silent
 
 
-def host_block(view: HostView, reason: bool, title: str = "Scan report for") -> list:
-    """The nmap-like lines of one host: the one home of that layout (terminal and -oN)."""
+def host_block(view: HostView, reason: bool, title: str = "Scan report for", services=None, os_guess=None) -> list:
+    """The nmap-like lines of one host: the one home of that layout (terminal and -oN).
+    services: {(addr, proto, port): ServiceInfo} from -sV (adds nmap's VERSION column and script
+    lines); os_guess: this host's OsGuess from -O (adds nmap's OS lines)."""
     out = [f"{title} {view.addr}"]
     for state, proto, n, why in view.folded:
         out.append(f"Not shown: {n} {state} {proto} ports ({', '.join(f'{c} {r}' for r, c, _ in why)})")
+    services = services or {}
+    versions = bool(services) and any((view.addr, d["proto"], d["port"]) in services
+                                      for d in rows_to_dicts(view.shown))
     if len(view.shown):
-        out.append(f"{'PORT':<9} {'STATE':<15} {'SERVICE':<15} REASON" if reason else
-                   f"{'PORT':<9} {'STATE':<15} SERVICE")
+        head = f"{'PORT':<9} {'STATE':<15} {'SERVICE':<15}"
+        if reason:
+            head += f" {'REASON':<20}" if versions else " REASON"
+        out.append((head + (" VERSION" if versions else "")).rstrip())
         for d in rows_to_dicts(view.shown):
+            svc = services.get((view.addr, d["proto"], d["port"]))
             line = (f"{str(d['port']) + '/' + d['proto']:<9} {d['state']:<15} "
-                    f"{service_name(d['port'], d['proto']):<15}")
+                    f"{svc.display_name if svc else service_name(d['port'], d['proto']):<15}")
             if reason:
-                line += f" {d['reason']}" + (f" ttl {d['ttl']}" if d["ttl"] else "")
+                why = f"{d['reason']}" + (f" ttl {d['ttl']}" if d["ttl"] else "")
+                line += f" {why:<20}" if versions else f" {why}"
+            if svc is not None and versions:
+                line += f" {svc.version_text}"
             out.append(line.rstrip())
+            for i, (sid, text) in enumerate(sorted((svc.scripts if svc else {}).items())):
+                lines = text.split("\n")
+                for j, t in enumerate(lines):
+                    lead = "|_" if j == len(lines) - 1 else "| "
+                    out.append(f"{lead}{sid + ': ' if j == 0 else ''}{t}")
+    if os_guess is not None:
+        out += os_lines(os_guess)
+    info = service_info_line(view.addr, services)
+    if info:
+        out.append(info)
     return out
+
+
+def os_lines(g) -> list:
+    """nmap's OS section of a host (normal output)."""
+    out = [f"Device type: {g.type or 'general purpose'}", f"Running: {g.running}"]
+    cpes = list(dict.fromkeys(g.cpes + [o[6] for o in g.others if o[6]]))
+    if cpes:
+        out.append("OS CPE: " + " ".join(cpes))
+    if g.accuracy >= 95 and not g.others:
+        out.append(f"OS details: {g.name}")
+    else:
+        out.append("Aggressive OS guesses: " + ", ".join(f"{n} ({a}%)" for n, a in
+                                                      [(g.name, g.accuracy)] + [(o[0], o[1]) for o in g.others]))
+    fp = g.fingerprint
+    if fp is not None:
+        ev = (f"SYN-ACK from port {fp.port}: ttl {fp.ttl}, window {fp.window}, mss {fp.mss}, "
+              f"options {fp.options or 'none'}" + (f", wscale {fp.wscale}" if fp.wscale >= 0 else "")
+              + (", DF" if fp.df else ""))
+        if fp.rst_ttl:
+            ev += f"; RST from port {fp.closed_port}: ttl {fp.rst_ttl}, window {fp.rst_window}"
+        out.append(f"OS evidence: {ev}")
+    return out
+
+
+def service_info_line(addr: str, services) -> str:
+    """nmap's 'Service Info: Host: x; OS: Linux; CPE: cpe:/o:...' of a host."""
+    mine = [s for (a, _, _), s in sorted((services or {}).items(), key=lambda kv: (kv[0][1], kv[0][2]))
+            if a == addr]
+    hosts = list(dict.fromkeys(s.hostname for s in mine if s.hostname))
+    oses = list(dict.fromkeys(s.ostype for s in mine if s.ostype))
+    devs = list(dict.fromkeys(s.devicetype for s in mine if s.devicetype))
+    cpes = list(dict.fromkeys(c for s in mine for c in s.cpes if c.startswith(("cpe:/o", "cpe:/h"))))
+    parts = []
+    if hosts:
+        parts.append(f"Host{'s' if len(hosts) > 1 else ''}: {', '.join(hosts)}")
+    if oses:
+        parts.append(f"OS{'s' if len(oses) > 1 else ''}: {', '.join(oses)}")
+    if devs:
+        parts.append(f"Device{'s' if len(devs) > 1 else ''}: {', '.join(devs)}")
+    if cpes:
+        parts.append(f"CPE: {', '.join(cpes)}")
+    return ("Service Info: " + "; ".join(parts)) if parts else ""
+
+
+def service_xml(svc, port: int, proto: str) -> str:
+    """nmap's <service> element (and <script> elements) of a port; the services table's guess
+    (method="table") when -sV found nothing."""
+    if svc is None:
+        return f'<service name={quoteattr(service_name(port, proto))} method="table" conf="3"/>'
+    attrs = [("name", svc.name), ("product", svc.product), ("version", svc.version),
+             ("extrainfo", svc.extrainfo), ("hostname", svc.hostname), ("ostype", svc.ostype),
+             ("devicetype", svc.devicetype), ("tunnel", svc.tunnel)]
+    head = "<service " + " ".join(f"{k}={quoteattr(v)}" for k, v in attrs if v)
+    head += f' method="{svc.method}" conf="{svc.conf}"'
+    cpes = "".join(f"<cpe>{xml_escape(c)}</cpe>" for c in svc.cpes)
+    out = head + (f">{cpes}</service>" if cpes else "/>")
+    for sid, text in sorted(svc.scripts.items()):
+        out += f"<script id={quoteattr(sid)} output={quoteattr(text)}/>"
+    return out
+
+
+def os_xml(g, rows) -> str:
+    """nmap's <os> element of a host."""
+    out = ["<os>"]
+    fp = g.fingerprint
+    if fp is not None and fp.port:
+        out.append(f'<portused state="open" proto="tcp" portid="{fp.port}"/>')
+    if fp is not None and fp.closed_port:
+        out.append(f'<portused state="closed" proto="tcp" portid="{fp.closed_port}"/>')
+    for name, acc, family, vendor, osgen, typ, cpe in [(g.name, g.accuracy, g.family, g.vendor, g.osgen, g.type,
+                                                        g.cpes[0] if g.cpes else "")] + list(g.others):
+        out.append(f'<osmatch name={quoteattr(name)} accuracy="{acc}" line="0">')
+        for gen in (osgen or "").split("|"):
+            attrs = f'type={quoteattr(typ or "general purpose")} vendor={quoteattr(vendor if vendor != "*" else family)} ' \
+                    f'osfamily={quoteattr(family)}' + (f' osgen={quoteattr(gen)}' if gen and gen != "*" else "")
+            out.append(f'<osclass {attrs} accuracy="{acc}">' + (f"<cpe>{xml_escape(cpe)}</cpe>" if cpe else "")
+                       + "</osclass>")
+        out.append("</osmatch>")
+    out.append("</os>")
+    return "\n".join(out) + "\n"
 
 
 def done_line(info: ScanInfo, summary, n_up: int, what: str = "Nmap done at") -> str:
@@ -182,6 +283,9 @@ class Writer:
     option = "-o?"
     grouped = False          # renders from a RowBuffer at the end
     errno = None
+    services: dict = {}      # -sV: {(addr, proto, port): ServiceInfo}, set before close()
+    os_guesses: dict = {}    # -O: {addr: OsGuess}
+    details = False          # -sV/-O on: streams hold open ports back until close(), to add them
 
     def __init__(self, path: str, info: Optional[ScanInfo] = None, buffer: Optional[RowBuffer] = None,
                  show_all: bool = False, append: bool = False):
@@ -220,10 +324,25 @@ class Writer:
             self.buffer.append(rows)
         if not self.grouped and not self.show_all:
             rows = rows[rows["reason"] != NO_RESPONSE]     # streams list what answered
+        if self.details and not self.grouped and len(rows):
+            held = rows["state"] == OPEN
+            if held.any():
+                self.__dict__.setdefault("_held", []).append(rows[held].copy())
+                rows = rows[~held]
         if len(rows) and not self.grouped:
             self._guard(self.write_rows, rows)
 
+    def set_details(self, services=None, os_guesses=None) -> None:
+        """-sV/-O results, known once the port scan is over; used by close()."""
+        if services is not None:
+            self.services = services
+        if os_guesses is not None:
+            self.os_guesses = os_guesses
+
     def close(self, summary=None) -> None:
+        held = self.__dict__.pop("_held", None)
+        if held:
+            self._guard(self.write_rows, np.concatenate(held))
         if summary is not None:
             self._guard(self.footer, summary)
         if self._close:
@@ -248,21 +367,43 @@ class NdjsonWriter(Writer):
     option = "-oJ"
 
     def write_rows(self, rows):
-        self.file.write("".join(json.dumps(d) + "\n" for d in rows_to_dicts(rows)))
+        self.file.write("".join(json.dumps(self._details(d)) + "\n" for d in rows_to_dicts(rows)))
+
+    def _details(self, d: dict) -> dict:
+        svc = self.services.get((d["ip"], d["proto"], d["port"])) if self.services else None
+        if svc is not None:
+            d["service"] = svc.to_dict()
+        g = self.os_guesses.get(d["ip"]) if self.os_guesses and d["state"] == "open" else None
+        if g is not None:
+            d["os"] = g.to_dict()
+        return d
 
 
 class CsvWriter(Writer):
     """--csv: ip,port,proto,state,reason,ttl,service with a header row (RFC 4180, csv module)."""
     option = "--csv"
     FIELDS = ["ip", "port", "proto", "state", "reason", "ttl", "service"]
+    DETAIL_FIELDS = ["product", "version", "extrainfo", "tunnel", "cpe", "os", "os_accuracy"]   # -sV/-O
+
+    def __init__(self, path, info=None, buffer=None, show_all: bool = False, details: bool = False, **kw):
+        self.details = details
+        super().__init__(path, info, buffer, show_all, **kw)
 
     def header(self):
-        csv.writer(self.file, lineterminator="\n").writerow(self.FIELDS)
+        csv.writer(self.file, lineterminator="\n").writerow(self.FIELDS + (self.DETAIL_FIELDS if self.details else []))
 
     def write_rows(self, rows):
-        csv.writer(self.file, lineterminator="\n").writerows([d["ip"], d["port"], d["proto"], d["state"], d["reason"],
-                            "" if d["ttl"] is None else d["ttl"], service_name(d["port"], d["proto"])]
-                           for d in rows_to_dicts(rows))
+        out = []
+        for d in rows_to_dicts(rows):
+            svc = self.services.get((d["ip"], d["proto"], d["port"])) if self.services else None
+            row = [d["ip"], d["port"], d["proto"], d["state"], d["reason"], "" if d["ttl"] is None else d["ttl"],
+                   svc.display_name if svc else service_name(d["port"], d["proto"])]
+            if self.details:
+                g = self.os_guesses.get(d["ip"]) if d["state"] == "open" else None
+                row += ([svc.product, svc.version, svc.extrainfo, svc.tunnel, " ".join(svc.cpes)] if svc
+                        else [""] * 5) + ([g.name, g.accuracy] if g else ["", ""])
+            out.append(row)
+        csv.writer(self.file, lineterminator="\n").writerows(out)
 
 
 class ListWriter(Writer):
@@ -303,7 +444,7 @@ class NormalWriter(Writer):
             reason, ttl = v.status_reason
             out += host_block(v, self.reason, title="Nmap scan report for")[:1]
             out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
-            out += host_block(v, self.reason)[1:] + [""]
+            out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))[1:] + [""]
         if summary.interrupted:
             out.append("# scan interrupted: results are partial")
         out.append("# " + done_line(self.info, summary, len(views)))
@@ -324,15 +465,26 @@ class GrepableWriter(Writer):
         out = []
         for v in views:
             out.append(f"Host: {v.addr} ()\tStatus: Up")
-            ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{service_name(d['port'], d['proto'])}///"
+            ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{self._service(v.addr, d)}/"
                               for d in rows_to_dicts(v.shown))
             line = f"Host: {v.addr} ()\tPorts: {ports}"
             if v.folded:   # nmap names only one ignored state; the largest
                 state, _, n, _ = max(v.folded, key=lambda f: f[2])
                 line += f"\tIgnored State: {state} ({n})"
+            g = self.os_guesses.get(v.addr)
+            if g is not None:
+                line += f"\tOS: {g.name}"
             out.append(line)
         out.append("# " + done_line(self.info, summary, len(views)))
         self.file.write("\n".join(out) + "\n")
+
+    def _service(self, addr: str, d: dict) -> str:
+        """service//version/ of a Ports entry; nmap writes "/" inside a field as "|"."""
+        svc = self.services.get((addr, d["proto"], d["port"])) if self.services else None
+        if svc is None:
+            return f"{service_name(d['port'], d['proto'])}//"
+        name = f"ssl|{svc.name}" if svc.tunnel == "ssl" else svc.name
+        return f"{name}//{svc.version_text.replace('/', '|')}"
 
 
 class XmlWriter(Writer):
@@ -372,8 +524,11 @@ class XmlWriter(Writer):
             for d in rows_to_dicts(v.shown):
                 w(f'<port protocol="{d["proto"]}" portid="{d["port"]}"><state state="{d["state"]}" '
                   f'reason="{d["reason"]}" reason_ttl="{d["ttl"] or 0}"/>'
-                  f'<service name={quoteattr(service_name(d["port"], d["proto"]))} method="table" conf="3"/></port>\n')
-            w("</ports>\n</host>\n")
+                  f'{service_xml(self.services.get((v.addr, d["proto"], d["port"])), d["port"], d["proto"])}</port>\n')
+            w("</ports>\n")
+            if v.addr in self.os_guesses:
+                w(os_xml(self.os_guesses[v.addr], v.rows))
+            w("</host>\n")
         n = i.n_hosts
         summ = done_line(i, summary, len(views))
         exit_attr = 'exit="error" errormsg="interrupted"' if summary.interrupted else 'exit="success"'
@@ -413,6 +568,9 @@ class HostTable:
     """nmap-like: at the end, a port table for every host that answered anything."""
     grouped = True
     error = None
+    services: dict = {}
+    os_guesses: dict = {}
+    set_details = Writer.set_details
 
     def __init__(self, file=sys.stdout, show_all: bool = False, reason: bool = True,
                  buffer: Optional[RowBuffer] = None):
@@ -429,7 +587,7 @@ class HostTable:
             return
         views, silent = host_views(rows, self.show_all)
         for v in views:
-            block = host_block(v, self.reason)
+            block = host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))
             if len(v.up):
                 why, ttl = v.status_reason
                 block.insert(1, f"Host is up ({why}" + (f" ttl {ttl})" if ttl else ")"))
@@ -481,8 +639,11 @@ class Outputs:
     write: errors() lists what failed, so the scan goes on and the store keeps everything."""
 
     def __init__(self, plan: list, info: ScanInfo, show_all: bool = False, reason: bool = False,
-                 terminal: bool = True, table: bool = True, resumed: Optional[np.ndarray] = None):
-        """resumed: the rows an interrupted run already wrote; streams append after them."""
+                 terminal: bool = True, table: bool = True, resumed: Optional[np.ndarray] = None,
+                 details: bool = False):
+        """resumed: the rows an interrupted run already wrote; streams append after them.
+        details: -sV/-O results will come (set_details) before close(): NDJSON and CSV hold
+        their open ports back to write them with the service and OS."""
         self.buffer = RowBuffer()
         if resumed is not None:
             self.buffer.append(resumed)
@@ -499,6 +660,17 @@ class Outputs:
             self.writers.append(HostTable(show_all=show_all, reason=reason, buffer=self.buffer) if table
                                 else OpenPortLines(show_all=show_all))
         self._buffered = any(w.grouped for w in self.writers)
+        for w in self.writers:
+            if isinstance(w, (NdjsonWriter, CsvWriter)) and details and not w.details:
+                w.details = True
+                if isinstance(w, CsvWriter) and not w.failed and w.file.tell() if w.path != "-" else False:
+                    pass
+
+    def set_details(self, services=None, os_guesses=None) -> None:
+        """-sV's {(addr, proto, port): ServiceInfo} and -O's {addr: OsGuess}, before close()."""
+        for w in self.writers:
+            if hasattr(w, "set_details"):
+                w.set_details(services, os_guesses)
 
     def write(self, rows: np.ndarray) -> None:
         if self._buffered:

@@ -67,7 +67,7 @@ def read_ndjson(path) -> tuple[Results, list[dict]]:
 
 SUMMARY_RE = re.compile(
     r"scanner: (?P<hosts>\d+) hosts x (?P<ports>\d+) ports(?P<interrupted> \(interrupted\))?: .*?; "
-    r"(?P<sent>\d+) (?:packets|probes) sent in (?P<elapsed>[\d.]+)s \([\d,]+/s\)"
+    r"(?P<sent>\d+) (?:packets|probes) sent in (?P<elapsed>[\d.]+)s \([\d,]+/s(?: while sending)?\)"
     r"(?:; (?P<bad_cookie>\d+) replies failed the cookie check; (?P<pcap_dropped>\d+) dropped by capture)?")
 
 

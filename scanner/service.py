@@ -1,0 +1,841 @@
+"""Service and version detection (-sV): after the port scan, real kernel-socket connections to
+every open TCP port (many at once, bounded, with timeouts) read the banner and send probes; open
+UDP ports get the UDP probes. Replies are matched against a probe database: our own
+(scanner/data/service-probes.txt, a readable format described at its top) or, with --service-db,
+a file in nmap's nmap-service-probes format.
+
+The order of work per port follows nmap: the NULL probe (just listen for a banner), then the
+probes registered for the port, then the others whose rarity is within --version-intensity; a
+soft match narrows the remaining probes to those that can name that service's version; a TLS
+answer switches to a TLS connection (certificate read, then the same probes inside the tunnel).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import socket
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+DEFAULT_DB = Path(__file__).resolve().parent / "data" / "service-probes.txt"
+DEFAULT_INTENSITY = 7
+NULL_WAIT = 3.0          # seconds to wait for a banner when no probe is registered for the port
+NULL_WAIT_CLIENT = 1.0   # ... when one is (the client probably speaks first: HTTP, TLS, ...)
+PROBE_WAIT = 3.0         # cap on a probe's wait for its answer
+IDLE_AFTER_DATA = 0.4    # stop reading this long after the last data when nothing matched yet
+CONNECT_TIMEOUT = 4.0
+PORT_DEADLINE = 40.0     # at most this long per port, however many probes remain
+MAX_READ = 65536
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class ServiceInfo:
+    """What -sV found on one port (nmap's <service> element)."""
+    name: str
+    product: str = ""
+    version: str = ""
+    extrainfo: str = ""
+    hostname: str = ""
+    ostype: str = ""
+    devicetype: str = ""
+    tunnel: str = ""                 # "ssl" when the service was found inside TLS
+    cpes: list = field(default_factory=list)
+    method: str = "probed"           # "table" when nothing matched (name from the services table)
+    conf: int = 10
+    scripts: dict = field(default_factory=dict)   # nmap script id -> output text (http-title, ssl-cert)
+
+    @property
+    def display_name(self) -> str:
+        return f"ssl/{self.name}" if self.tunnel == "ssl" else self.name
+
+    @property
+    def version_text(self) -> str:
+        """nmap's VERSION column: product version (extrainfo)."""
+        text = " ".join(x for x in (self.product, self.version) if x)
+        if self.extrainfo:
+            text += f" ({self.extrainfo})" if text else self.extrainfo
+        return text
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name}
+        for k in ("product", "version", "extrainfo", "hostname", "ostype", "devicetype", "tunnel"):
+            if getattr(self, k):
+                d[k] = getattr(self, k)
+        if self.cpes:
+            d["cpe"] = list(self.cpes)
+        d["method"], d["conf"] = self.method, self.conf
+        if self.scripts:
+            d["scripts"] = dict(self.scripts)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ServiceInfo":
+        kw = {k: d[k] for k in ("name", "product", "version", "extrainfo", "hostname", "ostype", "devicetype",
+                                "tunnel", "method", "conf") if k in d}
+        return cls(cpes=list(d.get("cpe", [])), scripts=dict(d.get("scripts", {})), **kw)
+
+
+# ---------------------------------------------------------------- the probe database
+
+@dataclass
+class Match:
+    service: str
+    pattern: bytes
+    flags: str = ""
+    soft: bool = False
+    fields: dict = field(default_factory=dict)     # product/version/info/hostname/os/device -> template
+    cpes: list = field(default_factory=list)
+    line: int = 0
+    _regex: object = None
+    _bad: bool = False
+
+    @property
+    def regex(self):
+        if self._regex is None and not self._bad:
+            fl = (re.I if "i" in self.flags else 0) | (re.S if "s" in self.flags else 0)
+            try:
+                self._regex = re.compile(self.pattern, fl)
+            except (re.error, OverflowError, RecursionError):
+                self._bad = True     # a Perl-only construct: this match cannot apply
+        return self._regex
+
+    def apply(self, data: bytes) -> Optional[ServiceInfo]:
+        rx = self.regex
+        if rx is None:
+            return None
+        m = rx.search(data)
+        if not m:
+            return None
+        tunnel, name = "", self.service
+        if name.startswith("ssl/"):
+            tunnel, name = "ssl", name[4:]
+        f = {k: substitute(v, m) for k, v in self.fields.items()}
+        return ServiceInfo(name=name, product=f.get("product", ""), version=f.get("version", ""),
+                           extrainfo=f.get("info", ""), hostname=f.get("hostname", ""), ostype=f.get("os", ""),
+                           devicetype=f.get("device", ""), tunnel=tunnel,
+                           cpes=[c for c in (substitute(c, m) for c in self.cpes) if c], method="probed", conf=10)
+
+
+@dataclass
+class Probe:
+    proto: str                   # tcp or udp
+    name: str
+    payload: bytes
+    rarity: int = 5
+    ports: frozenset = frozenset()
+    sslports: frozenset = frozenset()
+    wait: float = 5.0            # seconds (nmap's totalwaitms)
+    tcpwrapped: float = 0.0      # seconds (nmap's tcpwrappedms)
+    fallback: tuple = ()
+    matches: list = field(default_factory=list)
+
+    def services(self) -> set:
+        return {m.service.split("/", 1)[-1] for m in self.matches if not m.soft}
+
+
+class ProbeDB:
+    def __init__(self, probes: list, excluded: frozenset = frozenset(), source: str = ""):
+        self.probes, self.excluded, self.source = probes, excluded, source
+        self.by_name = {(p.proto, p.name): p for p in probes}
+
+    def null(self, proto: str = "tcp") -> Optional[Probe]:
+        return self.by_name.get((proto, "NULL"))
+
+    def ordered(self, proto: str, port: int, intensity: int, tls: bool = False) -> list:
+        """The probes to try on a port after NULL, nmap's order: those registered for the port
+        first (whatever their rarity), then the rest within the intensity, by rarity."""
+        mine = [p for p in self.probes if p.proto == proto and p.name != "NULL"]
+        reg = [p for p in mine if port in (p.sslports if tls else p.ports)]
+        rest = sorted((p for p in mine if p not in reg and p.rarity <= intensity), key=lambda p: p.rarity)
+        return reg + rest
+
+    def fallbacks(self, probe: Probe) -> list:
+        """The probes whose matches also apply to this probe's answer: itself, its fallbacks,
+        and NULL for TCP (nmap's rule)."""
+        out = [probe]
+        for name in probe.fallback:
+            p = self.by_name.get((probe.proto, name))
+            if p is not None and p not in out:
+                out.append(p)
+        null = self.null("tcp")
+        if probe.proto == "tcp" and null is not None and null not in out:
+            out.append(null)
+        return out
+
+
+def _port_set(text: str) -> frozenset:
+    out = set()
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.update(range(int(a), int(b) + 1))
+        else:
+            out.add(int(part))
+    return frozenset(out)
+
+
+def unescape(text: str) -> bytes:
+    """nmap-style escapes in probe strings: \\r \\n \\t \\0 \\xHH \\\\ and an escaped delimiter."""
+    out, i = bytearray(), 0
+    simple = {"r": 13, "n": 10, "t": 9, "0": 0, "a": 7, "f": 12, "v": 11, "\\": 92}
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            n = text[i + 1]
+            if n == "x" and i + 3 < len(text) + 1:
+                out.append(int(text[i + 2:i + 4], 16))
+                i += 4
+                continue
+            out.append(simple.get(n, ord(n) & 0xFF))
+            i += 2
+            continue
+        out += c.encode("latin-1", "replace")
+        i += 1
+    return bytes(out)
+
+
+_SUBST = re.compile(r"\$(\d)|\$P\((\d)\)|\$SUBST\((\d),\"((?:[^\"\\]|\\.)*)\",\"((?:[^\"\\]|\\.)*)\"\)"
+                    r"|\$I\((\d),\"([<>])\"\)")
+
+
+def substitute(template: str, m) -> str:
+    """$1, $P(1) (printable characters only), $SUBST(1,"a","b") and $I(1,">") (an integer)."""
+    def group(n):
+        try:
+            return m.group(int(n)) or b""
+        except (IndexError, re.error):
+            return b""
+
+    def rep(x):
+        if x.group(1):
+            return group(x.group(1)).decode("latin-1")
+        if x.group(2):
+            return "".join(chr(b) for b in group(x.group(2)) if 32 <= b < 127)
+        if x.group(3):
+            return group(x.group(3)).decode("latin-1").replace(x.group(4), x.group(5))
+        raw = group(x.group(6))
+        return str(int.from_bytes(raw, "big" if x.group(7) == ">" else "little")) if raw else ""
+    return _SUBST.sub(rep, template).strip()
+
+
+# -- nmap's nmap-service-probes
+
+_NMAP_FIELD = re.compile(r"\s*(cpe:|[pvihod])([^\w\s])")
+
+
+def _delimited(text: str, i: int, delim: str) -> tuple:
+    """(content, index after the closing delimiter) for content starting at text[i]."""
+    j = text.find(delim, i)
+    if j < 0:
+        raise ValueError("unterminated field")
+    return text[i:j], j + 1
+
+
+def parse_nmap_match(rest: str, soft: bool, lineno: int) -> Match:
+    service, rest = rest.strip().split(None, 1)
+    if not rest.startswith("m"):
+        raise ValueError("expected m<delim>regex<delim>")
+    delim = rest[1]
+    pattern, i = _delimited(rest, 2, delim)
+    flags = ""
+    while i < len(rest) and rest[i] in "is":
+        flags += rest[i]
+        i += 1
+    fields, cpes = {}, []
+    names = {"p": "product", "v": "version", "i": "info", "h": "hostname", "o": "os", "d": "device"}
+    while True:
+        m = _NMAP_FIELD.match(rest, i)
+        if not m:
+            break
+        value, i = _delimited(rest, m.end(), m.group(2))
+        if m.group(1) == "cpe:":
+            cpes.append("cpe:/" + value)
+            if i < len(rest) and rest[i] == "a":
+                i += 1
+        else:
+            fields[names[m.group(1)]] = value
+    return Match(service, pattern.encode("latin-1"), flags, soft, fields, cpes, lineno)
+
+
+def parse_nmap_db(text: str, source: str = "") -> ProbeDB:
+    probes, excluded, cur = [], frozenset(), None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        try:
+            if word == "Probe":
+                proto, name, q = rest.split(None, 2)
+                if not q.startswith("q"):
+                    raise ValueError("expected q<delim>payload<delim>")
+                payload, _ = _delimited(q, 2, q[1])
+                cur = Probe(proto.lower(), name, unescape(payload))
+                probes.append(cur)
+            elif word == "Exclude":
+                excluded = _port_set(rest.replace("T:", "").replace("U:", ""))
+            elif cur is None:
+                continue
+            elif word in ("match", "softmatch"):
+                cur.matches.append(parse_nmap_match(rest, word == "softmatch", lineno))
+            elif word == "ports":
+                cur.ports = _port_set(rest)
+            elif word == "sslports":
+                cur.sslports = _port_set(rest)
+            elif word == "rarity":
+                cur.rarity = int(rest)
+            elif word == "totalwaitms":
+                cur.wait = int(rest) / 1000
+            elif word == "tcpwrappedms":
+                cur.tcpwrapped = int(rest) / 1000
+            elif word == "fallback":
+                cur.fallback = tuple(x.strip() for x in rest.split(",") if x.strip())
+        except (ValueError, IndexError, KeyError):
+            continue      # a line this parser does not understand: skip it, as nmap skips bad matches
+    return ProbeDB(probes, excluded, source)
+
+
+# -- our own format (see the top of data/service-probes.txt)
+
+_OWN_KEYS = {"product": "product", "version": "version", "info": "info", "hostname": "hostname",
+             "os": "os", "device": "device"}
+
+
+def parse_own_match(rest: str, soft: bool, lineno: int) -> Match:
+    service, rest = rest.strip().split(None, 1)
+    if not rest.startswith("/"):
+        raise ValueError(f"line {lineno}: the pattern must be written /regex/flags")
+    i, pattern = 1, []
+    while i < len(rest) and rest[i] != "/":
+        if rest[i] == "\\" and i + 1 < len(rest):
+            pattern.append(rest[i:i + 2] if rest[i + 1] != "/" else "/")
+            i += 2
+            continue
+        pattern.append(rest[i])
+        i += 1
+    if i >= len(rest):
+        raise ValueError(f"line {lineno}: unterminated /regex/")
+    i += 1
+    flags = ""
+    while i < len(rest) and rest[i] in "is":
+        flags += rest[i]
+        i += 1
+    fields, cpes = {}, []
+    for tok in shlex.split(rest[i:]):
+        key, eq, value = tok.partition("=")
+        if not eq:
+            raise ValueError(f"line {lineno}: expected key=value, got {tok!r}")
+        if key == "cpe":
+            cpes.append(value)
+        elif key in _OWN_KEYS:
+            fields[_OWN_KEYS[key]] = value
+        else:
+            raise ValueError(f"line {lineno}: unknown field {key!r}")
+    return Match(service, "".join(pattern).encode("latin-1"), flags, soft, fields, cpes, lineno)
+
+
+def parse_own_db(text: str, source: str = "") -> ProbeDB:
+    probes, cur = [], None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        if word == "probe":
+            proto, name, payload = rest.split(None, 2)
+            if payload.startswith("hex:"):
+                data = bytes.fromhex(payload[4:].replace(" ", ""))
+            elif payload.startswith('"') and payload.endswith('"'):
+                data = unescape(payload[1:-1])
+            else:
+                raise ValueError(f"{source}:{lineno}: the payload must be \"quoted\" or hex:...")
+            cur = Probe(proto.lower(), name, data)
+            probes.append(cur)
+        elif cur is None:
+            raise ValueError(f"{source}:{lineno}: {word} before the first probe")
+        elif word in ("match", "softmatch"):
+            cur.matches.append(parse_own_match(rest, word == "softmatch", lineno))
+        elif word == "ports":
+            cur.ports = _port_set(rest)
+        elif word == "tlsports":
+            cur.sslports = _port_set(rest)
+        elif word == "rarity":
+            cur.rarity = int(rest)
+        elif word == "wait":
+            cur.wait = float(rest)
+        elif word == "fallback":
+            cur.fallback = tuple(x.strip() for x in rest.split(",") if x.strip())
+        else:
+            raise ValueError(f"{source}:{lineno}: unknown keyword {word!r}")
+    return ProbeDB(probes, frozenset(), source)
+
+
+def load_db(path=None) -> ProbeDB:
+    """Our database, or the file at PATH in either format (nmap's starts its probes with 'Probe')."""
+    from .errors import InputError
+    p = Path(path) if path else DEFAULT_DB
+    try:
+        text = p.read_text(encoding="latin-1")
+    except OSError as e:
+        raise InputError(f"cannot read the service database '{p}': {e.strerror}") from None
+    nmap_format = bool(re.search(r"^Probe (TCP|UDP) ", text, re.M))
+    try:
+        db = parse_nmap_db(text, str(p)) if nmap_format else parse_own_db(text, str(p))
+    except ValueError as e:
+        raise InputError(f"bad service database '{p}': {e}") from None
+    if not db.probes:
+        raise InputError(f"no probes in the service database '{p}'")
+    return db
+
+
+def match_reply(db: ProbeDB, probe: Probe, data: bytes, only: Optional[set] = None):
+    """(hard ServiceInfo or None, soft ServiceInfo or None) for a probe's answer."""
+    soft = None
+    for p in db.fallbacks(probe):
+        for m in p.matches:
+            if only is not None and m.service.split("/", 1)[-1] not in only:
+                continue
+            if m.soft and soft is not None:
+                continue
+            info = m.apply(data)
+            if info is None:
+                continue
+            if not m.soft:
+                return info, soft
+            soft = info
+    return None, soft
+
+
+# ---------------------------------------------------------------- TLS certificates (DER)
+
+_OIDS = {"2.5.4.3": "commonName", "2.5.4.6": "countryName", "2.5.4.7": "localityName",
+         "2.5.4.8": "stateOrProvinceName", "2.5.4.10": "organizationName",
+         "2.5.4.11": "organizationalUnitName", "1.2.840.113549.1.9.1": "emailAddress",
+         "2.5.4.5": "serialNumber"}
+
+
+def _der(data: bytes, i: int) -> tuple:
+    """(tag, content start, content end) of the DER element at data[i]."""
+    tag, n = data[i], data[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n = int.from_bytes(data[i:i + k], "big")
+        i += k
+    return tag, i, i + n
+
+
+def _children(data: bytes, start: int, end: int) -> list:
+    out = []
+    while start < end:
+        tag, s, e = _der(data, start)
+        out.append((tag, s, e))
+        start = e
+    return out
+
+
+def _oid(b: bytes) -> str:
+    parts, v = [b[0] // 40, b[0] % 40], 0
+    for x in b[1:]:
+        v = (v << 7) | (x & 0x7F)
+        if not x & 0x80:
+            parts.append(v)
+            v = 0
+    return ".".join(map(str, parts))
+
+
+def _name(data: bytes, s: int, e: int) -> list:
+    out = []
+    for _, rs, re_ in _children(data, s, e):           # SET
+        for _, as_, ae in _children(data, rs, re_):     # SEQUENCE {oid, value}
+            (ot, os_, oe), (vt, vs, ve) = _children(data, as_, ae)[:2]
+            oid = _oid(data[os_:oe])
+            out.append((_OIDS.get(oid, oid), data[vs:ve].decode("utf-8", "replace")))
+    return out
+
+
+def _time(data: bytes, tag: int, s: int, e: int) -> str:
+    t = data[s:e].decode("ascii", "replace").rstrip("Z")
+    if tag == 0x17:     # UTCTime YYMMDDHHMMSS
+        yy = int(t[:2])
+        t = ("19" if yy >= 50 else "20") + t
+    return f"{t[0:4]}-{t[4:6]}-{t[6:8]}T{t[8:10]}:{t[10:12]}:{t[12:14]}"
+
+
+def parse_certificate(der: bytes) -> dict:
+    """subject, issuer ([(attribute, value)]), not_before/not_after (ISO), names (SANs) of an
+    X.509 certificate."""
+    _, s, e = _der(der, 0)
+    tbs = _children(der, s, e)[0]
+    items = _children(der, tbs[1], tbs[2])
+    if items and items[0][0] == 0xA0:      # [0] version
+        items = items[1:]
+    issuer, validity, subject = items[2], items[3], items[4]
+    nb, na = _children(der, validity[1], validity[2])[:2]
+    out = {"subject": _name(der, subject[1], subject[2]), "issuer": _name(der, issuer[1], issuer[2]),
+           "not_before": _time(der, nb[0], nb[1], nb[2]), "not_after": _time(der, na[0], na[1], na[2]),
+           "names": []}
+    for tag, xs, xe in items[5:]:
+        if tag != 0xA3:
+            continue
+        for _, es, ee in _children(der, *_children(der, xs, xe)[0][1:]):
+            parts = _children(der, es, ee)
+            if _oid(der[parts[0][1]:parts[0][2]]) != "2.5.29.17":
+                continue
+            _, os_, oe = parts[-1]                        # OCTET STRING holding GeneralNames
+            _, gs, ge = _der(der, os_)
+            for gt, vs, ve in _children(der, gs, ge):
+                if gt == 0x82:
+                    out["names"].append("DNS:" + der[vs:ve].decode("ascii", "replace"))
+                elif gt == 0x87:
+                    import ipaddress
+                    out["names"].append("IP Address:" + str(ipaddress.ip_address(der[vs:ve])))
+    return out
+
+
+def cert_text(cert: dict) -> str:
+    """nmap's ssl-cert script output."""
+    def dn(items):
+        return "/".join(f"{k}={v}" for k, v in items)
+    lines = [f"Subject: {dn(cert['subject'])}"]
+    if cert["names"]:
+        lines.append("Subject Alternative Name: " + ", ".join(cert["names"]))
+    lines += [f"Issuer: {dn(cert['issuer'])}", f"Not valid before: {cert['not_before']}",
+              f"Not valid after:  {cert['not_after']}"]
+    return "\n".join(lines)
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+
+
+def http_title(data: bytes) -> Optional[str]:
+    if not data.startswith(b"HTTP/"):
+        return None
+    m = _TITLE.search(data)
+    if m:
+        return " ".join(m.group(1).decode("utf-8", "replace").split())[:200]
+    return None
+
+
+# ---------------------------------------------------------------- talking to ports
+
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    except (ssl.SSLError, ValueError):
+        pass
+    return ctx
+
+
+@dataclass
+class Exchange:
+    data: bytes = b""
+    closed: bool = False         # the peer closed the connection
+    refused: bool = False        # could not connect at all
+    elapsed: float = 0.0
+    cert: Optional[bytes] = None
+
+
+async def tcp_exchange(host: str, port: int, payload: bytes, wait: float, tls: Optional[ssl.SSLContext] = None,
+                       done: Optional[Callable[[bytes], bool]] = None) -> Exchange:
+    """Connects, sends payload (if any), reads until `done(data)`, the peer closes, wait seconds
+    pass, or the line is idle a moment after some data."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    out = Exchange()
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls, server_hostname=None if tls is None else "",
+                                    **({"ssl_handshake_timeout": CONNECT_TIMEOUT} if tls else {})),
+            CONNECT_TIMEOUT)
+    except (OSError, asyncio.TimeoutError, ssl.SSLError, EOFError):
+        out.refused = True
+        return out
+    try:
+        if tls is not None:
+            obj = writer.get_extra_info("ssl_object")
+            out.cert = obj.getpeercert(binary_form=True) if obj else None
+        if payload:
+            writer.write(payload)
+            await writer.drain()
+        buf = bytearray()
+        deadline = t0 + wait
+        while len(buf) < MAX_READ:
+            left = deadline - loop.time()
+            if buf:
+                left = min(left, IDLE_AFTER_DATA)
+            if left <= 0:
+                break
+            try:
+                chunk = await asyncio.wait_for(reader.read(8192), left)
+            except asyncio.TimeoutError:
+                break
+            if not chunk:
+                out.closed = True
+                break
+            buf += chunk
+            if done is not None and done(bytes(buf)):
+                break
+        out.data = bytes(buf)
+    except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+        out.closed = True
+    finally:
+        out.elapsed = loop.time() - t0
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            pass
+    return out
+
+
+async def udp_exchange(host: str, port: int, payload: bytes, wait: float) -> Optional[bytes]:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    try:
+        s.connect((host, port))
+        await loop.sock_sendall(s, payload)
+        return await asyncio.wait_for(loop.sock_recv(s, MAX_READ), wait)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    finally:
+        s.close()
+
+
+class ServiceScanner:
+    """Runs -sV over many ports at once: scan(ports) -> {(addr, proto, port): ServiceInfo}."""
+
+    def __init__(self, db: Optional[ProbeDB] = None, intensity: int = DEFAULT_INTENSITY,
+                 concurrency: int = 128, null_wait: float = NULL_WAIT, probe_wait: float = PROBE_WAIT,
+                 port_deadline: float = PORT_DEADLINE):
+        self.db = db or load_db()
+        self.intensity = intensity
+        self.concurrency = concurrency
+        self.null_wait, self.probe_wait, self.port_deadline = null_wait, probe_wait, port_deadline
+        self.total = self.done = self.found = 0
+        self.started = 0.0
+        self._lock = threading.Lock()
+
+    # -- one TCP port
+    async def tcp_port(self, host: str, port: int) -> Optional[ServiceInfo]:
+        db = self.db
+        ctx = None
+        soft = None
+        cert = None
+        title = None
+        got_data = False
+        started = time.monotonic()
+        tunnel = ""
+        while True:
+            null = db.null("tcp")
+            order = db.ordered("tcp", port, self.intensity, tls=ctx is not None)
+            registered = any(port in (p.sslports if ctx else p.ports) for p in order)
+            steps = ([null] if null is not None else []) + order
+            restart = False
+            for probe in steps:
+                if time.monotonic() - started > self.port_deadline:
+                    break
+                only = None
+                if soft is not None:
+                    only = {soft.name}
+                    if probe.name != "NULL" and not ({soft.name} & probe.services()):
+                        continue
+                if probe.name == "NULL":
+                    wait = min(probe.wait, NULL_WAIT_CLIENT if registered else self.null_wait)
+                else:
+                    wait = min(probe.wait, self.probe_wait)
+
+                def done(data, probe=probe, only=only):
+                    return match_reply(db, probe, data, only)[0] is not None
+
+                ex = await tcp_exchange(host, port, probe.payload, wait, ctx, done)
+                if ex.refused:
+                    if ctx is not None and cert is None:      # TLS handshake failed: plain after all
+                        ctx, tunnel = None, ""
+                    break
+                if ex.cert and cert is None:
+                    try:
+                        cert = parse_certificate(ex.cert)
+                    except (IndexError, ValueError):
+                        cert = {}
+                if probe.name == "NULL" and not ex.data and ex.closed and ex.elapsed < 2.0 and ctx is None:
+                    return ServiceInfo("tcpwrapped", conf=8)
+                if not ex.data:
+                    continue
+                got_data = True
+                title = title or http_title(ex.data)
+                hard, s = match_reply(db, probe, ex.data, only)
+                if hard is not None and hard.name in ("ssl", "tls") and ctx is None and not hard.tunnel:
+                    ctx, tunnel, restart = tls_context(), "ssl", True     # look inside the tunnel
+                    soft = None
+                    break
+                if hard is not None:
+                    if tunnel:
+                        hard.tunnel = "ssl"
+                    return self._finish(hard, cert, title)
+                if s is not None and soft is None:
+                    soft = s
+            if not restart:
+                break
+        if soft is not None:
+            if tunnel:
+                soft.tunnel = "ssl"
+            return self._finish(soft, cert, title)
+        if tunnel:
+            return self._finish(ServiceInfo("ssl", tunnel="", conf=10), cert, title)
+        return None if not got_data else ServiceInfo("unknown", method="probed", conf=0)
+
+    @staticmethod
+    def _finish(info: ServiceInfo, cert, title) -> ServiceInfo:
+        if cert:
+            info.scripts["ssl-cert"] = cert_text(cert)
+        if title and info.name.startswith("http"):
+            info.scripts["http-title"] = title
+        return info
+
+    # -- one UDP port
+    async def udp_port(self, host: str, port: int) -> Optional[ServiceInfo]:
+        started = time.monotonic()
+        soft = None
+        for probe in self.db.ordered("udp", port, self.intensity):
+            if time.monotonic() - started > self.port_deadline:
+                break
+            if soft is not None and soft.name not in probe.services():
+                continue
+            data = await udp_exchange(host, port, probe.payload, min(probe.wait, self.probe_wait))
+            if not data:
+                continue
+            hard, s = match_reply(self.db, probe, data, None if soft is None else {soft.name})
+            if hard is not None:
+                return hard
+            soft = soft or s
+        return soft
+
+    # -- all of them
+    async def _run(self, targets: list) -> dict:
+        sem = asyncio.Semaphore(self.concurrency)
+        results = {}
+
+        async def one(addr, proto, port):
+            async with sem:
+                try:
+                    info = await (self.tcp_port(addr, port) if proto == "tcp" else self.udp_port(addr, port))
+                except Exception as e:      # noqa: BLE001 - one odd server must not end the scan
+                    info = None
+                    print(f"scanner: service scan of {addr}:{port}/{proto} failed: {e!r}", file=sys.stderr)
+            with self._lock:
+                self.done += 1
+                if info is not None and info.method == "probed" and info.name != "unknown":
+                    self.found += 1
+            if info is not None:
+                results[(addr, proto, port)] = info
+
+        await asyncio.gather(*(one(*t) for t in targets))
+        return results
+
+    def scan(self, targets) -> dict:
+        """targets: [(addr, proto, port)]; ports in the database's Exclude list are skipped."""
+        targets = [t for t in targets if t[2] not in self.db.excluded]
+        self.total, self.done, self.found = len(targets), 0, 0
+        self.started = time.monotonic()
+        raise_fd_limit(self.concurrency * 2 + 64)
+        return asyncio.run(self._run(targets)) if targets else {}
+
+    def progress(self) -> dict:
+        return {"done": self.done, "total": self.total, "found": self.found,
+                "elapsed": time.monotonic() - self.started}
+
+
+def raise_fd_limit(want: int) -> None:
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+class ServiceProgress:
+    """'service scan: 12/40 ports done, 9 identified, 0:00:03' on stderr: rewritten in place on a
+    terminal, a plain line every `every` seconds for logs."""
+
+    def __init__(self, scanner: ServiceScanner, live: bool = True, every: Optional[float] = None,
+                 stream=None, tick: float = 0.25):
+        self.scanner, self.every, self.tick = scanner, every, tick
+        self.stream = stream or sys.stderr
+        try:
+            self.live = live and self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.live = False
+        self._stop = threading.Event()
+        self._thread = None
+        self._shown = False
+
+    def text(self) -> str:
+        p = self.scanner.progress()
+        e = int(p["elapsed"])
+        return (f"service scan: {p['done']}/{p['total']} ports done, {p['found']} identified, "
+                f"{e // 3600}:{e // 60 % 60:02d}:{e % 60:02d}")
+
+    def _write(self, s: str) -> None:
+        try:
+            self.stream.write(s)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _run(self) -> None:
+        next_log = time.monotonic() + self.every if self.every else None
+        while not self._stop.wait(min(self.tick, self.every) if self.every else self.tick):
+            if next_log is not None and time.monotonic() >= next_log:
+                next_log += self.every
+                self._write(("\r\033[K" if self._shown else "") + f"scanner: {self.text()}\n")
+                self._shown = False
+            if self.live:
+                self._write("\r\033[K" + self.text())
+                self._shown = True
+
+    def __enter__(self):
+        if self.live or self.every:
+            self._thread = threading.Thread(target=self._run, name="service-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        if self._shown:
+            self._write("\r\033[K")
+
+
+def service_targets(rows) -> list:
+    """[(addr, proto, port)] of the open TCP ports and answering UDP ports among RESULT_DTYPE rows."""
+    from .states import STATES, addresses
+    mask = rows["state"] == STATES["open"]
+    rows = rows[mask]
+    seen, out = set(), []
+    for addr, proto, port in zip(addresses(rows), rows["proto"].tolist(), rows["port"].tolist()):
+        key = (addr, "tcp" if proto == 6 else "udp" if proto == 17 else None, port)
+        if key[1] and key not in seen:
+            seen.add(key)
+            out.append(key)
+    return out
