@@ -112,6 +112,12 @@ def scan(
     show_all: bool = typer.Option(False, "--show-all", help="List unanswered ports too (all outputs)."),
     reason: bool = typer.Option(False, "--reason", help="Show why each port has its state."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No notes or summary on stderr."),
+    version_scan: bool = typer.Option(False, "-sV", help="Service/version detection of open ports."),
+    os_scan: bool = typer.Option(False, "-O", help="OS detection from the SYN-ACKs and RSTs seen."),
+    aggressive: bool = typer.Option(False, "-A", help="-sV and -O together."),
+    version_intensity: int = typer.Option(7, "--version-intensity", help="-sV: 0 (light) to 9 (all probes)."),
+    service_db: Optional[str] = typer.Option(None, "--service-db", help="-sV: probes and matches from this "
+                                             "file (ours, or nmap's nmap-service-probes)."),
 ):
     """Scan TARGETS: host discovery, then a port scan with one TCP technique and/or UDP.
 
@@ -185,14 +191,21 @@ def scan(
     if not quiet:
         for note in notes:
             print(f"scanner: {note}", file=sys.stderr)
+    if not 0 <= version_intensity <= 9:
+        raise InputError(f"bad --version-intensity {version_intensity}: must be 0 to 9")
+    post = None
+    if (version_scan or os_scan or aggressive) and not ping_only:
+        from .service import PostScan
+        post = PostScan(version_scan or aggressive, os_scan or aggressive, version_intensity, service_db,
+                        concurrency=max_parallelism or 128)
     run_scan(target_set, discovery, jobs, common, outputs, all_out, show_all=show_all, reason=reason,
              quiet=quiet, max_parallelism=max_parallelism, table=table, db=db, no_db=no_db,
-             stats_every=stats_every, resume=_RESUME)
+             stats_every=stats_every, resume=_RESUME, post=post)
 
 
 def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_all=False, reason=False,
              quiet=False, max_parallelism=None, table=True, db=None, no_db=False, stats_every=None,
-             resume=None) -> None:
+             resume=None, post=None) -> None:
     """Host discovery (unless skipped), then each scan job over the hosts found up, with every
     output (files, terminal, the store, progress). Output paths and the store are opened before
     the first probe; a write that fails mid-scan stops only that output, is reported at the end,
@@ -216,16 +229,18 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
                      for kind, probes in jobs for t in dict.fromkeys(tt for tt, _ in probes.slots))
     first = scaninfo[0] if scaninfo else ("ping", "ip", ())
     info = ScanInfo(command=command_line(), scan_type=first[0], protocol=first[1], ports=first[2],
-                    n_hosts=targets.count, scaninfo=scaninfo)
+                    n_hosts=targets.count, scaninfo=scaninfo, assume_up=discovery is None)
     store = None if no_db else Store(db)
     outs = Outputs(plan, info, show_all=show_all, reason=reason, table=table,
-                   resumed=resume.rows if resume else None)
+                   resumed=resume.rows if resume else None, details=post is not None)
     record = scan_record_config(common, info, show_all)
     # Unanswered probes (possibly millions) are stored one by one only with --show-all.
     recorder = (Recorder(store, info, record, unanswered=show_all, scan_id=resume.scan_id if resume else None)
                 if store else None)
     # Written off the capture thread; the store first: it must survive a failing output.
-    sink = BackgroundSink([recorder, outs])
+    sink = BackgroundSink([recorder, outs, post.collector if post else None])  # post: -sV/-O
+    if post is not None and resume is not None and resume.rows is not None:
+        post.collector.write(resume.rows)
     total = ScanSummary(**(resume.summary if resume else {}))
     total.interrupted = False
     stages = ([("discovery", discovery)] if discovery is not None else []) + list(jobs)
@@ -271,6 +286,10 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
                     print(summary_line(config, summary), file=sys.stderr)
             if summary.interrupted:
                 break
+        if post is not None and not total.interrupted:
+            sink.close()                 # every row in: then -sV / -O
+            post.run(outs, recorder, quiet, stats_every)
+            total.elapsed += post.elapsed
     except InputError:
         if recorder and not at["started"] and not resume:   # refused before sending: nothing to record
             store.discard(recorder.scan_id)
@@ -412,7 +431,10 @@ def show(
         raise InputError(f"bad --format '{fmt}': one of {', '.join(FORMATS)}")
     store = Store(db, create=False)
     record = store.scan(scan_id)
-    writer = make_writer(FORMATS[fmt], out, scan_info(record), show_all=show_all, reason=reason)
+    services, os_guesses = store.details(record.id)        # -sV / -O results, if any
+    writer = make_writer(FORMATS[fmt], out, scan_info(record), show_all=show_all, reason=reason,
+                         details=bool(services or os_guesses))
+    writer.set_details(services, os_guesses)
     writer.write(store.rows(record.id))
     writer.close(summary_of(record))
     if writer.error and writer.errno == errno.EPIPE:    # e.g. | head: not worth a message

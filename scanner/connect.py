@@ -38,7 +38,9 @@ def default_concurrency() -> int:
 
 
 class ConnectScan:
-    def __init__(self, config, concurrency: int | None = None, timeout: float = 1.0, resume=None):
+    # Above a second: an IPv6 connect learns of an ICMPv6 reject only when its SYN is resent
+    # (about 1 s after connect() on Linux), and nmap then reports the reject, not a timeout.
+    def __init__(self, config, concurrency: int | None = None, timeout: float = 1.5, resume=None):
         self.config = config
         self.space = config.space
         self.resume = resume

@@ -49,8 +49,8 @@ REJECTS = {  # LabSpec.reject_tcp value -> (nft reject clause, nmap reason)
     "net-unreachable": ("reject with icmp type net-unreachable", "net-unreach"),
 }
 # The same kinds of rejection for IPv6 (nft clause, nmap reason).  ICMPv6 has no
-# host/net unreachable: the nearest codes are address unreachable (3) and no
-# route to destination (0).
+# host/net unreachable: the nearest codes are address unreachable (3), which
+# nmap 7.93 reports as host-unreach, and no route to destination (0), no-route.
 REJECTS6 = {
     "tcp-reset": ("reject with tcp reset", "reset"),
     "port-unreachable": ("reject with icmpv6 type port-unreachable", "port-unreach"),

@@ -44,6 +44,7 @@ class ScanInfo:
     version: str = VERSION
     scanner: str = "scanner"
     scaninfo: tuple = ()     # ((type, protocol, ports), ...) when a scan has several; else the above
+    assume_up: bool = False  # -Pn: every target is up, answered or not (nmap: reason user-set)
 
     @property
     def services(self) -> str:
@@ -114,12 +115,15 @@ class HostView:
     def status_reason(self) -> tuple:
         """(reason, ttl) of the reply that showed the host is up (nmap: status reason)."""
         answered = self.up if len(self.up) else self.rows[self.rows["reason"] != NO_RESPONSE]
+        if not len(answered):
+            return "user-set", 0         # -Pn: up because the user said so
         first = answered[0]
         return REASON_NAMES[int(first["reason"])], int(first["ttl"])
 
 
-def host_views(rows: np.ndarray, show_all: bool):
-    """(answering hosts as HostViews, number of hosts that never answered). rows: sorted."""
+def host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False):
+    """(hosts as HostViews, number of hosts left out because they never answered; with
+    assume_up (-Pn), every host is shown). rows: sorted."""
     if not len(rows):
         return [], 0
     keys = host_keys(rows)
@@ -129,7 +133,7 @@ def host_views(rows: np.ndarray, show_all: bool):
     views, silent = [], 0
     for s, e in zip(starts.tolist(), ends.tolist()):
         mine = rows[s:e]
-        if not np.any(mine["reason"] != NO_RESPONSE):
+        if not assume_up and not np.any(mine["reason"] != NO_RESPONSE):
             silent += 1
             continue
         up, mine = mine[mine["state"] == UP], mine[mine["state"] != UP]
@@ -191,10 +195,9 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
 def os_lines(g) -> list:
     """nmap's OS section of a host (normal output)."""
     out = [f"Device type: {g.type or 'general purpose'}", f"Running: {g.running}"]
-    cpes = list(dict.fromkeys(g.cpes + [o[6] for o in g.others if o[6]]))
-    if cpes:
-        out.append("OS CPE: " + " ".join(cpes))
-    if g.accuracy >= 95 and not g.others:
+    if g.cpes:
+        out.append("OS CPE: " + " ".join(g.cpes))
+    if g.accuracy == 100:                   # every piece of evidence fits (nmap: an exact match)
         out.append(f"OS details: {g.name}")
     else:
         out.append("Aggressive OS guesses: " + ", ".join(f"{n} ({a}%)" for n, a in
@@ -238,13 +241,18 @@ def service_xml(svc, port: int, proto: str) -> str:
     attrs = [("name", svc.name), ("product", svc.product), ("version", svc.version),
              ("extrainfo", svc.extrainfo), ("hostname", svc.hostname), ("ostype", svc.ostype),
              ("devicetype", svc.devicetype), ("tunnel", svc.tunnel)]
-    head = "<service " + " ".join(f"{k}={quoteattr(v)}" for k, v in attrs if v)
+    head = "<service " + " ".join(f"{k}={quoteattr(_xml_chars(v))}" for k, v in attrs if v)
     head += f' method="{svc.method}" conf="{svc.conf}"'
     cpes = "".join(f"<cpe>{xml_escape(c)}</cpe>" for c in svc.cpes)
     out = head + (f">{cpes}</service>" if cpes else "/>")
     for sid, text in sorted(svc.scripts.items()):
-        out += f"<script id={quoteattr(sid)} output={quoteattr(text)}/>"
+        out += f"<script id={quoteattr(sid)} output={quoteattr(_xml_chars(text))}/>"
     return out
+
+
+def _xml_chars(text: str) -> str:
+    """Without the control characters XML 1.0 cannot carry (servers' banners may hold any byte)."""
+    return "".join(c for c in text if c >= " " or c in "\t\n\r")
 
 
 def os_xml(g, rows) -> str:
@@ -429,16 +437,17 @@ class NormalWriter(Writer):
     option = "-oN"
     grouped = True
 
-    def __init__(self, path, info=None, buffer=None, show_all: bool = False, reason: bool = False):
+    def __init__(self, path, info=None, buffer=None, show_all: bool = False, reason: bool = False,
+                 append: bool = False):
         self.reason = reason
-        super().__init__(path, info, buffer, show_all)
+        super().__init__(path, info, buffer, show_all, append)
 
     def header(self):
         i = self.info
         self.file.write(f"# Nmap {i.version} scan initiated {nmap_time(i.start)} as: {i.command}\n")
 
     def footer(self, summary):
-        views, _ = host_views(self.buffer.rows(), self.show_all)
+        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
         out = []
         for v in views:
             reason, ttl = v.status_reason
@@ -461,7 +470,7 @@ class GrepableWriter(Writer):
         self.file.write(f"# Nmap {i.version} scan initiated {nmap_time(i.start)} as: {i.command}\n")
 
     def footer(self, summary):
-        views, _ = host_views(self.buffer.rows(), self.show_all)
+        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
         out = []
         for v in views:
             out.append(f"Host: {v.addr} ()\tStatus: Up")
@@ -508,7 +517,7 @@ class XmlWriter(Writer):
     def footer(self, summary):
         i = self.info
         start, end = int(i.start), int(i.start + summary.elapsed)
-        views, _ = host_views(self.buffer.rows(), self.show_all)
+        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
         out = io.StringIO()
         w = out.write
         for v in views:
@@ -573,8 +582,8 @@ class HostTable:
     set_details = Writer.set_details
 
     def __init__(self, file=sys.stdout, show_all: bool = False, reason: bool = True,
-                 buffer: Optional[RowBuffer] = None):
-        self.file, self.show_all, self.reason = file, show_all, reason
+                 buffer: Optional[RowBuffer] = None, assume_up: bool = False):
+        self.file, self.show_all, self.reason, self.assume_up = file, show_all, reason, assume_up
         self.buffer, self._own_buffer = (buffer, False) if buffer is not None else (RowBuffer(), True)
 
     def write(self, rows: np.ndarray) -> None:
@@ -585,7 +594,7 @@ class HostTable:
         rows = self.buffer.rows()
         if not len(rows):
             return
-        views, silent = host_views(rows, self.show_all)
+        views, silent = host_views(rows, self.show_all, self.assume_up)
         for v in views:
             block = host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))
             if len(v.up):
@@ -628,9 +637,12 @@ def plan_outputs(options: dict, all_basename: Optional[str] = None) -> list:
 
 
 def make_writer(option: str, path: str, info: ScanInfo, buffer: Optional[RowBuffer] = None,
-                show_all: bool = False, reason: bool = False, append: bool = False):
+                show_all: bool = False, reason: bool = False, append: bool = False, details: bool = False):
+    """details: -sV/-O results will be set (set_details) before close()."""
     cls = FILE_WRITERS[option]
     kwargs = {"reason": reason} if cls is NormalWriter else {}
+    if cls is CsvWriter and details:
+        kwargs["details"] = True
     return cls(path, info, buffer, show_all=show_all, append=append, **kwargs)
 
 
@@ -651,20 +663,19 @@ class Outputs:
         try:
             for opt, path in plan:
                 self.writers.append(make_writer(opt, path, info, self.buffer, show_all, reason,
-                                                append=resumed is not None))
+                                                append=resumed is not None, details=details))
         except InputError:
             self.close(None)
             raise
         self.to_stdout = any(path == "-" for _, path in plan)
         if terminal and not self.to_stdout:
-            self.writers.append(HostTable(show_all=show_all, reason=reason, buffer=self.buffer) if table
+            self.writers.append(HostTable(show_all=show_all, reason=reason, buffer=self.buffer,
+                                          assume_up=info.assume_up) if table
                                 else OpenPortLines(show_all=show_all))
         self._buffered = any(w.grouped for w in self.writers)
         for w in self.writers:
-            if isinstance(w, (NdjsonWriter, CsvWriter)) and details and not w.details:
+            if isinstance(w, NdjsonWriter) and details:
                 w.details = True
-                if isinstance(w, CsvWriter) and not w.failed and w.file.tell() if w.path != "-" else False:
-                    pass
 
     def set_details(self, services=None, os_guesses=None) -> None:
         """-sV's {(addr, proto, port): ServiceInfo} and -O's {addr: OsGuess}, before close()."""

@@ -127,7 +127,125 @@ def test_third_party(lab):
     assert "default" not in r.stdout and "198.18." not in r.stdout
 
 
+def test_ipv6_off_without_prefix6(lab):
+    for run in (lab.run, lab.run_target):
+        r = run(["sysctl", "-n", "net.ipv6.conf.all.disable_ipv6"], capture_output=True, text=True)
+        assert r.stdout.strip() == "1"
+
+
+SPEC6 = dict(prefix="198.18.2.0/30", prefix6="2001:2::/126", live_every=2, open_tcp=(22,), open_udp=(53,),
+             drop_tcp=(8080,), drop_udp=(5000,),
+             reject_tcp={8443: "admin-prohibited", 8444: "tcp-reset", 8445: "host-unreachable"},
+             reject_udp={2002: "port-unreachable", 2003: "admin-prohibited"})
+
+# Runs inside the scanner namespace: (errno or "open"/"timeout", seconds) for a TCP connect, the
+# reply and its source for UDP, the source and type/code of an ICMPv6 error for "icmp6".
+PROBE6 = textwrap.dedent("""
+    import errno, json, select, socket, sys, time
+    kind, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if kind == "tcp":
+        s = socket.socket(socket.AF_INET6); s.setblocking(False)
+        s.connect_ex((ip, port)); t0 = time.monotonic()
+        _, w, _ = select.select([], [s], [], 2.5)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if w else None
+        print(json.dumps("timeout" if not w else "open" if err == 0 else errno.errorcode[err]))
+    elif kind == "udp":
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(1)
+        s.sendto(b"ping", (ip, port))
+        try:
+            data, peer = s.recvfrom(100); print(json.dumps([data.decode(), peer[0], peer[1]]))
+        except socket.timeout: print(json.dumps("timeout"))
+        except OSError as e: print(json.dumps(errno.errorcode[e.errno]))
+    else:  # a UDP datagram, then the ICMPv6 error it draws, read from a raw socket
+        r = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6); r.settimeout(1)
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b"ping", (ip, port))
+        try:
+            while True:
+                data, peer = r.recvfrom(2048)
+                if data[0] == 1:
+                    print(json.dumps([peer[0], data[0], data[1]])); break
+        except socket.timeout: print(json.dumps("timeout"))
+""")
+
+
+@pytest.fixture(scope="module")
+def lab6():
+    with Lab(LabSpec(**SPEC6)) as lab:
+        yield lab
+
+
+def probe6(lab: Lab, kind: str, ip: str, port: int):
+    r = lab.run([sys.executable, "-c", PROBE6, kind, ip, str(port)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_ipv6_addresses_and_routes(lab6):
+    r = lab6.run_target(["ip", "-j", "-6", "addr", "show", "dev", "lo"], capture_output=True, text=True)
+    addrs = {(a["local"], a["prefixlen"]) for a in json.loads(r.stdout)[0]["addr_info"]}
+    assert {(a, 128) for a in lab6.hosts6()} <= addrs
+    assert lab6.hosts6() == ["2001:2::", "2001:2::1", "2001:2::2", "2001:2::3"]
+    routes = lab6.run(["ip", "-6", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    assert "default" not in routes and "2001:2::/126 via 2001:2:0:ffff::2" in routes
+    r = lab6.run(["ip", "route", "get", "2001:db8::1"], capture_output=True, text=True)
+    assert r.returncode != 0  # nothing outside the lab is reachable
+
+
+def test_ipv6_tcp_matrix(lab6):
+    assert probe6(lab6, "tcp", "2001:2::2", 22) == "open"
+    assert probe6(lab6, "tcp", "2001:2::", 23) == "ECONNREFUSED"
+    assert probe6(lab6, "tcp", "2001:2::", 8444) == "ECONNREFUSED"      # nft tcp reset
+    assert probe6(lab6, "tcp", "2001:2::", 8443) == "EACCES"            # ICMPv6 admin-prohibited
+    assert probe6(lab6, "tcp", "2001:2::", 8445) == "EHOSTUNREACH"      # ICMPv6 address unreachable
+    assert probe6(lab6, "tcp", "2001:2::", 8080) == "timeout"
+    assert probe6(lab6, "tcp", "2001:2::1", 22) == "timeout"            # not live (live_every=2)
+
+
+def test_ipv6_udp_reply_from_probed_address(lab6):
+    assert probe6(lab6, "udp", "2001:2::2", 53) == ["scanner-lab\n", "2001:2::2", 53]
+    assert probe6(lab6, "udp", "2001:2::2", 5000) == "timeout"
+    assert probe6(lab6, "udp", "2001:2::3", 53) == "timeout"
+
+
+def test_ipv6_icmp_errors_from_probed_address(lab6):
+    assert probe6(lab6, "icmp6", "2001:2::2", 54) == ["2001:2::2", 1, 4]     # kernel port unreachable
+    assert probe6(lab6, "icmp6", "2001:2::2", 2002) == ["2001:2::2", 1, 4]   # nft port unreachable
+    assert probe6(lab6, "icmp6", "2001:2::", 2003) == ["2001:2::", 1, 1]     # nft admin-prohibited
+
+
+def test_ipv6_expected(lab6):
+    tcp = lab6.expected([22, 8443, 8444, 8445], family=6)
+    assert tcp[("2001:2::2", 22)] == ("open", "syn-ack")
+    assert tcp[("2001:2::2", 8443)] == ("filtered", "admin-prohibited")
+    assert tcp[("2001:2::2", 8444)] == ("closed", "reset")
+    assert tcp[("2001:2::2", 8445)] == ("filtered", "host-unreach")
+    assert tcp[("2001:2::3", 22)] == ("filtered", "no-response")
+    udp = lab6.expected([53, 54, 5000, 2002, 2003], family=6, proto="udp")
+    assert len(udp) == 4 * 5
+    assert udp[("2001:2::", 53)] == ("open", "udp-response")
+    assert udp[("2001:2::", 54)] == ("closed", "port-unreach")
+    assert udp[("2001:2::", 5000)] == ("open|filtered", "no-response")
+    assert udp[("2001:2::", 2002)] == ("closed", "port-unreach")
+    assert udp[("2001:2::", 2003)] == ("filtered", "admin-prohibited")
+    assert udp[("2001:2::1", 53)] == ("open|filtered", "no-response")
+    assert lab6.live_hosts(6) == ["2001:2::", "2001:2::2"]
+    assert lab6.live_hosts() == ["198.18.2.0", "198.18.2.2"]   # IPv4 API unchanged
+
+
+def test_ipv4_still_works_with_ipv6(lab6):
+    assert probe(lab6, "tcp", "198.18.2.2", 22) == "open"
+    assert probe(lab6, "udp", "198.18.2.2", 53) == ["scanner-lab\n", "198.18.2.2", 53]
+
+
 def test_spec_validation():
+    with pytest.raises(ValueError):
+        LabSpec(prefix6="2001:db8::/126")      # outside 2001:2::/48
+    with pytest.raises(ValueError):
+        LabSpec(prefix6="2001:2::/64")         # too many /128s
+    with pytest.raises(ValueError):
+        LabSpec(prefix6="2001:2:0:ffff::/120")  # the link
+    with pytest.raises(ValueError):
+        LabSpec(reject_udp={53: "tcp-reset"})
     with pytest.raises(ValueError):
         LabSpec(prefix="10.0.0.0/24")
     with pytest.raises(ValueError):
