@@ -93,6 +93,8 @@ def scan(
                                                   help="Connections open at once (-sT)."),
     rate: float = typer.Option(10000.0, "--rate", help="Packets per second (0: as fast as possible)."),
     retries: int = typer.Option(1, "--retries", help="Resends of probes still unanswered."),
+    max_udp_rounds: int = typer.Option(30, "--max-udp-rounds",
+                                       help="Slower rounds for hosts that rate-limit ICMP (-sU); 0: none."),
     wait: float = typer.Option(2.0, "--wait", help="Seconds to wait for late replies."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the probe order."),
     shard: str = typer.Option("1/1", "--shard", help="K/N: scan this machine's slice K of N."),
@@ -130,8 +132,8 @@ def scan(
 
     if rate < 0:
         raise InputError(f"bad --rate {rate:g}: must be 0 (unlimited) or positive")
-    if retries < 0 or wait < 0:
-        raise InputError("--retries and --wait cannot be negative")
+    if retries < 0 or wait < 0 or max_udp_rounds < 0:
+        raise InputError("--retries, --wait and --max-udp-rounds cannot be negative")
     if max_parallelism is not None and max_parallelism < 1:
         raise InputError("--max-parallelism must be at least 1")
     if stats_every is not None and stats_every <= 0:
@@ -174,6 +176,7 @@ def scan(
     grouped = any(outputs[o] for o in ("-oN", "-oX", "-oG")) or all_out
     table = target_set.count <= TABLE_UP_TO_HOSTS
     common = dict(rate=rate, retries=retries, wait=wait, seed=seed, shard=shard_k_n, interface=interface,
+                  udp_rounds=max_udp_rounds,
                   list_unanswered=bool(show_all or grouped or table))
     # One raw scan for the raw techniques (e.g. -sS -sU in one pass); the connect scan apart.
     jobs = []

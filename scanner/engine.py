@@ -32,7 +32,6 @@ UDP_SLOW_UP_TO = 1 << 22
 # Linux answers about one ICMP error per second per destination after a short burst: the pace
 # of the extra rounds that collect UDP port-unreachables from hosts that rate-limit them.
 UDP_SLOW_RATE_PER_HOST = 1.0
-UDP_SLOW_ROUNDS = 30
 
 
 @dataclass
@@ -45,6 +44,7 @@ class ScanConfig:
     shard: tuple = (1, 1)          # (k, n): this machine's slice of the permutation
     interface: str | None = None
     list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
+    udp_rounds: int = 30           # at most this many slower rounds for ICMP-rate-limiting hosts
 
     def __post_init__(self):
         if self.seed is None:
@@ -213,7 +213,7 @@ class Scan:
                 self._send_pass(cfg.rate, position if attempt == first_attempt else start, step, skip, attempt)
             if not self._stop.is_set():
                 self.cursor = (cfg.retries + 1, start)
-            if not self._stop.is_set() and "udp" in space.probes.protos:
+            if not self._stop.is_set() and "udp" in space.probes.protos and cfg.udp_rounds:
                 self._slow_udp_rounds(start, step)
             self._wait(cfg.wait)
         finally:
@@ -264,7 +264,7 @@ class Scan:
             return          # too big to reason about host by host; plain retries only
         indices = np.arange(space.size, dtype=np.uint64)
         hosts, slots = indices // np.uint64(n_slots), (indices % np.uint64(n_slots)).astype(np.int64)
-        for _ in range(UDP_SLOW_ROUNDS):
+        for _ in range(self.config.udp_rounds):
             answered = self.tracker.answered(indices)
             pending = udp_slot[slots] & ~answered
             limited = np.zeros(space.n_hosts, dtype=bool)

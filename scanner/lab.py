@@ -221,6 +221,9 @@ class LabSpec:
     prefix6: str | None = None
     # UDP port -> how it is rejected (REJECTS keys but tcp-reset), for both families.
     reject_udp: dict[int, str] = field(default_factory=dict)
+    # Keep the kernel's ICMP rate limit (Linux: about one error a second per destination after a
+    # short burst), as real targets have it; by default the lab answers every probe.
+    icmp_ratelimit: bool = False
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.prefix, strict=True)
@@ -345,7 +348,8 @@ class Lab:
             if v6:
                 _sysctl(ns, IPV6_ON_SYSCTLS)
             _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
-        _sysctl(t, TARGET_SYSCTLS)
+        _sysctl(t, {k: v for k, v in TARGET_SYSCTLS.items()
+                    if not (self.spec.icmp_ratelimit and k.startswith("net.ipv4.icmp_"))})
         if v6:
             _sysctl(t, TARGET_SYSCTLS6)
 
