@@ -52,29 +52,22 @@ def _looks_like_hostname(text: str) -> bool:
     return all(_LABEL.match(label) for label in text.rstrip(".").split("."))
 
 
-def _resolve(host: str, spec: str, what: str) -> List[int]:
+def _resolve(host: str, spec: str, what: str, family: int = 4) -> List[int]:
+    """The addresses of a hostname (A records, or AAAA for family 6), resolved once."""
     try:
-        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, None, socket.AF_INET6 if family == 6 else socket.AF_INET,
+                                   socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise InputError(f"bad {what} '{spec}': cannot resolve hostname '{host}' ({reason})") from None
-    addrs = sorted({int(ipaddress.IPv4Address(info[4][0])) for info in infos})
+    addrs = sorted({int(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos})
     if not addrs:
-        raise InputError(f"bad {what} '{spec}': hostname '{host}' has no IPv4 address")
+        raise InputError(f"bad {what} '{spec}': hostname '{host}' has no IPv{family} address")
     return addrs
 
 
 # IPv6 targets are expanded into a sorted address list for the compiled path: keep it bounded.
 MAX_IPV6_HOSTS = 1 << 20
-
-
-def _resolve6(host: str, spec: str, what: str) -> List[int]:
-    try:
-        infos = socket.getaddrinfo(host, None, socket.AF_INET6, socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        raise InputError(f"bad {what} '{spec}': cannot resolve hostname '{host}' ({reason})") from None
-    return sorted({int(ipaddress.IPv6Address(info[4][0].split("%")[0])) for info in infos})
 
 
 def _parse_ipv6(s: str, spec: str, what: str) -> List[Interval]:
@@ -103,10 +96,7 @@ def parse_target_family(spec: str, what: str = "target", ipv6: bool = False):
     if ":" in s:
         return 6, _parse_ipv6(s, spec, what)
     if ipv6 and s and _ipv4(s.partition("/")[0].partition("-")[0]) is None and _looks_like_hostname(s):
-        addrs = _resolve6(s, spec, what)
-        if not addrs:
-            raise InputError(f"bad {what} '{spec}': hostname has no IPv6 address")
-        return 6, [(a, a) for a in addrs]
+        return 6, [(a, a) for a in _resolve(s, spec, what, family=6)]
     return 4, parse_target(s, what)
 
 
