@@ -136,6 +136,7 @@ def load_signatures(path=None) -> list:
         if len(f) != 12:
             raise ValueError(f"{p}:{n}: expected 12 fields separated by |, got {len(f)}")
         name, family, vendor, osgen, typ, ttl, windows, options, wscale, df, rstw, cpe = f
+        osgen = osgen.replace("/", "|")
         out.append(Signature(
             name, family, vendor, osgen, typ, int(ttl), [w.strip() for w in windows.split(",")],
             options.rstrip(",E") if options != "*" else "*",
@@ -164,9 +165,12 @@ def score(sig: Signature, fp: Fingerprint) -> int:
     got += WEIGHTS["ttl"] if sig.ttl == fp.initial_ttl else 0
     total += WEIGHTS["options"]
     opts = fp.options.rstrip(",E")
-    if sig.options == "*" or sig.options == opts:
+    sig_opts = sig.options
+    if opts.count(",") == 7 and sig_opts.startswith(opts):
+        sig_opts = opts            # the scan keeps 8 option kinds: a longer list is cut there
+    if sig_opts == "*" or sig_opts == opts:
         got += WEIGHTS["options"]
-    elif sorted(sig.options.split(",")) == sorted(opts.split(",")):
+    elif sorted(sig_opts.split(",")) == sorted(opts.split(",")):
         got += WEIGHTS["options"] // 3                   # same options, another order
     total += WEIGHTS["window"]
     got += WEIGHTS["window"] if _window_ok(sig, fp.window, fp.mss) else 0

@@ -52,10 +52,11 @@ class ServiceInfo:
     method: str = "probed"           # "table" when nothing matched (name from the services table)
     conf: int = 10
     scripts: dict = field(default_factory=dict)   # nmap script id -> output text (http-title, ssl-cert)
+    guess: bool = False      # probed but not recognised: the services table's name, shown "name?"
 
     @property
     def display_name(self) -> str:
-        return f"ssl/{self.name}" if self.tunnel == "ssl" else self.name
+        return (f"ssl/{self.name}" if self.tunnel == "ssl" else self.name) + ("?" if self.guess else "")
 
     @property
     def version_text(self) -> str:
@@ -75,13 +76,15 @@ class ServiceInfo:
         d["method"], d["conf"] = self.method, self.conf
         if self.scripts:
             d["scripts"] = dict(self.scripts)
+        if self.guess:
+            d["guess"] = True
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ServiceInfo":
         kw = {k: d[k] for k in ("name", "product", "version", "extrainfo", "hostname", "ostype", "devicetype",
                                 "tunnel", "method", "conf") if k in d}
-        return cls(cpes=list(d.get("cpe", [])), scripts=dict(d.get("scripts", {})), **kw)
+        return cls(cpes=list(d.get("cpe", [])), scripts=dict(d.get("scripts", {})), guess=bool(d.get("guess")), **kw)
 
 
 # ---------------------------------------------------------------- the probe database
@@ -219,7 +222,7 @@ def substitute(template: str, m) -> str:
 
     def rep(x):
         if x.group(1):
-            return group(x.group(1)).decode("latin-1")
+            return "".join(chr(b) if 32 <= b != 127 else f"\\x{b:02x}" for b in group(x.group(1)))
         if x.group(2):
             return "".join(chr(b) for b in group(x.group(2)) if 32 <= b < 127)
         if x.group(3):
@@ -631,6 +634,7 @@ class ServiceScanner:
         self.null_wait, self.probe_wait, self.port_deadline = null_wait, probe_wait, port_deadline
         self.total = self.done = self.found = 0
         self.started = 0.0
+        self.results: dict = {}
         self._lock = threading.Lock()
 
     # -- one TCP port
@@ -640,9 +644,9 @@ class ServiceScanner:
         soft = None
         cert = None
         title = None
-        got_data = False
         started = time.monotonic()
         tunnel = ""
+        ssl_seen = None          # the "ssl" match that sent us into TLS
         while True:
             null = db.null("tcp")
             order = db.ordered("tcp", port, self.intensity, tls=ctx is not None)
@@ -679,10 +683,10 @@ class ServiceScanner:
                     return ServiceInfo("tcpwrapped", conf=8)
                 if not ex.data:
                     continue
-                got_data = True
                 title = title or http_title(ex.data)
                 hard, s = match_reply(db, probe, ex.data, only)
                 if hard is not None and hard.name in ("ssl", "tls") and ctx is None and not hard.tunnel:
+                    ssl_seen = hard
                     ctx, tunnel, restart = tls_context(), "ssl", True     # look inside the tunnel
                     soft = None
                     break
@@ -698,9 +702,9 @@ class ServiceScanner:
             if tunnel:
                 soft.tunnel = "ssl"
             return self._finish(soft, cert, title)
-        if tunnel:
-            return self._finish(ServiceInfo("ssl", tunnel="", conf=10), cert, title)
-        return None if not got_data else ServiceInfo("unknown", method="probed", conf=0)
+        if tunnel or ssl_seen is not None:
+            return self._finish(ssl_seen or ServiceInfo("ssl", conf=10), cert, title)
+        return None
 
     @staticmethod
     def _finish(info: ServiceInfo, cert, title) -> ServiceInfo:
@@ -714,6 +718,17 @@ class ServiceScanner:
     async def udp_port(self, host: str, port: int) -> Optional[ServiceInfo]:
         started = time.monotonic()
         soft = None
+        # First the -sU payload that made the port answer: its reply goes through every UDP match.
+        from .techniques import udp_payloads
+        payload = udp_payloads().get(port)
+        if payload is not None:
+            data = await udp_exchange(host, port, payload, self.probe_wait)
+            if data:       # matched like the answer of the probes registered for this port
+                for probe in [p for p in self.db.probes if p.proto == "udp" and port in p.ports]:
+                    hard, s = match_reply(self.db, probe, data)
+                    if hard is not None:
+                        return hard
+                    soft = soft or s
         for probe in self.db.ordered("udp", port, self.intensity):
             if time.monotonic() - started > self.port_deadline:
                 break
@@ -731,7 +746,7 @@ class ServiceScanner:
     # -- all of them
     async def _run(self, targets: list) -> dict:
         sem = asyncio.Semaphore(self.concurrency)
-        results = {}
+        results = self.results = {}        # filled as ports finish: kept if the run is interrupted
 
         async def one(addr, proto, port):
             async with sem:
@@ -742,10 +757,12 @@ class ServiceScanner:
                     print(f"scanner: service scan of {addr}:{port}/{proto} failed: {e!r}", file=sys.stderr)
             with self._lock:
                 self.done += 1
-                if info is not None and info.method == "probed" and info.name != "unknown":
+                if info is not None:
                     self.found += 1
-            if info is not None:
-                results[(addr, proto, port)] = info
+            if info is None:         # as nmap: the services table's name, with a question mark
+                from .ports import service_name
+                info = ServiceInfo(service_name(port, proto), method="table", conf=3, guess=True)
+            results[(addr, proto, port)] = info
 
         await asyncio.gather(*(one(*t) for t in targets))
         return results
@@ -839,3 +856,104 @@ def service_targets(rows) -> list:
             seen.add(key)
             out.append(key)
     return out
+
+
+# ---------------------------------------------------------------- the post-scan stage (-sV, -O)
+
+class RowCollector:
+    """A sink consumer keeping what -sV and -O need from the scan's rows: open ports (with the
+    SYN-ACK fingerprint fields) and one RST per host."""
+    grouped = False
+    error = None
+
+    def __init__(self):
+        self.batches = []
+        self._rst_hosts = set()
+
+    def write(self, rows) -> None:
+        from .states import REASONS, STATES
+        keep = rows["state"] == STATES["open"]
+        rst = (rows["reason"] == REASONS["reset"]) & (rows["proto"] == 6)
+        if rst.any():
+            idx = rst.nonzero()[0]
+            keys = (rows["ip"][idx].tolist(), [bytes(x) for x in rows["ip6"][idx]])
+            for i, a, b in zip(idx.tolist(), *keys):
+                if (a, b) not in self._rst_hosts:
+                    self._rst_hosts.add((a, b))
+                    keep[i] = True
+        if keep.any():
+            self.batches.append(rows[keep].copy())
+
+    def close(self, summary=None) -> None:
+        pass
+
+    def rows(self):
+        import numpy as np
+        from .states import RESULT_DTYPE
+        return np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=RESULT_DTYPE)
+
+
+class interrupts_raise:
+    """Ctrl-C / SIGTERM raise KeyboardInterrupt while the service scan runs (the port scan's
+    handlers only stop a packet scan), then the earlier handlers come back."""
+
+    def __enter__(self):
+        import signal
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+class PostScan:
+    """-sV and/or -O after the port scan: run() hands the results to the outputs and the store."""
+
+    def __init__(self, versions: bool, os_detect: bool, intensity: int = DEFAULT_INTENSITY,
+                 db_path: Optional[str] = None, concurrency: int = 128):
+        self.versions, self.os_detect = versions, os_detect
+        self.intensity, self.concurrency = intensity, concurrency
+        self.db = load_db(db_path) if versions else None      # a bad --service-db fails before the scan
+        self.collector = RowCollector()
+        self.services: dict = {}
+        self.os_guesses: dict = {}
+        self.elapsed = 0.0
+
+    def run(self, outputs, recorder=None, quiet: bool = False, stats_every: Optional[float] = None) -> None:
+        t_start = time.monotonic()
+        rows = self.collector.rows()
+        if self.versions:
+            targets = service_targets(rows)
+            scanner = ServiceScanner(self.db, self.intensity, self.concurrency)
+            t0 = time.monotonic()
+            with ServiceProgress(scanner, live=not quiet, every=stats_every), interrupts_raise():
+                try:
+                    self.services = scanner.scan(targets)
+                except KeyboardInterrupt:
+                    self.services = dict(scanner.results)
+                    print("scanner: service scan interrupted: the ports done so far are reported",
+                          file=sys.stderr)
+            if not quiet:
+                found = sum(1 for s in self.services.values() if not s.guess)
+                print(f"scanner: service scan: {found} of {len(targets)} open ports identified in "
+                      f"{time.monotonic() - t0:.2f}s ({self.concurrency} at once)", file=sys.stderr)
+        if self.os_detect:
+            from .osguess import guess_hosts
+            self.os_guesses = guess_hosts(rows, self.services)
+            if not quiet and not self.os_guesses:
+                print("scanner: OS detection: no host gave a SYN-ACK to fingerprint (needs an open TCP "
+                      "port and the SYN scan, -sS)", file=sys.stderr)
+        outputs.set_details(self.services if self.versions else None, self.os_guesses if self.os_detect else None)
+        if recorder is not None and hasattr(recorder, "set_details"):
+            recorder.set_details(self.services, self.os_guesses)
+        self.elapsed = time.monotonic() - t_start

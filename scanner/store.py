@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS results (
     ttl     INTEGER
 );
 CREATE INDEX IF NOT EXISTS results_by_scan ON results(scan_id, ip, port);
+CREATE TABLE IF NOT EXISTS details (   -- -sV services and -O guesses
+    scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+    addr    TEXT NOT NULL,
+    proto   TEXT,                   -- NULL for an OS guess (host-wide)
+    port    INTEGER,
+    kind    TEXT NOT NULL,          -- service or os
+    data    TEXT NOT NULL           -- JSON: ServiceInfo.to_dict() / OsGuess.to_dict()
+);
 """
 
 _STATE_LUT = np.array([STATE_NAMES.get(i, "unknown") for i in range(256)], dtype=object)
@@ -113,8 +121,30 @@ class Store:
                             (ended or time.time(), json.dumps(counters), int(bool(counters.get("interrupted"))),
                              scan_id))
 
+    def add_details(self, scan_id: int, services: dict, os_guesses: dict) -> None:
+        """-sV's {(addr, proto, port): ServiceInfo} and -O's {addr: OsGuess}."""
+        data = [(scan_id, a, proto, port, "service", json.dumps(s.to_dict()))
+                for (a, proto, port), s in (services or {}).items()]
+        data += [(scan_id, a, None, None, "os", json.dumps(g.to_dict())) for a, g in (os_guesses or {}).items()]
+        with self.lock, self.db:
+            self.db.executemany("INSERT INTO details VALUES (?, ?, ?, ?, ?, ?)", data)
+
+    def details(self, scan_id: int) -> tuple:
+        """(services, os_guesses) recorded for a scan, as add_details() took them."""
+        from .osguess import OsGuess
+        from .service import ServiceInfo
+        services, guesses = {}, {}
+        for addr, proto, port, kind, data in self.db.execute(
+                "SELECT addr, proto, port, kind, data FROM details WHERE scan_id=?", (scan_id,)):
+            if kind == "service":
+                services[(addr, proto, port)] = ServiceInfo.from_dict(json.loads(data))
+            elif kind == "os":
+                guesses[addr] = OsGuess.from_dict(json.loads(data))
+        return services, guesses
+
     def discard(self, scan_id: int) -> None:
         with self.lock, self.db:
+            self.db.execute("DELETE FROM details WHERE scan_id=?", (scan_id,))
             self.db.execute("DELETE FROM results WHERE scan_id=?", (scan_id,))
             self.db.execute("DELETE FROM scans WHERE id=?", (scan_id,))
 
@@ -197,6 +227,15 @@ class Recorder:
             rows = rows[rows["reason"] != REASONS["no-response"]]
         try:
             self.store.add(self.scan_id, rows)
+        except sqlite3.Error as e:
+            self.error = f"recording scan {self.scan_id} in '{self.store.path}' failed: {e}"
+
+    def set_details(self, services: dict, os_guesses: dict) -> None:
+        """-sV / -O results, recorded with the scan (scanner show prints them)."""
+        if self.error:
+            return
+        try:
+            self.store.add_details(self.scan_id, services, os_guesses)
         except sqlite3.Error as e:
             self.error = f"recording scan {self.scan_id} in '{self.store.path}' failed: {e}"
 
