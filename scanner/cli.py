@@ -187,6 +187,8 @@ def scan(
                 jobs.append(("raw", Probes.ports(UDP_SCAN, (), udp_ports)))
         else:
             jobs.append(("raw", Probes.ports(technique, tcp_ports if technique else (), udp_ports)))
+    if not 0 <= version_intensity <= 9:
+        raise InputError(f"bad --version-intensity {version_intensity}: must be 0 to 9")
     first = ScanSpace(target_set, discovery if ping_only else jobs[0][1])
     if dry:
         dry_run(first, ScanConfig(space=first, **common).seed, shard_k_n)
@@ -194,8 +196,6 @@ def scan(
     if not quiet:
         for note in notes:
             print(f"scanner: {note}", file=sys.stderr)
-    if not 0 <= version_intensity <= 9:
-        raise InputError(f"bad --version-intensity {version_intensity}: must be 0 to 9")
     post = None
     if (version_scan or os_scan or aggressive) and not ping_only:
         from .service import PostScan
@@ -270,7 +270,9 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
                 continue
             at["stage"] = number
             checkpoint = resume.checkpoint if resume and number == resume.stage else None
-            config = ScanConfig(space=ScanSpace(targets, probes), **common)
+            # Before a port scan every shard discovers every host: its slice needs their status.
+            config = ScanConfig(space=ScanSpace(targets, probes),
+                                **(dict(common, shard=(1, 1)) if kind == "discovery" and jobs else common))
             if kind == "discovery":
                 # With a port scan to follow, discovery rows only feed the host views ("Host is up").
                 up, summary = discover_hosts(config, probes, sink if not jobs else outs.buffer.append,

@@ -207,6 +207,18 @@ def test_shards_partition_the_scan(lab):
     assert all(len(s) > 0.3 * len(whole) for s in shards), [len(s) for s in shards]
 
 
+def test_shards_with_host_discovery(lab):
+    """Every shard discovers every host (its slice of the port scan needs their status): the
+    shards' port results still partition the whole scan's, and cover exactly the live hosts."""
+    common = [PREFIX, "-p", "22,23", "--rate", "20000", "--wait", "1", "--seed", "7"]
+    _, whole = scan(lab, common)
+    want = {k: v for k, v in lab.expected([22, 23]).items() if v[1] != "no-response"}
+    assert whole == want, diff(whole, want)
+    shards = [scan(lab, common + ["--shard", f"{k}/2"])[1] for k in (1, 2)]
+    assert not shards[0].keys() & shards[1].keys()
+    assert {**shards[0], **shards[1]} == whole
+
+
 def test_ctrl_c_keeps_results(lab):
     path = f"/tmp/scanner-it-sigint-{os.getpid()}.ndjson"
     workdir = tempfile.mkdtemp(prefix="scanner-it-")      # where the resume file goes
