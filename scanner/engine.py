@@ -133,7 +133,7 @@ class Scan:
             raise InputError("the resume file does not match this scan (its targets or ports differ)")
         self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
         self.summary = ScanSummary()
-        self.summary.replies = self.tracker.count if resume else 0
+        self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
         self._stop = threading.Event()
         self.key = resume.key if resume else os.urandom(16)
         self.sender = None
@@ -141,7 +141,7 @@ class Scan:
         self.cursor = (resume.attempt, resume.position) if resume else (0, start)
         # Whether every answer worth waiting for is in (no retry, no wait then); the default:
         # every probe answered. Host discovery replaces it with "every host answered".
-        self.complete = lambda: self.summary.replies >= self.summary.probes
+        self.complete = lambda: self.answered_before + self.summary.replies >= self.summary.probes
 
     def stop(self) -> None:
         """Stop sending (e.g. on Ctrl-C); replies already on their way are still collected."""
@@ -286,7 +286,8 @@ class Scan:
         if not self.config.list_unanswered:
             # Counted, not listed: attributed to the first technique's no-response state.
             state = self.space.probes.slots[0][0].no_response
-            self.summary.states[state] = self.summary.states.get(state, 0) + count - self.summary.replies
+            unanswered = count - self.summary.replies - self.answered_before
+            self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
         no_response = np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
         perm = Permutation(self.space.size, self.config.seed)
