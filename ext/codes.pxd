@@ -21,8 +21,9 @@ cdef enum:
     RK_UDP_REPLY = 5
     RK_ECHO_REPLY = 6
     RK_TIMESTAMP_REPLY = 7
-    RK_NO_RESPONSE = 8
-    RK_COUNT = 9
+    RK_ARP_REPLY = 8
+    RK_NO_RESPONSE = 9
+    RK_COUNT = 10
 
 # Reasons, as nmap names them (see REASONS in parser.pyx for the names).
 cdef enum:
@@ -43,3 +44,4 @@ cdef enum:
     RS_TIMESTAMP_REPLY = 14
     RS_NO_ROUTE = 15          # ICMPv6 no route to destination
     RS_USER_SET = 16          # -Pn: the user said the host is up
+    RS_ARP_RESPONSE = 17

@@ -10,7 +10,8 @@ from checksum cimport get16, get32
 from codes cimport *
 from cookie cimport cookie_v4, cookie_v6, cookie_sport, cookie_seq
 from space cimport Space, space_host4, space_host6, space_init
-from probes cimport ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6
+from probes cimport (ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, PROTO_ARP, PROTO_ICMP, PROTO_TCP,
+                     PROTO_UDP, PROTO_ICMP6)
 
 cnp.import_array()
 
@@ -44,11 +45,13 @@ REASONS = {"syn-ack": RS_SYN_ACK, "reset": RS_RESET, "no-response": RS_NO_RESPON
            "net-prohibited": RS_NET_PROHIBITED, "host-prohibited": RS_HOST_PROHIBITED,
            "admin-prohibited": RS_ADMIN_PROHIBITED, "conn-refused": RS_CONN_REFUSED,
            "udp-response": RS_UDP_RESPONSE, "echo-reply": RS_ECHO_REPLY,
-           "timestamp-reply": RS_TIMESTAMP_REPLY, "no-route": RS_NO_ROUTE, "user-set": RS_USER_SET}
+           "timestamp-reply": RS_TIMESTAMP_REPLY, "no-route": RS_NO_ROUTE, "user-set": RS_USER_SET,
+           "arp-response": RS_ARP_RESPONSE}
 REPLY_KINDS = {"syn-ack": RK_SYN_ACK, "reset": RK_RESET, "reset-window": RK_RESET_WINDOW,
                "icmp-unreach": RK_ICMP_UNREACH, "port-unreach": RK_PORT_UNREACH,
                "udp-response": RK_UDP_REPLY, "echo-reply": RK_ECHO_REPLY,
-               "timestamp-reply": RK_TIMESTAMP_REPLY, "no-response": RK_NO_RESPONSE}
+               "timestamp-reply": RK_TIMESTAMP_REPLY, "arp-response": RK_ARP_REPLY,
+               "no-response": RK_NO_RESPONSE}
 
 
 cdef inline uint8_t unreach_reason4(uint8_t code) noexcept nogil:
@@ -189,6 +192,24 @@ cdef class ReplyParser:
         out.proto = proto
         return slot
 
+    cdef int _arp_reply(self, const uint8_t* arp, uint32_t left, Result* out) noexcept nogil:
+        """An ARP reply to our address from a target: the host is up. ARP has nowhere to carry a
+        cookie; a reply must at least be for our address, from an address we asked about."""
+        cdef int64_t host
+        cdef int32_t slot = self.space.arp_slot
+        if slot < 0 or left < 28 or get16(arp + 6) != 2 or get32(arp + 24) != self.saddr4:
+            return 0
+        host = space_host4(&self.space, get32(arp + 14))
+        if host < 0:
+            self.not_in_scan += 1
+            return 0
+        out.index = <uint64_t>host * self.space.n_slots + <uint64_t>slot
+        out.ip = get32(arp + 14)
+        out.proto = PROTO_ARP
+        out.state = self.kinds[self.space.slot_kind[slot]].table[RK_ARP_REPLY]
+        out.reason = RS_ARP_RESPONSE
+        return out.state != ST_NONE
+
     cdef int _classify(self, const uint8_t* pkt, uint32_t caplen, Result* out) noexcept nogil:
         """Fills `out` and returns 1 for a genuine reply to one of our probes, else 0."""
         cdef const uint8_t* ip
@@ -213,6 +234,8 @@ cdef class ReplyParser:
                     return 0
                 ethertype = get16(pkt + 16)
                 off = 18
+            if ethertype == 0x0806:
+                return self._arp_reply(pkt + off, caplen - off, out)
             if ethertype != (0x0800 if self.space.family == 4 else 0x86DD):
                 return 0
         if caplen < off + 20:

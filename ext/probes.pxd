@@ -14,6 +14,7 @@ cdef enum:
     TCP_PSH = 0x08
     TCP_ACK = 0x10
     TCP_URG = 0x20
+    PROTO_ARP = 0             # not an IP protocol: ARP requests for host discovery on the link
     PROTO_ICMP = 1
     PROTO_TCP = 6
     PROTO_UDP = 17
@@ -44,6 +45,9 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
     cdef uint64_t pseudo = 0
     cdef uint16_t sum
     memcpy(frame, templates + k.offset, k.length)
+    if k.proto == PROTO_ARP:                         # who-has daddr: only the target address varies
+        put32(frame + l2_len + 24, daddr4)
+        return k.length
     if family == 4:
         l4 = ip + 20
         l4_len = k.length - l2_len - 20

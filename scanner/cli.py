@@ -49,17 +49,29 @@ def dry_run(space, seed: int, shard: tuple, out=sys.stdout) -> None:
                                                rows["proto"].tolist(), slots.tolist())))
 
 
-def discovery_probes(echo, timestamp, syn, ack, udp, family=4):
-    """nmap's -PE -PP -PS -PA -PU as probes; nmap's default set when none is chosen (without
-    the timestamp request for IPv6, which has none)."""
-    from .techniques import DEFAULT_DISCOVERY, DISCOVERY, DISCOVERY_DEFAULT_PORTS, Probes
-    chosen = [("PE", 0)] * echo + [("PP", 0)] * timestamp
+def on_local_link(targets) -> bool:
+    """Whether IPv4 targets are neighbours on an Ethernet link (nmap then pings with ARP)."""
+    from . import netinfo
+    if targets.family != 4:
+        return False
+    try:
+        return netinfo.route_to(targets.address(targets.ranges()[0][0])).on_link
+    except InputError:
+        return False         # no route: the scan itself will say so
+
+
+def discovery_probes(echo, timestamp, syn, ack, udp, arp=False, family=4, local_link=False):
+    """nmap's -PE -PP -PS -PA -PU -PR as probes; nmap's default set when none is chosen (ARP
+    alone on the local link; no timestamp request for IPv6, which has none)."""
+    from .techniques import DEFAULT_DISCOVERY, DISCOVERY, DISCOVERY_DEFAULT_PORTS, LOCAL_LINK_DISCOVERY, Probes
+    chosen = [("PE", 0)] * echo + [("PP", 0)] * timestamp + [("PR", 0)] * arp
     for key, ports in (("PS", syn), ("PA", ack), ("PU", udp)):
         if ports is not None:
             tcp, udp_ports = port_lists(ports or str(DISCOVERY_DEFAULT_PORTS[key]), None,
                                         tcp=key != "PU", udp=key == "PU")
             chosen += [(key, int(p)) for p in (udp_ports if key == "PU" else tcp)]
-    default = [(key, port) for key, port in DEFAULT_DISCOVERY if family == 4 or key != "PP"]
+    default = [(key, port) for key, port in (LOCAL_LINK_DISCOVERY if local_link else DEFAULT_DISCOVERY)
+               if family == 4 or key != "PP"]
     return Probes([(DISCOVERY[key], port) for key, port in (chosen or default)])
 
 
@@ -89,6 +101,7 @@ def scan(
     ping_syn: Optional[str] = typer.Option(None, "-PS", help="Discovery: TCP SYN to these ports (-PS22,80)."),
     ping_ack: Optional[str] = typer.Option(None, "-PA", help="Discovery: TCP ACK to these ports."),
     ping_udp: Optional[str] = typer.Option(None, "-PU", help="Discovery: UDP to these ports."),
+    ping_arp: bool = typer.Option(False, "-PR", help="Discovery: ARP (the default on the local link)."),
     max_parallelism: Optional[int] = typer.Option(None, "--max-parallelism",
                                                   help="Connections open at once (-sT)."),
     rate: float = typer.Option(10000.0, "--rate", help="Packets per second (0: as fast as possible)."),
@@ -167,8 +180,9 @@ def scan(
 
     target_set = TargetSet.from_specs(targets or [], exclude or [], input_file, exclude_file, ipv6)
     tcp_ports, udp_ports = port_lists(ports, top_ports, tcp=technique is not None, udp=udp)
-    discovery = None if no_ping else discovery_probes(ping_echo, ping_timestamp, ping_syn, ping_ack, ping_udp,
-                                                          target_set.family)
+    discovery = None if no_ping else discovery_probes(
+        ping_echo, ping_timestamp, ping_syn, ping_ack, ping_udp, ping_arp, target_set.family,
+        on_local_link(target_set))
     shard_k_n = parse_shard(shard)
     outputs = {"-oJ": json_out, "-oN": normal_out, "-oX": xml_out, "-oG": grepable_out, "--csv": csv_out,
                "-oL": list_out}

@@ -158,7 +158,8 @@ class Scan:
                 "replies": self.summary.replies, "open": self.summary.states.get("open", 0)}
 
     def _endpoints(self):
-        """(route, our address as bytes, source MAC, next-hop MAC) toward the targets."""
+        """(route, our address as bytes, source MAC, destination MAC, whether to send through a
+        raw IP socket) toward the targets."""
         space = self.space
         if space.family == 4:
             first = str(ipaddress.IPv4Address(int(space.starts[0])))
@@ -168,19 +169,24 @@ class Scan:
         if not route.src:
             raise InputError(f"no source address on {route.ifname} to reach {first}")
         saddr = ipaddress.ip_address(route.src).packed
-        if route.loopback:
-            return route, saddr, bytes(6), bytes(6)
-        return route, saddr, netinfo.interface_mac(route.ifname), netinfo.next_hop_mac(route)
+        if "arp" in space.probes.protos:
+            if not route.on_link:
+                raise InputError(f"-PR (ARP ping) needs targets on a local Ethernet link; {first} is not")
+            return route, saddr, netinfo.interface_mac(route.ifname), b"\xff" * 6, False
+        if route.loopback or route.on_link:
+            # No link layer, or neighbours that each have their own MAC: the kernel resolves them.
+            return route, saddr, bytes(6), bytes(6), True
+        return route, saddr, netinfo.interface_mac(route.ifname), netinfo.next_hop_mac(route), False
 
     def run(self, sink) -> ScanSummary:
         """Runs the scan; sink(rows) receives RESULT_DTYPE arrays, from the capture thread while
         scanning and from this thread at the end. Returns the summary."""
         cfg, space = self.config, self.space
-        route, saddr, src_mac, dst_mac = self._endpoints()
+        route, saddr, src_mac, dst_mac, l3 = self._endpoints()
         templates, kinds, l2_len = space.probes.compile(space.family, src_mac, dst_mac, saddr)
         k0, k1 = split_key(self.key)
         try:
-            self.sender = ProbeSender(route.ifname, route.loopback, l2_len, templates, kinds, k0, k1,
+            self.sender = ProbeSender(route.ifname, l3, l2_len, templates, kinds, k0, k1,
                                       saddr, space.arrays(), cfg.seed, cfg.rate)
         except PermissionError:
             raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None

@@ -20,6 +20,7 @@ class Route:
     src: str                    # our address on that interface
     next_hop: str               # the gateway, or the target itself when on-link
     loopback: bool              # no link layer: send through a raw IP socket
+    on_link: bool = False       # the targets are neighbours (no gateway): each has its own MAC
 
 
 def _ip_json(*args) -> list:
@@ -41,8 +42,9 @@ def route_to(addr: str, interface: str | None = None) -> Route:
     ifname = entry["dev"]
     flags = Path(f"/sys/class/net/{ifname}/type")
     arphrd = int(flags.read_text()) if flags.exists() else 1
+    loopback = ifname == "lo" or arphrd != 1     # 1: ARPHRD_ETHER
     return Route(ifname=ifname, src=entry.get("prefsrc", ""), next_hop=entry.get("gateway", addr),
-                 loopback=ifname == "lo" or arphrd != 1)   # 1: ARPHRD_ETHER
+                 loopback=loopback, on_link=not loopback and "gateway" not in entry)
 
 
 def interface_mac(ifname: str) -> bytes:

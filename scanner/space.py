@@ -39,7 +39,7 @@ class ScanSpace:
         return {"family": self.family, "starts": self.starts, "cum": self.cum, "hosts6": self.hosts6,
                 "n_hosts": self.n_hosts, "slot_port": self.probes.slot_port,
                 "slot_kind": self.probes.slot_kind, "tcp_slot": self.probes.tcp_slot,
-                "udp_slot": self.probes.udp_slot}
+                "udp_slot": self.probes.udp_slot, "arp_slot": self.probes.arp_slot}
 
     def locate(self, indices: np.ndarray):
         """(host numbers, slots) of the given indices."""

@@ -5,7 +5,7 @@ from ._ext.parser import REASONS, REPLY_KINDS, RESULT_DTYPE, STATES
 
 STATE_NAMES = {code: name for name, code in STATES.items()}
 REASON_NAMES = {code: name for name, code in REASONS.items()}
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+PROTO_NAMES = {0: "arp", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 
 # How the compiled path describes a probe kind (ext/probes.pxd ProbeKind; packed, same order).

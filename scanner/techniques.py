@@ -3,6 +3,7 @@ and the state each kind of reply means. A scan's probes are a list of slots (tec
 the compiled sender and parser are shared by all of them."""
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -108,10 +109,13 @@ DISCOVERY = {
                     {"syn-ack": UP, "reset": UP, "reset-window": UP}),
     "PA": Technique("PA", "TCP ACK ping", "-PA", "tcp", ACK, {"reset": UP, "reset-window": UP}),
     "PU": Technique("PU", "UDP ping", "-PU", "udp", replies={"udp-response": UP, "port-unreach": UP}),
+    "PR": Technique("PR", "ARP ping", "-PR", "arp", replies={"arp-response": UP}),
 }
 DISCOVERY_DEFAULT_PORTS = {"PS": 80, "PA": 80, "PU": 40125}
-# nmap's default discovery as root: echo, SYN to 443, ACK to 80, timestamp.
+# nmap's default discovery as root: echo, SYN to 443, ACK to 80, timestamp; for IPv4 targets on
+# the local Ethernet link, ARP alone.
 DEFAULT_DISCOVERY = (("PE", 0), ("PS", 443), ("PA", 80), ("PP", 0))
+LOCAL_LINK_DISCOVERY = (("PR", 0),)
 
 
 @lru_cache(maxsize=1)
@@ -151,6 +155,10 @@ class Probes:
         self.slot_port = np.array([port for _, port in self.slots], dtype=np.uint16)
         self.tcp_slot = self._slot_map("tcp")
         self.udp_slot = self._slot_map("udp")
+        arp = [i for i, (t, _) in enumerate(self.slots) if t.proto == "arp"]
+        if arp and len(self.slots) > 1:
+            raise InputError("-PR (ARP ping) cannot be combined with other probes")
+        self.arp_slot = arp[0] if arp else -1
 
     def _slot_map(self, proto) -> np.ndarray:
         table = np.full(65536, -1, dtype=np.int32)
@@ -175,6 +183,8 @@ class Probes:
         blob = b""
         for i, (technique, payload) in enumerate(self.kinds):
             frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr)
+            if technique.proto == "arp" and family != 4:
+                raise InputError("-PR (ARP ping) is for IPv4 targets")
             kinds[i] = (PROTO_NUMBERS[technique.proto] if technique.proto != "icmp" or family == 4 else 58,
                         technique.tcp_flags, icmp_type(technique, family), 0, len(blob), len(frame),
                         ts_offset, technique.table())
@@ -185,6 +195,8 @@ class Probes:
         """Kernel filter for replies: to our cookie source ports, and ICMP."""
         from ._ext.cookie import SOURCE_PORT_RANGE
         low, high = SOURCE_PORT_RANGE
+        if "arp" in self.protos:    # ARP replies (operation 2) for our address
+            return f"arp and arp[6:2] == 2 and arp[24:4] == {int(ipaddress.IPv4Address(saddr)):#x}"
         ip = "ip" if family == 4 else "ip6"
         parts = [f"icmp" if family == 4 else "icmp6"]
         if "tcp" in self.protos:
@@ -209,6 +221,9 @@ def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, 
     """One frame of a probe kind with the per-probe fields zero; returns (frame, offset of the
     TCP timestamp value in the frame or -1)."""
     ts_offset = -1
+    if technique.proto == "arp":     # who-has <target> tell <us>, to the broadcast address
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src_mac, saddr, bytes(6), bytes(4))
+        return b"\xff" * 6 + src_mac + b"\x08\x06" + arp, -1
     if technique.proto == "tcp":
         options = SYN_OPTIONS if technique.tcp_flags & SYN else b""
         l4 = struct.pack("!HHIIBBHHH", 0, 0, 0, 0, ((20 + len(options)) // 4) << 4, technique.tcp_flags,

@@ -54,7 +54,8 @@ def test_syn_scan_state_table():
 def test_discovery_tables():
     up = STATES["up"]
     expect = {"PE": {"echo-reply"}, "PP": {"timestamp-reply"}, "PS": {"syn-ack", "reset", "reset-window"},
-              "PA": {"reset", "reset-window"}, "PU": {"udp-response", "port-unreach"}}
+              "PA": {"reset", "reset-window"}, "PU": {"udp-response", "port-unreach"},
+              "PR": {"arp-response"}}
     for key, kinds in expect.items():
         table = DISCOVERY[key].table()
         for kind in kinds:
@@ -70,7 +71,7 @@ def test_discovery_tables():
 def test_reply_kind_codes_index_the_table():
     assert sorted(REPLY_KINDS.values()) == list(range(len(REPLY_KINDS)))
     assert set(REPLY_KINDS) == {"syn-ack", "reset", "reset-window", "icmp-unreach", "port-unreach",
-                                "udp-response", "echo-reply", "timestamp-reply", "no-response"}
+                                "udp-response", "echo-reply", "timestamp-reply", "arp-response", "no-response"}
 
 
 def test_state_codes_distinct_and_nonzero():
