@@ -24,6 +24,7 @@ How things are measured (the same way for every tool):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import ipaddress
 import json
@@ -295,6 +296,24 @@ def unpark(p: subprocess.Popen) -> None:
     p.wait()
 
 
+@contextlib.contextmanager
+def bench_lab(spec: LabSpec, tmp: Path):
+    """(lab, parker, empty zmap blocklist): the lab with masscan's spare source routed back to
+    the scanner's link (the target ns only) and a parked process for the packet sampler."""
+    with Lab(spec) as lab:
+        # masscan's unused source address: the target routes it back to the scanner's link; the
+        # scanner ns kernel does not own it, so it sends no RST for the SYN-ACKs masscan sees.
+        lab.run_target(["ip", "route", "add", MASSCAN_SPARE_NET, "via", lab.scanner_addr], check=True)
+        blocklist = tmp / "empty.blocklist"
+        blocklist.write_text("")
+        parker = park(lab)
+        try:
+            wait_for_ns(lab, parker)
+            yield lab, parker, blocklist
+        finally:
+            unpark(parker)
+
+
 def wait_for_ns(lab: Lab, p: subprocess.Popen) -> None:
     for _ in range(200):
         try:
@@ -320,48 +339,38 @@ def sweep(prefix: str, rates: list[int], wait: float, tmp: Path, tools: list[str
     rows = []
     spec = LabSpec(prefix=prefix, live_every=16, open_tcp=(80,), open_udp=(), drop_tcp=(), reject_tcp={})
     n = ipaddress.ip_network(prefix).num_addresses
-    with Lab(spec) as lab:
+    with bench_lab(spec, tmp) as (lab, parker, blocklist):
         expected = set(lab.live_hosts())
-        # masscan's unused source address: the target routes it back to the scanner's link; the
-        # scanner ns kernel does not own it, so it sends no RST for the SYN-ACKs masscan sees.
-        lab.run_target(["ip", "route", "add", MASSCAN_SPARE_NET, "via", lab.scanner_addr], check=True)
-        blocklist = tmp / "empty.blocklist"
-        blocklist.write_text("")
-        parker = park(lab)
-        try:
-            wait_for_ns(lab, parker)
-            for rate in rates:
-                for tool in tools:
-                    tag = f"sweep-{tool}-{rate}"
-                    out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
-                    if tool == "scanner":
-                        argv = scanner_argv(prefix, "80", rate, wait, out)
-                    elif tool == "zmap":
-                        argv = zmap_argv(lab, prefix, rate, wait, out, blocklist, meta)
-                    elif tool == "masscan":
-                        argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, MASSCAN_SPARE_SRC)
-                    elif tool == "masscan-ownip":
-                        argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, lab.scanner_addr)
-                    else:
-                        raise ValueError(tool)
-                    print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
-                    row = {"bench": "sweep", "tool": tool, "rate": rate, "argv": argv}
-                    masscan = tool.startswith("masscan")
-                    row.update(run_tool(lab, parker, argv, log, idle_kill=wait + 0.5 if masscan else None,
-                                        poke=poker(lab) if masscan else None, timeout=120, cwd=str(ROOT)))
-                    if tool == "scanner":
-                        found = parse_scanner(out, log, row)
-                    elif tool == "zmap":
-                        found = parse_zmap(out, meta, row)
-                    else:
-                        found = parse_masscan(out, row)
-                    fill_quality(row, found, expected, n)
-                    row["log_tail"] = log.read_text(errors="replace")[-1500:]
-                    print(f" {fmt_rate(row['pps'])} pps, {row['found']}/{row['expected']}, "
-                          f"cpu {row['cpu_s']:.2f}s, rc {row['rc']} {row['killed']}", file=sys.stderr)
-                    rows.append(row)
-        finally:
-            unpark(parker)
+        for rate in rates:
+            for tool in tools:
+                tag = f"sweep-{tool}-{rate}"
+                out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
+                if tool == "scanner":
+                    argv = scanner_argv(prefix, "80", rate, wait, out)
+                elif tool == "zmap":
+                    argv = zmap_argv(lab, prefix, rate, wait, out, blocklist, meta)
+                elif tool == "masscan":
+                    argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, MASSCAN_SPARE_SRC)
+                elif tool == "masscan-ownip":
+                    argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, lab.scanner_addr)
+                else:
+                    raise ValueError(tool)
+                print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
+                row = {"bench": "sweep", "tool": tool, "rate": rate, "argv": argv}
+                masscan = tool.startswith("masscan")
+                row.update(run_tool(lab, parker, argv, log, idle_kill=wait + 0.5 if masscan else None,
+                                    poke=poker(lab) if masscan else None, timeout=120, cwd=str(ROOT)))
+                if tool == "scanner":
+                    found = parse_scanner(out, log, row)
+                elif tool == "zmap":
+                    found = parse_zmap(out, meta, row)
+                else:
+                    found = parse_masscan(out, row)
+                fill_quality(row, found, expected, n)
+                row["log_tail"] = log.read_text(errors="replace")[-1500:]
+                print(f" {fmt_rate(row['pps'])} pps, {row['found']}/{row['expected']}, "
+                      f"cpu {row['cpu_s']:.2f}s, rc {row['rc']} {row['killed']}", file=sys.stderr)
+                rows.append(row)
     return rows
 
 
@@ -379,61 +388,53 @@ def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str]) -> list[dict
     probes = net.num_addresses * nports
     ports = f"80-{80 + nports - 1}"
     csend = build_csend(tmp) if "csend" in tools else None
-    with Lab(spec) as lab:
-        lab.run_target(["ip", "route", "add", MASSCAN_SPARE_NET, "via", lab.scanner_addr], check=True)
-        blocklist = tmp / "empty.blocklist"
-        blocklist.write_text("")
-        parker = park(lab)
-        try:
-            wait_for_ns(lab, parker)
-            # The scanner resolves the target's MAC itself (ARP passes the ingress drop); that
-            # time shows in "1st probe s", not in the send phase.
-            for tool in tools:
-                tag = f"sendpath-{tool}"
-                out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
-                idle = None
-                if tool == "scanner":
-                    argv = scanner_argv(prefix, ports, UNLIMITED, 0)
-                elif tool == "zmap":
-                    # zmap scans one port per run: -P N sends N probes per address (same packet count).
-                    argv = zmap_argv(lab, prefix, UNLIMITED, 0, None, blocklist, meta, probes=nports)
-                elif tool == "masscan":
-                    # masscan 1.3.2 waits for a packet before it exits, and none comes here: the
-                    # watchdog pings the scanner from the target 1 s after masscan's last packet.
-                    argv = masscan_argv(lab, prefix, ports, UNLIMITED, 0, out, MASSCAN_SPARE_SRC)
-                    idle = 1.0
-                elif tool == "csend":
-                    argv = [str(csend), lab.scanner_if, lab.target_mac, lab.scanner_mac, lab.scanner_addr,
-                            str(net.network_address), str(net.prefixlen), "80", str(nports)]
-                else:
-                    raise ValueError(tool)
-                print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
-                row = {"bench": "sendpath", "tool": tool, "rate": UNLIMITED, "argv": argv}
-                row.update(run_tool(lab, parker, argv, log, idle_kill=idle, timeout=180, cwd=str(ROOT),
-                                    poke=poker(lab) if idle else None))
-                text = log.read_text(errors="replace")
-                if tool == "scanner":
-                    parse_scanner(None, log, row)
-                elif tool == "zmap":
-                    parse_zmap(tmp / "none", meta, row)
-                elif tool == "csend":
-                    try:
-                        own = json.loads(text.strip().splitlines()[-1])
-                        row["tool_sent"] = own["sent"]
-                        row["tool_pps"] = own["pps"]
-                        row["tool_send_s"] = own["seconds"]
-                    except (ValueError, IndexError, KeyError):
-                        row["note"] = "no JSON line from csend"
-                row["probes"] = probes
-                row["cpu_us_per_probe"] = row["cpu_s"] / probes * 1e6
-                row["arrived_frac"] = row["arrived"] / probes
-                row["log_tail"] = text[-1500:]
-                print(f" {fmt_rate(row['pps'])} pps, tx {row['tx']}, arrived {row['arrived']}, "
-                      f"cpu {row['cpu_s']:.2f}s, rc {row['rc']}{' killed:' + row['killed'] if row['killed'] else ''}",
-                      file=sys.stderr)
-                rows.append(row)
-        finally:
-            unpark(parker)
+    with bench_lab(spec, tmp) as (lab, parker, blocklist):
+        # The scanner resolves the target's MAC itself (ARP passes the ingress drop); that
+        # time shows in "1st probe s", not in the send phase.
+        for tool in tools:
+            tag = f"sendpath-{tool}"
+            out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
+            idle = None
+            if tool == "scanner":
+                argv = scanner_argv(prefix, ports, UNLIMITED, 0)
+            elif tool == "zmap":
+                # zmap scans one port per run: -P N sends N probes per address (same packet count).
+                argv = zmap_argv(lab, prefix, UNLIMITED, 0, None, blocklist, meta, probes=nports)
+            elif tool == "masscan":
+                # masscan 1.3.2 waits for a packet before it exits, and none comes here: the
+                # watchdog pings the scanner from the target 1 s after masscan's last packet.
+                argv = masscan_argv(lab, prefix, ports, UNLIMITED, 0, out, MASSCAN_SPARE_SRC)
+                idle = 1.0
+            elif tool == "csend":
+                argv = [str(csend), lab.scanner_if, lab.target_mac, lab.scanner_mac, lab.scanner_addr,
+                        str(net.network_address), str(net.prefixlen), "80", str(nports)]
+            else:
+                raise ValueError(tool)
+            print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
+            row = {"bench": "sendpath", "tool": tool, "rate": UNLIMITED, "argv": argv}
+            row.update(run_tool(lab, parker, argv, log, idle_kill=idle, timeout=180, cwd=str(ROOT),
+                                poke=poker(lab) if idle else None))
+            text = log.read_text(errors="replace")
+            if tool == "scanner":
+                parse_scanner(None, log, row)
+            elif tool == "zmap":
+                parse_zmap(tmp / "none", meta, row)
+            elif tool == "csend":
+                try:
+                    own = json.loads(text.strip().splitlines()[-1])
+                    row["tool_sent"] = own["sent"]
+                    row["tool_pps"] = own["pps"]
+                    row["tool_send_s"] = own["seconds"]
+                except (ValueError, IndexError, KeyError):
+                    row["note"] = "no JSON line from csend"
+            row["probes"] = probes
+            row["cpu_us_per_probe"] = row["cpu_s"] / probes * 1e6
+            row["arrived_frac"] = row["arrived"] / probes
+            row["log_tail"] = text[-1500:]
+            print(f" {fmt_rate(row['pps'])} pps, tx {row['tx']}, arrived {row['arrived']}, "
+                  f"cpu {row['cpu_s']:.2f}s, rc {row['rc']}{' killed:' + row['killed'] if row['killed'] else ''}",
+                  file=sys.stderr)
+            rows.append(row)
     return rows
 
 

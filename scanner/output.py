@@ -363,6 +363,11 @@ class Writer:
     def header(self) -> None:
         pass
 
+    def nmap_comment_header(self) -> None:
+        """The first line of nmap's normal and grepable outputs."""
+        i = self.info
+        self.file.write(f"# Nmap {i.version} scan initiated {nmap_time(i.start)} as: {i.command}\n")
+
     def write_rows(self, rows: np.ndarray) -> None:
         pass
 
@@ -442,9 +447,7 @@ class NormalWriter(Writer):
         self.reason = reason
         super().__init__(path, info, buffer, show_all, append)
 
-    def header(self):
-        i = self.info
-        self.file.write(f"# Nmap {i.version} scan initiated {nmap_time(i.start)} as: {i.command}\n")
+    header = Writer.nmap_comment_header
 
     def footer(self, summary):
         views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
@@ -465,9 +468,7 @@ class GrepableWriter(Writer):
     option = "-oG"
     grouped = True
 
-    def header(self):
-        i = self.info
-        self.file.write(f"# Nmap {i.version} scan initiated {nmap_time(i.start)} as: {i.command}\n")
+    header = Writer.nmap_comment_header
 
     def footer(self, summary):
         views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
