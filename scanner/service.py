@@ -428,83 +428,26 @@ _OIDS = {"2.5.4.3": "commonName", "2.5.4.6": "countryName", "2.5.4.7": "locality
          "2.5.4.5": "serialNumber"}
 
 
-def _der(data: bytes, i: int) -> tuple:
-    """(tag, content start, content end) of the DER element at data[i]."""
-    tag, n = data[i], data[i + 1]
-    i += 2
-    if n & 0x80:
-        k = n & 0x7F
-        n = int.from_bytes(data[i:i + k], "big")
-        i += k
-    return tag, i, i + n
-
-
-def _children(data: bytes, start: int, end: int) -> list:
-    out = []
-    while start < end:
-        tag, s, e = _der(data, start)
-        out.append((tag, s, e))
-        start = e
-    return out
-
-
-def _oid(b: bytes) -> str:
-    parts, v = [b[0] // 40, b[0] % 40], 0
-    for x in b[1:]:
-        v = (v << 7) | (x & 0x7F)
-        if not x & 0x80:
-            parts.append(v)
-            v = 0
-    return ".".join(map(str, parts))
-
-
-def _name(data: bytes, s: int, e: int) -> list:
-    out = []
-    for _, rs, re_ in _children(data, s, e):           # SET
-        for _, as_, ae in _children(data, rs, re_):     # SEQUENCE {oid, value}
-            (ot, os_, oe), (vt, vs, ve) = _children(data, as_, ae)[:2]
-            oid = _oid(data[os_:oe])
-            out.append((_OIDS.get(oid, oid), data[vs:ve].decode("utf-8", "replace")))
-    return out
-
-
-def _time(data: bytes, tag: int, s: int, e: int) -> str:
-    t = data[s:e].decode("ascii", "replace").rstrip("Z")
-    if tag == 0x17:     # UTCTime YYMMDDHHMMSS
-        yy = int(t[:2])
-        t = ("19" if yy >= 50 else "20") + t
-    return f"{t[0:4]}-{t[4:6]}-{t[6:8]}T{t[8:10]}:{t[10:12]}:{t[12:14]}"
-
-
 def parse_certificate(der: bytes) -> dict:
     """subject, issuer ([(attribute, value)]), not_before/not_after (ISO), names (SANs) of an
-    X.509 certificate."""
-    _, s, e = _der(der, 0)
-    tbs = _children(der, s, e)[0]
-    items = _children(der, tbs[1], tbs[2])
-    if items and items[0][0] == 0xA0:      # [0] version
-        items = items[1:]
-    issuer, validity, subject = items[2], items[3], items[4]
-    nb, na = _children(der, validity[1], validity[2])[:2]
-    out = {"subject": _name(der, subject[1], subject[2]), "issuer": _name(der, issuer[1], issuer[2]),
-           "not_before": _time(der, nb[0], nb[1], nb[2]), "not_after": _time(der, na[0], na[1], na[2]),
-           "names": []}
-    for tag, xs, xe in items[5:]:
-        if tag != 0xA3:
-            continue
-        for _, es, ee in _children(der, *_children(der, xs, xe)[0][1:]):
-            parts = _children(der, es, ee)
-            if _oid(der[parts[0][1]:parts[0][2]]) != "2.5.29.17":
-                continue
-            _, os_, oe = parts[-1]                        # OCTET STRING holding GeneralNames
-            _, gs, ge = _der(der, os_)
-            for gt, vs, ve in _children(der, gs, ge):
-                if gt == 0x82:
-                    out["names"].append("DNS:" + der[vs:ve].decode("ascii", "replace"))
-                elif gt == 0x87:
-                    import ipaddress
-                    out["names"].append("IP Address:" + str(ipaddress.ip_address(der[vs:ve])))
-    return out
+    X.509 certificate, in nmap's ssl-cert terms."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+
+    def name(n) -> list:
+        return [(_OIDS.get(a.oid.dotted_string, a.oid.dotted_string),
+                 a.value if isinstance(a.value, str) else a.value.hex()) for a in n]
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        alt = []
+    names = [f"DNS:{g.value}" if isinstance(g, x509.DNSName) else f"IP Address:{g.value}"
+             for g in alt if isinstance(g, (x509.DNSName, x509.IPAddress))]
+    iso = "%Y-%m-%dT%H:%M:%S"
+    return {"subject": name(cert.subject), "issuer": name(cert.issuer), "names": names,
+            "not_before": cert.not_valid_before_utc.strftime(iso),
+            "not_after": cert.not_valid_after_utc.strftime(iso)}
 
 
 def cert_text(cert: dict) -> str:
