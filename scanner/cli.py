@@ -412,7 +412,9 @@ def lab(
     argv = [sys.executable, "-m", "scanner", prefix, "-p", ports, "--rate", str(rate), "--reason"]
     with Lab(spec) as the_lab:
         print("$ scanner " + " ".join(argv[3:]), flush=True)
-        result = the_lab.run(argv + (["--show-all"] if show_all else []))
+        # This very installation of scanner, not a source tree that the current directory may hold.
+        env = dict(os.environ, PYTHONSAFEPATH="1")
+        result = the_lab.run(argv + (["--show-all"] if show_all else []), env=env)
     sys.exit(result.returncode)
 
 
