@@ -420,7 +420,7 @@ class CsvWriter(Writer):
 
 
 class ListWriter(Writer):
-    """-oL: masscan's list format ("open tcp 80 10.0.0.1 1700000000"), a line per result."""
+    """-oL: masscan's list format ("open tcp 80 192.0.2.1 1700000000"), a line per result."""
     option = "-oL"
 
     def header(self):

@@ -107,7 +107,7 @@ def test_template_shape():
 
 def test_templates_back_to_back_and_only_syn_has_a_timestamp():
     probes = Probes([(SYN_SCAN, 1), (UDP_SCAN, 53), (UDP_SCAN, 9), (DISCOVERY["PE"], 0), (DISCOVERY["PP"], 0)])
-    blob, kinds, _ = probes.compile(4, SRC_MAC, DST_MAC, addr_bytes("10.0.0.1"))
+    blob, kinds, _ = probes.compile(4, SRC_MAC, DST_MAC, addr_bytes("198.18.200.1"))
     assert kinds["offset"].tolist() == np.concatenate(([0], np.cumsum(kinds["length"])[:-1])).tolist()
     assert int(kinds["length"].sum()) == len(blob)
     assert kinds["ts_offset"].tolist() == [kinds["ts_offset"][0]] + [-1] * 4
@@ -164,27 +164,27 @@ def test_checksums_match_scapy():
 
 
 def test_template_is_not_modified_and_probes_are_independent():
-    rig = Rig(["10.0.0.2-10.0.0.3"], Probes.ports(SYN_SCAN, [80, 443]), bytes(16), "10.0.0.1")
+    rig = Rig(["198.18.200.2-198.18.200.3"], Probes.ports(SYN_SCAN, [80, 443]), bytes(16), "198.18.200.1")
     copy = bytes(rig.blob)
-    a = rig.build("10.0.0.2", 0, tsval=5)
-    b = rig.build("10.0.0.3", 1, tsval=6)
+    a = rig.build("198.18.200.2", 0, tsval=5)
+    b = rig.build("198.18.200.3", 1, tsval=6)
     assert rig.blob == copy
     # building b did not depend on a having been built first
-    assert Rig(["10.0.0.2-10.0.0.3"], Probes.ports(SYN_SCAN, [80, 443]), bytes(16),
-               "10.0.0.1").build("10.0.0.3", 1, tsval=6) == b
-    assert rig.build("10.0.0.3", 1, tsval=6) == b
-    assert rig.build("10.0.0.2", 0, tsval=5) == a
+    assert Rig(["198.18.200.2-198.18.200.3"], Probes.ports(SYN_SCAN, [80, 443]), bytes(16),
+               "198.18.200.1").build("198.18.200.3", 1, tsval=6) == b
+    assert rig.build("198.18.200.3", 1, tsval=6) == b
+    assert rig.build("198.18.200.2", 0, tsval=5) == a
     assert a != b
-    assert (Ether(b)[IP].dst, Ether(b)[TCP].dport) == ("10.0.0.3", 443)
+    assert (Ether(b)[IP].dst, Ether(b)[TCP].dport) == ("198.18.200.3", 443)
 
 
 def test_saddr_in_template_and_cookie_agree():
     # the parser recomputes the cookie from its own saddr: the frame's source must be that saddr
     key = bytes(range(16))
-    frame = _make(key, 0xC0A80101, 0x08080808, 53, 0)
+    frame = _make(key, 0xC612CA01, 0xC6120808, 53, 0)
     pkt = Ether(frame)
-    assert pkt[IP].src == "192.168.1.1"
-    assert (pkt[TCP].seq, pkt[TCP].sport) == probe_cookie(key, 0xC0A80101, 0x08080808, 53)
+    assert pkt[IP].src == "198.18.202.1"
+    assert (pkt[TCP].seq, pkt[TCP].sport) == probe_cookie(key, 0xC612CA01, 0xC6120808, 53)
 
 
 def test_every_index_builds_its_host_and_slot():
@@ -430,11 +430,11 @@ def test_bpf_accepts_replies(bpf):
         assert bpf.filter(_tcp_reply(dport, "RA"))
         assert bpf.filter(_tcp_reply(dport, "R"))
         assert bpf.filter(bytes(_eth() / IP(src="198.18.0.7", dst=SADDR) / UDP(sport=53, dport=dport)))
-    icmp = bytes(_eth() / IP(src="10.0.0.1", dst=SADDR) / ICMP(type=3, code=13) / (b"\x00" * 28))
+    icmp = bytes(_eth() / IP(src="198.18.200.1", dst=SADDR) / ICMP(type=3, code=13) / (b"\x00" * 28))
     assert bpf.filter(icmp)
     # host discovery needs echo and timestamp replies
-    assert bpf.filter(bytes(_eth() / IP(src="10.0.0.1", dst=SADDR) / ICMP(type=0)))
-    assert bpf.filter(bytes(_eth() / IP(src="10.0.0.1", dst=SADDR) / ICMP(type=14)))
+    assert bpf.filter(bytes(_eth() / IP(src="198.18.200.1", dst=SADDR) / ICMP(type=0)))
+    assert bpf.filter(bytes(_eth() / IP(src="198.18.200.1", dst=SADDR) / ICMP(type=14)))
 
 
 def test_bpf_rejects_other_traffic(bpf):
@@ -443,7 +443,7 @@ def test_bpf_rejects_other_traffic(bpf):
     assert not bpf.filter(_tcp_reply(40000, "S"))             # neither SYN-ACK nor RST
     assert not bpf.filter(_tcp_reply(40000, "SA", dst="198.19.255.2"))
     assert not bpf.filter(bytes(_eth() / IP(src="198.18.0.7", dst=SADDR) / UDP(sport=53, dport=low - 1)))
-    assert not bpf.filter(bytes(_eth() / IP(src="10.0.0.1", dst="198.19.255.2") / ICMP(type=0)))
+    assert not bpf.filter(bytes(_eth() / IP(src="198.18.200.1", dst="198.19.255.2") / ICMP(type=0)))
     assert not bpf.filter(bytes(_eth() / IPv6(src="2001:db8::5", dst=SADDR6) / TCP(dport=40000, flags="SA")))
 
 

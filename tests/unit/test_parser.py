@@ -272,7 +272,7 @@ def test_reply_from_a_different_source_port_is_bad_cookie():
 
 
 @pytest.mark.parametrize("target,port", [("198.18.0.6", 80), ("198.18.0.0", 80), ("198.18.1.4", 22),
-                                         ("10.0.0.1", 443), ("198.18.0.2", 8080), ("198.18.0.2", 23)])
+                                         ("198.18.200.1", 443), ("198.18.0.2", 8080), ("198.18.0.2", 23)])
 def test_not_in_scan(target, port):
     p = make_parser()
     assert len(parse(p, synack(target, port))) == 0
@@ -454,7 +454,7 @@ def test_several_frames_in_one_batch_in_order():
 
 def test_counters_accumulate_across_batches():
     p = make_parser()
-    parse(p, synack("198.18.0.1", 22, key=OTHER_KEY), synack("10.1.1.1", 22))
+    parse(p, synack("198.18.0.1", 22, key=OTHER_KEY), synack("198.19.1.1", 22))
     parse(p, synack("198.18.0.1", 22, key=OTHER_KEY))
     assert (p.parsed, p.bad_cookie, p.not_in_scan) == (3, 2, 1)
 

@@ -89,7 +89,7 @@ def test_probe_order_registered_first_then_rarity(db):
     ("NULL", b"SSH-2.0-dropbear_2022.83\r\n", ("ssh", "Dropbear sshd", "2022.83", "protocol 2.0", "Linux")),
     ("NULL", b"SSH-2.0-OpenSSH_for_Windows_8.1\r\n", ("ssh", "OpenSSH", "for_Windows_8.1", "protocol 2.0", "Windows")),
     ("NULL", b"220 (vsFTPd 3.0.3)\r\n", ("ftp", "vsftpd", "3.0.3", "", "Unix")),
-    ("NULL", b"220 ProFTPD 1.3.8 Server (Debian) [::ffff:10.0.0.1]\r\n", ("ftp", "ProFTPD", "1.3.8", "", "")),
+    ("NULL", b"220 ProFTPD 1.3.8 Server (Debian) [::ffff:198.18.200.1]\r\n", ("ftp", "ProFTPD", "1.3.8", "", "")),
     ("NULL", b"220 mail.example.org ESMTP Postfix (Debian/GNU)\r\n", ("smtp", "Postfix smtpd", "", "", "")),
     ("NULL", b"220 mx.example.org ESMTP Exim 4.96 Tue, 01 Oct 2024 10:00:00 +0000\r\n",
      ("smtp", "Exim smtpd", "4.96", "", "")),

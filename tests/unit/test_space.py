@@ -23,8 +23,8 @@ SADDR6 = "2001:db8::ffff"
 # (target specs, TCP ports, UDP ports)
 SPACES = [
     (["198.18.0.1-198.18.0.5,198.18.1.0/30"], [22, 80, 443], []),
-    (["10.0.0.7"], [1], []),
-    (["10.0.0.0/29", "10.0.0.200", "10.0.1.0-10.0.1.2", "192.0.2.1"], [443, 1, 65535, 8080], [53, 1, 65535]),
+    (["198.18.200.7"], [1], []),
+    (["198.18.200.0/29", "198.18.200.200", "198.18.201.0-198.18.201.2", "192.0.2.1"], [443, 1, 65535, 8080], [53, 1, 65535]),
     (["0.0.0.0", "255.255.255.254-255.255.255.255"], [0, 65535], [0, 161]),
     (["198.18.0.9"], [], [53, 123]),
 ]
@@ -91,7 +91,7 @@ def test_rows_and_locate_match_brute_force_ipv6(specs, tcp, udp):
 
 def test_rows_of_icmp_slots():
     probes = Probes([(DISCOVERY["PE"], 0), (DISCOVERY["PS"], 443), (DISCOVERY["PU"], 40125)])
-    rows = ScanSpace(TargetSet.from_specs(["10.0.0.1-10.0.0.2"]), probes).rows(np.arange(6))
+    rows = ScanSpace(TargetSet.from_specs(["198.18.200.1-198.18.200.2"]), probes).rows(np.arange(6))
     assert rows["proto"].tolist() == [1, 6, 17] * 2
     assert rows["port"].tolist() == [0, 443, 40125] * 2
     rows6 = ScanSpace(TargetSet.from_specs(["2001:db8::1"]), probes).rows(np.arange(3))
@@ -152,7 +152,7 @@ def test_arrays_of_an_ipv6_space():
 
 
 def test_port_order_is_scan_order():
-    space = make(["10.0.0.1"], [443, 22, 80], [9, 7])
+    space = make(["198.18.200.1"], [443, 22, 80], [9, 7])
     assert space.rows(np.arange(5))["port"].tolist() == [443, 22, 80, 9, 7]
 
 
