@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import shutil
@@ -307,6 +308,8 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
                 break
         if post is not None and not total.interrupted:
             sink.close()                 # every row in: then -sV / -O
+            if post.os_detect and os.geteuid() == 0:
+                os_probe(post, targets, common)
             post.run(outs, recorder, quiet, stats_every)
             total.elapsed += post.elapsed
     except InputError:
@@ -341,6 +344,22 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
         print(f"scanner: error: {recorder.error}", file=sys.stderr)
     if at["started"] and (problems or (recorder and recorder.error)):
         sys.exit(1)
+
+
+def os_probe(post, targets, common) -> None:
+    """-O's extra probe: a SYN to a (nearly always) closed port of each host that has an open
+    port but showed no RST, whose reply goes to the OS guess only, not to the port results."""
+    from .engine import Scan, ScanConfig
+    from .osguess import CLOSED_PROBE_PORT, hosts_without_rst
+    from .space import ScanSpace
+    from .targets import TargetSet
+    from .techniques import SYN_SCAN, Probes
+    hosts = hosts_without_rst(post.collector.rows())
+    if not hosts or targets is None:
+        return
+    probe_targets = TargetSet([(int(ipaddress.ip_address(a)),) * 2 for a in hosts], targets.family)
+    space = ScanSpace(probe_targets, Probes.ports(SYN_SCAN, [CLOSED_PROBE_PORT]))
+    Scan(ScanConfig(space=space, **dict(common, shard=(1, 1), list_unanswered=False))).run(post.collector.write)
 
 
 def merge_summary(total, summary, count_states=True) -> None:

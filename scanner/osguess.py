@@ -228,6 +228,16 @@ def fingerprints(rows: np.ndarray) -> dict:
     return out
 
 
+# The extra probe of -O for hosts whose scan showed no closed port: a SYN to a port that is
+# closed almost everywhere, for the RST's TTL, window and DF (nmap's T5 probe does the same).
+CLOSED_PROBE_PORT = 40247
+
+
+def hosts_without_rst(rows: np.ndarray) -> list:
+    """Addresses with a SYN-ACK to fingerprint but no RST yet: the extra probe's targets."""
+    return [addr for addr, fp in fingerprints(rows).items() if not fp.rst_ttl]
+
+
 def guess_hosts(rows: np.ndarray, services: Optional[dict] = None, signatures=None) -> dict:
     """{addr: OsGuess} for every host with an open TCP port among the rows."""
     sigs = signatures if signatures is not None else load_signatures()
