@@ -138,7 +138,10 @@ def scan(
     """Scan TARGETS: host discovery, then a port scan with one TCP technique and/or UDP.
 
     Ctrl-C (or SIGTERM) stops the scan, keeps every result and writes scanner-resume.json in the
-    current directory; `scanner --resume scanner-resume.json` goes on from where it stopped."""
+    current directory; `scanner --resume scanner-resume.json` goes on from where it stopped.
+
+    Other commands: scanner lab (scan a local namespace lab), scanner history, scanner show ID,
+    scanner diff A B (recorded scans); each has its own --help."""
     from .engine import ScanConfig
     from .space import ScanSpace
     from .targets import TargetSet
