@@ -36,8 +36,8 @@ cdef inline void sleep_ns(uint64_t ns) noexcept nogil:
 cdef class ProbeSender:
     """Sends the probes of a scan for positions of its permutation.
 
-    ifname: interface to send on; l3: send through a raw IP socket (loopback, no link layer)
-    instead of AF_PACKET frames, skipping the first l2_len bytes of each frame. templates: the
+    ifname: interface to send on (None: build frames only); l3: send through a raw IP socket
+    (loopback, neighbours on the link: the kernel addresses the frames) instead of AF_PACKET frames, skipping the first l2_len bytes of each frame. templates: the
     frames of every probe kind, back to back, per-probe fields zero; kinds: PROBE_KIND_DTYPE
     array describing them; saddr: our address (4 or 16 bytes); space: ScanSpace.arrays().
     """
@@ -131,11 +131,6 @@ cdef class ProbeSender:
         free(self.iovs)
         free(self.dests)
         free(self.dests6)
-
-    @property
-    def size(self):
-        """N: the number of probes in one pass."""
-        return self.space.n_hosts * self.space.n_slots
 
     def set_rate(self, double rate):
         """Packets per second; 0 means as fast as possible. Restarts the pacing clock."""

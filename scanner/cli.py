@@ -31,17 +31,13 @@ def parse_shard(text: str) -> tuple:
     return k, n
 
 
-def dry_run(space, seed: int, shard: tuple, out=sys.stdout) -> None:
+def dry_run(config, out=sys.stdout) -> None:
     """Prints the probes a scan would send, in the order it would send them: "address port",
-    with "/udp" after UDP ports and the probe's name for ICMP ones."""
-    from ._ext.permutation import Permutation
-    from .states import PROTO_NAMES, addresses
-    perm = Permutation(space.size, seed)
-    k, n = shard
-    count = max(0, (space.size - (k - 1) + n - 1) // n)
+    with "/udp" after UDP ports and the probe's name for discovery ones."""
+    from .states import addresses
+    space = config.space
     names = [f"{t.flag}{port or ''}" if t.flag.startswith("-P") else "" for t, port in space.probes.slots]
-    for offset in range(0, count, 1 << 16):
-        indices = perm.fill(k - 1 + offset * n, min(1 << 16, count - offset), n)
+    for indices in config.indices():
         rows = space.rows(indices)
         _, slots = space.locate(indices)
         out.write("".join(
@@ -209,7 +205,7 @@ def scan(
         raise InputError(f"bad --version-intensity {version_intensity}: must be 0 to 9")
     first = ScanSpace(target_set, discovery if ping_only else jobs[0][1])
     if dry:
-        dry_run(first, ScanConfig(space=first, **common).seed, shard_k_n)
+        dry_run(ScanConfig(space=first, **common))
         return
     if not quiet:
         for note in notes:
@@ -330,7 +326,7 @@ def run_scan(targets, discovery, jobs, common, outputs, all_basename=None, show_
             if store:
                 store.close()
     if total.interrupted:
-        up = [(s, e) for s, e in targets.ranges()] if targets is not None and at["stage"] > 0 else None
+        up = targets.ranges() if targets is not None and at["stage"] > 0 else None
         state = ResumeState(list(_ARGV or []), common["seed"], at["stage"], at["scan"].checkpoint(), up,
                             targets.family if targets is not None else 4, outs.buffer.rows(),
                             dataclasses.asdict(total), recorder.scan_id if recorder else None)

@@ -15,7 +15,6 @@ from collections import deque
 
 import numpy as np
 
-from ._ext.permutation import Permutation
 from .engine import Checkpoint, ScanSummary, Tracker, emit_rows
 from .states import REASONS, STATES, addresses
 
@@ -71,11 +70,8 @@ class ConnectScan:
 
     def _targets(self):
         """(index, address, port) in the scan's permuted order, this shard's slice only."""
-        start, step, count = self.config.positions()
-        self.summary.probes = count
-        perm = Permutation(self.space.size, self.config.seed)
-        for offset in range(0, count, 4096):
-            indices = perm.fill(start + offset * step, min(4096, count - offset), step)
+        self.summary.probes = self.config.positions()[2]
+        for indices in self.config.indices(4096):
             rows = self.space.rows(indices[~self.tracker.answered(indices)])
             yield from zip(rows["index"].tolist(), addresses(rows), rows["port"].tolist())
 

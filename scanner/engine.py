@@ -58,6 +58,13 @@ class ScanConfig:
         k, n = self.shard
         return k - 1, n, max(0, (self.space.size - (k - 1) + n - 1) // n)
 
+    def indices(self, chunk: int = 1 << 16):
+        """This shard's probe indices in sending order, chunk by chunk (uint64 arrays)."""
+        start, step, count = self.positions()
+        perm = Permutation(self.space.size, self.seed)
+        for offset in range(0, count, chunk):
+            yield perm.fill(start + offset * step, min(chunk, count - offset), step)
+
 
 @dataclass
 class ScanSummary:
@@ -88,7 +95,6 @@ class Tracker:
 
     def __init__(self, size: int, bitmap: np.ndarray | None = None):
         self.bitmap = np.zeros((size + 7) // 8, dtype=np.uint8) if bitmap is None else bitmap.copy()
-        self.lock = threading.Lock()
 
     @property
     def count(self) -> int:
@@ -100,17 +106,15 @@ class Tracker:
         rows = rows[np.sort(first)]
         index = rows["index"]
         byte, bit = index >> 3, (np.uint8(1) << (index & 7).astype(np.uint8))
-        with self.lock:
-            fresh = (self.bitmap[byte] & bit) == 0
-            np.bitwise_or.at(self.bitmap, byte[fresh], bit[fresh])
+        fresh = (self.bitmap[byte] & bit) == 0      # one writer: the capture thread (or the connect loop)
+        np.bitwise_or.at(self.bitmap, byte[fresh], bit[fresh])
         return rows[fresh]
 
     def answered(self, indices: np.ndarray) -> np.ndarray:
         return (self.bitmap[indices >> 3] >> (indices & 7).astype(np.uint8)) & 1 == 1
 
     def mark(self, index: int) -> None:
-        with self.lock:
-            self.bitmap[index >> 3] |= np.uint8(1 << (index & 7))
+        self.bitmap[index >> 3] |= np.uint8(1 << (index & 7))
 
 
 def emit_rows(summary: ScanSummary, sink, rows: np.ndarray) -> None:
@@ -231,7 +235,7 @@ class Scan:
             received, dropped, _ = capture.stats()
             self.summary.pcap_received, self.summary.pcap_dropped = received, dropped
         if not self.summary.interrupted:
-            self._emit_unanswered(sink, start, step, count)
+            self._emit_unanswered(sink, count)
         self.summary.elapsed = time.monotonic() - began
         return self.summary
 
@@ -287,7 +291,7 @@ class Scan:
             if self.summary.replies == before:
                 return
 
-    def _emit_unanswered(self, sink, start, step, count):
+    def _emit_unanswered(self, sink, count):
         """The no-response state for every probe of this shard that got no reply."""
         if not self.config.list_unanswered:
             # Counted, not listed: attributed to the first technique's no-response state.
@@ -296,9 +300,7 @@ class Scan:
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
         no_response = np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
-        perm = Permutation(self.space.size, self.config.seed)
-        for offset in range(0, count, 1 << 20):
-            indices = perm.fill(start + offset * step, min(1 << 20, count - offset), step)
+        for indices in self.config.indices(1 << 20):
             indices = indices[~self.tracker.answered(indices)]
             if not len(indices):
                 continue

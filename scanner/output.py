@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape as xml_escape, quoteattr
 import numpy as np
 
 from .errors import InputError
-from .ports import service_name
+from .ports import format_ports as port_ranges, service_name   # 22,80,1000-2000
 from .states import PROTO_NAMES, REASON_NAMES, STATE_NAMES, STATES, addresses, host_keys
 
 OPEN = STATES["open"]
@@ -49,19 +49,6 @@ class ScanInfo:
     @property
     def services(self) -> str:
         return port_ranges(self.ports)
-
-
-def port_ranges(ports) -> str:
-    """22,80,1000-2000: sorted, contiguous runs collapsed, as nmap's scaninfo services."""
-    ports = sorted(set(int(p) for p in ports))
-    out, i = [], 0
-    while i < len(ports):
-        j = i
-        while j + 1 < len(ports) and ports[j + 1] == ports[j] + 1:
-            j += 1
-        out.append(str(ports[i]) if i == j else f"{ports[i]}-{ports[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 def nmap_time(t: float) -> str:

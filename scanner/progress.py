@@ -37,8 +37,11 @@ class Progress:
     """start() before the scan, stop() after. live: the in-place status line (only shown when
     the stream is a terminal); every: seconds between logged lines (None: no log)."""
 
-    def __init__(self, scan, stream=None, live: bool = True, every=None, tick: float = 0.25):
+    def __init__(self, scan, stream=None, live: bool = True, every=None, tick: float = 0.25, describe=None):
+        """scan: anything with progress() -> {"sent", "total", "replies", "open"}; describe, if
+        given, replaces the packet-scan status with describe(elapsed seconds) -> text."""
         self.scan = scan
+        self.describe = describe
         self.stream = stream or sys.stderr
         self.live = live and _isatty(self.stream)
         self.every = every
@@ -84,12 +87,15 @@ class Progress:
         tick = min(self.tick, self.every) if self.every else self.tick
         while not self._stop.wait(tick):
             now = time.monotonic()
-            snap = self.scan.progress()
-            if now > last_t:
-                current = (snap.get("sent", 0) - last_sent) / (now - last_t)
-                pps = current if pps == 0 else 0.7 * pps + 0.3 * current
-            last_sent, last_t = snap.get("sent", 0), now
-            text = status_text(snap, pps, now - began)
+            if self.describe is not None:
+                text = self.describe(now - began)
+            else:
+                snap = self.scan.progress()
+                if now > last_t:
+                    current = (snap.get("sent", 0) - last_sent) / (now - last_t)
+                    pps = current if pps == 0 else 0.7 * pps + 0.3 * current
+                last_sent, last_t = snap.get("sent", 0), now
+                text = status_text(snap, pps, now - began)
             if next_log is not None and now >= next_log:
                 while next_log <= now:
                     next_log += self.every

@@ -733,58 +733,16 @@ def raise_fd_limit(want: int) -> None:
         pass
 
 
-class ServiceProgress:
-    """'service scan: 12/40 ports done, 9 identified, 0:00:03' on stderr: rewritten in place on a
-    terminal, a plain line every `every` seconds for logs."""
+def service_progress(scanner: ServiceScanner, live: bool = True, every: Optional[float] = None):
+    """'service scan: 12/40 ports done, 9 identified, 0:00:03' on stderr, as scan progress is
+    shown: rewritten in place on a terminal, a plain line every `every` seconds for logs."""
+    from .progress import Progress, format_duration
 
-    def __init__(self, scanner: ServiceScanner, live: bool = True, every: Optional[float] = None,
-                 stream=None, tick: float = 0.25):
-        self.scanner, self.every, self.tick = scanner, every, tick
-        self.stream = stream or sys.stderr
-        try:
-            self.live = live and self.stream.isatty()
-        except (AttributeError, ValueError):
-            self.live = False
-        self._stop = threading.Event()
-        self._thread = None
-        self._shown = False
-
-    def text(self) -> str:
-        p = self.scanner.progress()
-        e = int(p["elapsed"])
+    def describe(elapsed: float) -> str:
+        p = scanner.progress()
         return (f"service scan: {p['done']}/{p['total']} ports done, {p['found']} identified, "
-                f"{e // 3600}:{e // 60 % 60:02d}:{e % 60:02d}")
-
-    def _write(self, s: str) -> None:
-        try:
-            self.stream.write(s)
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass
-
-    def _run(self) -> None:
-        next_log = time.monotonic() + self.every if self.every else None
-        while not self._stop.wait(min(self.tick, self.every) if self.every else self.tick):
-            if next_log is not None and time.monotonic() >= next_log:
-                next_log += self.every
-                self._write(("\r\033[K" if self._shown else "") + f"scanner: {self.text()}\n")
-                self._shown = False
-            if self.live:
-                self._write("\r\033[K" + self.text())
-                self._shown = True
-
-    def __enter__(self):
-        if self.live or self.every:
-            self._thread = threading.Thread(target=self._run, name="service-progress", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-        if self._shown:
-            self._write("\r\033[K")
+                f"{format_duration(p['elapsed'])}")
+    return Progress(scanner, live=live, every=every, describe=describe)
 
 
 def service_targets(rows) -> list:
@@ -879,7 +837,7 @@ class PostScan:
             targets = service_targets(rows)
             scanner = ServiceScanner(self.db, self.intensity, self.concurrency)
             t0 = time.monotonic()
-            with ServiceProgress(scanner, live=not quiet, every=stats_every), interrupts_raise():
+            with service_progress(scanner, live=not quiet, every=stats_every), interrupts_raise():
                 try:
                     self.services = scanner.scan(targets)
                 except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .states import PROTO_NUMBERS, RESULT_DTYPE
+from .states import RESULT_DTYPE
 from .targets import TargetSet
 from .techniques import Probes
 
@@ -27,12 +27,7 @@ class ScanSpace:
         self.n_hosts = targets.count
         self.n_slots = len(probes.slots)
         self.size = self.n_hosts * self.n_slots
-        self.slot_proto = np.array([PROTO_NUMBERS[t.proto] if t.proto != "icmp" or self.family == 4 else 58
-                                    for t, _ in probes.slots], dtype=np.uint8)
-
-    @property
-    def ports(self) -> np.ndarray:
-        return self.probes.slot_port
+        self.slot_proto = np.array([t.ip_proto(self.family) for t, _ in probes.slots], dtype=np.uint8)
 
     def arrays(self) -> dict:
         """What the compiled sender and parser take (ext/space.pxd space_init)."""

@@ -39,6 +39,10 @@ class Technique:
     raw: bool = True            # needs raw sockets (all but the connect scan)
     icmp_type: int = 0
 
+    def ip_proto(self, family: int) -> int:
+        """The IP protocol number of this technique's probes (ICMP is ICMPv6 over IPv6; ARP: 0)."""
+        return 58 if self.proto == "icmp" and family == 6 else PROTO_NUMBERS[self.proto]
+
     def table(self) -> list:
         """State code per reply kind, in the order the parser indexes them (0: ignore)."""
         table = [0] * len(REPLY_KINDS)
@@ -185,7 +189,7 @@ class Probes:
             frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr)
             if technique.proto == "arp" and family != 4:
                 raise InputError("-PR (ARP ping) is for IPv4 targets")
-            kinds[i] = (PROTO_NUMBERS[technique.proto] if technique.proto != "icmp" or family == 4 else 58,
+            kinds[i] = (technique.ip_proto(family),
                         technique.tcp_flags, icmp_type(technique, family), 0, len(blob), len(frame),
                         ts_offset, technique.table())
             blob += frame
@@ -228,15 +232,13 @@ def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, 
         options = SYN_OPTIONS if technique.tcp_flags & SYN else b""
         l4 = struct.pack("!HHIIBBHHH", 0, 0, 0, 0, ((20 + len(options)) // 4) << 4, technique.tcp_flags,
                          64240 if technique.tcp_flags & SYN else 1024, 0, 0) + options
-        proto = 6
     elif technique.proto == "udp":
         l4 = struct.pack("!HHHH", 0, 0, 8 + len(payload), 0) + payload
-        proto = 17
     else:
         kind = icmp_type(technique, family)
         body = bytes(12) if kind == ICMP_TIMESTAMP else bytes(4) + b"scanner!"   # cookie in the first 4
         l4 = struct.pack("!BBHHH", kind, 0, 0, 0, 0) + body
-        proto = 1 if family == 4 else 58
+    proto = technique.ip_proto(family)
     if family == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0, saddr, bytes(4))
         ethertype = b"\x08\x00"
