@@ -90,7 +90,11 @@ class Store:
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as e:
-            raise InputError(f"cannot use the scan database '{self.path}': {getattr(e, 'strerror', None) or e}") from None
+            # A path that cannot hold a database is the user's to fix (exit 2); a full or failing
+            # disk is the machine's (exit 1).
+            full = isinstance(e, sqlite3.Error) and ("disk" in str(e) or "full" in str(e))
+            raise (EnvironmentFault if full else InputError)(
+                f"cannot use the scan database '{self.path}': {getattr(e, 'strerror', None) or e}") from None
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -241,6 +245,8 @@ class Recorder:
             self.error = f"recording scan {self.scan_id} in '{self.store.path}' failed: {e}"
 
     def close(self, summary) -> None:
+        if self.error:          # rows are missing: never recorded as a scan that finished normally
+            summary = dataclasses.replace(summary, interrupted=True, error=summary.error or self.error)
         try:
             self.store.finish(self.scan_id, summary)
         except sqlite3.Error as e:
@@ -279,7 +285,8 @@ def history_lines(store: Store, limit: Optional[int] = None) -> list:
     for r in store.scans(limit):
         up, n_open = store.host_counts(r.id)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
-        note = " (interrupted)" if r.interrupted else (" (unfinished)" if r.ended is None else "")
+        note = (" (failed)" if (r.counters or {}).get("error") else " (interrupted)" if r.interrupted
+                else " (unfinished)" if r.ended is None else "")
         lines.append(f"{r.id:>4}  {when:<19}  {r.elapsed:>7.1f}s  {up:>5}  {n_open:>6}  {r.command}{note}")
     return lines
 
