@@ -2,6 +2,7 @@
 with the terminal view of its events, and the other commands (lab, history, show, diff)."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Any, List, Optional
@@ -25,7 +26,7 @@ class TerminalView:
     def attach(self, session) -> None:
         from .output import HostTable, OpenPortLines
         r = self.request
-        if not self.stdout_taken:
+        if not self.stdout_taken and sys.stdout is not None:    # None: started with stdout closed
             self.screen = (HostTable(show_all=r.show_all, reason=r.reason, assume_up=session.discovery is None)
                            if session.table else OpenPortLines(show_all=r.show_all))
 
@@ -116,6 +117,8 @@ def run_scan(request, resume=None) -> int:
             problems.append(str(e))
     elif resume is not None and resume.path and os.path.exists(resume.path):
         os.remove(resume.path)           # done: the resume file has served
+    # A reader that went away (| head) is not worth a message, as with any Unix filter.
+    problems = [p for p in problems if not p.endswith(f"output '-' failed: {os.strerror(errno.EPIPE)}")]
     kept = f" (all results are kept in the store: {result.store_kept})" if result.store_kept else ""
     for problem in problems:
         print(f"scanner: error: {problem}{kept if 'recording scan' not in problem else ''}", file=sys.stderr)

@@ -109,6 +109,8 @@ class Writer:
         append = append and not self.grouped
         self._streamed = append  # rows written already (by this or the interrupted run): details follow
         if path == "-":
+            if sys.stdout is None:           # started with its standard output closed
+                raise InputError(f"cannot write {self.option} output to stdout: it is closed")
             self.file, self._close = sys.stdout, False
         else:
             try:
