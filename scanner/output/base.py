@@ -143,6 +143,17 @@ class Writer:
             self._streamed = True
             self._guard(self.write_rows, rows)
 
+    silent = None            # -Pn: makes the rows of the hosts that never answered (hosts.all_host_views)
+
+    def set_silent(self, silent) -> None:
+        """A -Pn scan that did not list its silent hosts' probes: the host views make them."""
+        self.silent = silent
+
+    def views(self):
+        """The hosts to show, in address order (streamed: see hosts.all_host_views)."""
+        from .hosts import all_host_views
+        return all_host_views(self.buffer.rows(), self.show_all, self.info.assume_up, self.silent)
+
     def set_details(self, services=None, os_guesses=None) -> None:
         """-sV/-O results, known once the port scan is over. Grouped formats render them at the
         end; a stream that wrote its ports already (as it must, to lose nothing if the scan is
