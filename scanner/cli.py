@@ -501,7 +501,7 @@ def diff(
         sys.exit(1)
 
 
-SUBCOMMANDS = {"lab": lab_app, "history": history_app, "show": show_app, "diff": diff_app}
+SUBCOMMANDS = {"lab": lab_app, "history": history_app, "show": show_app, "diff": diff_app, "web": __import__("scanner.web.cli", fromlist=["web_app"]).web_app}
 
 
 def nmap_style_args(argv: List[str]) -> List[str]:
