@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import socket
 import sys
 from typing import Optional
 
@@ -50,31 +51,24 @@ def web(
         raise InputError("--token must have at least 16 characters")
     token = token or secrets.token_urlsafe(24)
     path = db or str(default_path())
-    app = create_app(path, token, port)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    shown = f"[{host}]" if ":" in host else host
-
-    async def serve():
-        await server.startup()
-        if server.should_exit:
-            raise InputError(f"cannot listen on {listen} (in use, or not an address of this machine)")
-        bound = server.servers[0].sockets[0].getsockname()[1] if port == 0 else port
-        if port == 0:
-            app.port = bound
-        print(f"scanner web: serving {path} on http://{shown}:{bound}/?token={token}", flush=True)
-        if host not in ("127.0.0.1", "::1"):
-            print(f"scanner web: note: listening on {host}: anyone who can reach it and has the token can "
-                  "run scans from this machine", file=sys.stderr, flush=True)
-        await server.main_loop()
-        await server.shutdown()
-
-    import asyncio
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        asyncio.run(serve())
+        sock.bind((host, port))     # here rather than in uvicorn: a clear error, and the port of :0
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {listen}: {e.strerror}") from None
+    port = sock.getsockname()[1]
+    app = create_app(path, token, port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"scanner web: serving {path} on http://{shown}:{port}/?token={token}", flush=True)
+    if not ipaddress.ip_address(host).is_loopback:
+        print(f"scanner web: note: listening on {host}: anyone who reaches it with the token can run scans "
+              "from this machine", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
+                            lifespan="off")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
-    except SystemExit as e:      # uvicorn exits when it cannot bind
-        if e.code:
-            raise InputError(f"cannot listen on {listen} (in use, or not an address of this machine)") from None
