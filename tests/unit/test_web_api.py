@@ -1,0 +1,264 @@
+"""The web GUI's JSON API with Starlette's test client, on a store filled through the Store API:
+token, Host and Origin checks; listing, details, paging, filters, stats, diff and search; scan
+requests that the command line's checks refuse (nothing is run)."""
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings("ignore", message=".*httpx.*")
+from starlette.testclient import TestClient  # noqa: E402
+
+from scanner.osguess import OsGuess  # noqa: E402
+from scanner.output import ScanInfo  # noqa: E402
+from scanner.service import ServiceInfo  # noqa: E402
+from scanner.states import REASONS, RESULT_DTYPE, STATES  # noqa: E402
+from scanner.store import Store  # noqa: E402
+from scanner.web.app import create_app  # noqa: E402
+
+TOKEN = "test-token-0123456789abcdef"
+BASE = "http://127.0.0.1:8700"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DAY = 86400
+
+
+def rows_of(results) -> np.ndarray:
+    rows = np.zeros(len(results), dtype=RESULT_DTYPE)
+    for i, (ip, port, state, reason) in enumerate(results):
+        rows[i]["ip"] = int(ipaddress.IPv4Address(ip))
+        rows[i]["port"], rows[i]["proto"] = port, 6
+        rows[i]["state"], rows[i]["reason"] = STATES[state], REASONS[reason]
+        rows[i]["ttl"] = 64 if reason != "no-response" else 0
+    return rows
+
+
+def record(store, command, results, started, services=None, oses=None) -> int:
+    info = ScanInfo(start=started, command=command, scan_type="syn", protocol="tcp", ports=(22, 80, 443),
+                    n_hosts=256)
+    sid = store.begin(info, {"n_hosts": 256, "ports": "22,80,443", "scan_type": "syn"})
+    store.add(sid, rows_of(results))
+    store.add_details(sid, services or {}, oses or {})
+    store.finish(sid, {"elapsed": 1.5, "states": {}}, ended=started + 2)
+    return sid
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    """Scan 1 (ten days ago): 40 hosts, 198.18.0.0-39 with 22 open and 80 closed; 0-9 also 443 open
+    with -sV / -O details on 198.18.0.1. Scan 2 (now): 22 closed on 198.18.0.5, 198.18.0.39 gone,
+    198.18.0.200 new with 8080 open."""
+    path = tmp_path / "scans.db"
+    store = Store(path)
+    now = time.time()
+    first = []
+    for i in range(40):
+        ip = f"198.18.0.{i}"
+        first += [(ip, 22, "open", "syn-ack"), (ip, 80, "closed", "reset")]
+        first.append((ip, 443, "open", "syn-ack") if i < 10 else (ip, 443, "filtered", "no-response"))
+    cert = "Subject: commonName=lab.example\nIssuer: commonName=lab.example\nNot valid after: 2030-01-01"
+    services = {("198.18.0.1", "tcp", 443): ServiceInfo("http", product="nginx", version="1.22.1", tunnel="ssl",
+                                                         scripts={"ssl-cert": cert}),
+                ("198.18.0.1", "tcp", 22): ServiceInfo("ssh", product="OpenSSH", version="9.2p1")}
+    oses = {"198.18.0.1": OsGuess("Linux 5.x - 6.x", 95, "Linux", "Linux", "5.X")}
+    record(store, "scanner 198.18.0.0/24 -p 22,80,443 -A", first, now - 10 * DAY, services, oses)
+    second = [r for r in first if r[0] != "198.18.0.39"]
+    second = [(ip, p, "closed", "reset") if (ip, p) == ("198.18.0.5", 22) else (ip, p, s, r) for ip, p, s, r in second]
+    second += [("198.18.0.200", 8080, "open", "syn-ack")]
+    record(store, "scanner 198.18.0.0/24 -p 22,80,443,8080", second, now)
+    store.close()
+    return path
+
+
+@pytest.fixture
+def client(store_path):
+    with TestClient(create_app(store_path, TOKEN, 8700), base_url=BASE) as c:
+        yield c
+
+
+# ------------------------------------------------------------------ the guard
+
+def test_no_token_is_refused(client):
+    for path in ("/", "/api/scans", "/api/scans/1", "/api/search?q=x", "/static/app.js"):
+        assert client.get(path).status_code == 401, path
+    assert client.post("/api/scans", json={"argv": ["127.0.0.1"]}).status_code == 401
+    assert client.get("/api/scans", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
+    assert client.get("/api/scans", headers={"Cookie": "scanner_token=wrong"}).status_code == 401
+    assert client.get("/api/scans", headers=AUTH).status_code == 200
+
+
+def test_token_in_url_sets_a_cookie(client):
+    r = client.get(f"/?token={TOKEN}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"scanner_token={TOKEN}") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    page = client.get("/")          # the client keeps the cookie, as a browser does
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get(f"/?token=nope", follow_redirects=False).status_code == 401
+
+
+def test_foreign_host_and_origin_are_refused(client):
+    # DNS rebinding: a name that resolves here but is not this server's.
+    assert client.get("/api/scans", headers={**AUTH, "Host": "evil.example:8700"}).status_code == 403
+    assert client.get("/api/scans", headers={**AUTH, "Host": "127.0.0.1:9999"}).status_code == 403
+    assert client.get("/api/scans", headers={**AUTH, "Host": "localhost:8700"}).status_code == 200
+    # Cross-site: another page's scripts, even with the cookie.
+    assert client.post("/api/scans", json={"argv": ["127.0.0.1"]},
+                       headers={**AUTH, "Origin": "http://evil.example"}).status_code == 403
+    assert client.get("/api/scans", headers={**AUTH, "Origin": "http://127.0.0.1:8701"}).status_code == 403
+    assert client.get("/api/scans", headers={**AUTH, "Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert client.get("/api/scans", headers={**AUTH, "Origin": BASE}).status_code == 200
+
+
+def _scan_count(path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COUNT(*) FROM scans").fetchone()[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["127.0.0.1;touch /tmp/scanner-web-pwned", "-p", "22"], "bad target"),
+    (["127.0.0.1 && id", "-p", "22"], "bad target"),
+    (["$(id)", "-p", "22"], "bad target"),
+    (["`id`", "-p", "22"], "bad target"),
+    (["127.0.0.1", "-p", "22|id"], "bad port"),
+    (["127.0.0.1", "-p", "22", "-oN", "/tmp/x"], "not available from the web"),
+    (["127.0.0.1", "--db", "/tmp/other.db"], "not available from the web"),
+    (["127.0.0.1", "-iL", "/etc/passwd"], "not available from the web"),
+    (["127.0.0.1", "--no-such-option"], "no-such-option"),
+])
+def test_bad_requests_are_refused_and_nothing_runs(client, store_path, argv, message):
+    before = _scan_count(store_path)
+    r = client.post("/api/scans", json={"argv": argv}, headers=AUTH)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert message in error and "\n" not in error and "Traceback" not in error
+    assert _scan_count(store_path) == before
+    assert not __import__("os").path.exists("/tmp/scanner-web-pwned")
+
+
+def test_malformed_bodies(client):
+    assert client.post("/api/scans", content=b"{not json", headers=AUTH).status_code == 400
+    assert client.post("/api/scans", json=["127.0.0.1"], headers=AUTH).status_code == 400
+    assert client.post("/api/scans", json={"argv": []}, headers=AUTH).status_code == 400
+    assert client.post("/api/scans", json={"argv": [1, 2]}, headers=AUTH).status_code == 400
+    assert client.post("/api/scans", json={"command": "scanner 'unclosed"}, headers=AUTH).status_code == 400
+
+
+# ------------------------------------------------------------------ reading
+
+def test_list_and_details(client):
+    scans = client.get("/api/scans", headers=AUTH).json()["scans"]
+    assert [s["id"] for s in scans] == [2, 1]
+    assert scans[1]["targets"] == "198.18.0.0/24" and scans[1]["status"] == "done"
+    assert scans[1]["hosts_up"] == 40 and scans[1]["open"] == 50
+    assert scans[0]["hosts_up"] == 40 and scans[0]["open"] == 38 + 10 + 1   # 22 on 0-38 but 5; 443; 8080
+    d = client.get("/api/scans/1?limit=7", headers=AUTH).json()
+    assert d["hosts"]["total"] == 40 and len(d["hosts"]["items"]) == 7
+    # Numeric address order, not text order (198.18.0.10 after 198.18.0.9).
+    page2 = client.get("/api/scans/1?offset=7&limit=7", headers=AUTH).json()["hosts"]["items"]
+    assert [h["ip"] for h in page2] == [f"198.18.0.{i}" for i in range(7, 14)]
+    h1 = d["hosts"]["items"][1]
+    assert h1["ip"] == "198.18.0.1" and h1["up"] and h1["os"]["name"] == "Linux 5.x - 6.x"
+    by_port = {p["port"]: p for p in h1["ports"]}
+    assert by_port[22]["state"] == "open" and by_port[22]["reason"] == "syn-ack"
+    assert by_port[22]["product"] == "OpenSSH" and by_port[22]["version"] == "9.2p1"
+    assert by_port[80]["state"] == "closed" and by_port[80]["service"] == "http"
+    assert client.get("/api/scans/99", headers=AUTH).status_code == 404
+    assert client.get("/api/scans/x", headers=AUTH).status_code == 400
+    assert client.get("/api/scans/1?limit=100000", headers=AUTH).status_code == 400
+
+
+def test_host_filters_and_ports_paging(client):
+    def hosts(f, scan=1):
+        return client.get(f"/api/scans/{scan}", params={"filter": f, "limit": 100}, headers=AUTH).json()["hosts"]
+    assert hosts("open:443")["total"] == 10
+    assert hosts("198.18.0.0/29")["total"] == 8
+    assert [h["ip"] for h in hosts("198.18.0.3")["items"]] == ["198.18.0.3"]
+    assert hosts("service:nginx")["total"] == 1
+    assert hosts("os:linux")["total"] == 1
+    assert hosts("closed:22", scan=2)["total"] == 1
+    assert hosts("open:8080", scan=2)["items"][0]["ip"] == "198.18.0.200"
+    r = client.get("/api/scans/1", params={"filter": "bogus:1"}, headers=AUTH)
+    assert r.status_code == 400 and "bogus" in r.json()["error"]
+    ports = client.get("/api/scans/1/ports", params={"filter": "state:open", "limit": 20}, headers=AUTH).json()
+    assert ports["total"] == 50 and len(ports["items"]) == 20
+    assert all(p["state"] == "open" for p in ports["items"])
+    more = client.get("/api/scans/1/ports", params={"filter": "state:open", "offset": 40, "limit": 20},
+                      headers=AUTH).json()
+    assert len(more["items"]) == 10
+
+
+def test_host_detail_has_services_certificate_and_os(client):
+    h = client.get("/api/scans/1/hosts/198.18.0.1", headers=AUTH).json()
+    tls = next(p for p in h["ports"] if p["port"] == 443)
+    assert tls["product"] == "nginx" and tls["tunnel"] == "ssl"
+    assert "commonName=lab.example" in tls["scripts"]["ssl-cert"]
+    assert h["os"]["accuracy"] == 95 and h["seen_in"] == [2, 1]
+    assert client.get("/api/scans/1/hosts/198.18.9.9", headers=AUTH).status_code == 404
+
+
+def test_stats(client):
+    st = client.get("/api/scans/1/stats", headers=AUTH).json()
+    assert st["states"] == {"open": 50, "closed": 40, "filtered": 30}
+    assert st["services"][0] == ["ssh (22/tcp)", 40]
+    hm = st["heatmap"]
+    assert hm["first"] == "198.18.0.0" and hm["block"] == 1 and sum(hm["up"]) == 40
+    assert hm["open"][1] == 2 and hm["open"][20] == 1
+
+
+def test_diff(client):
+    d = client.get("/api/diff?a=1&b=2", headers=AUTH).json()
+    assert d["gone_hosts"] == ["198.18.0.39"] and d["new_hosts"] == ["198.18.0.200"]
+    assert d["changed"] == [{"ip": "198.18.0.5", "port": 22, "proto": "tcp", "a": "open", "b": "closed",
+                             "service": "ssh"}]
+    assert {(p["ip"], p["port"]) for p in d["new_ports"]} == {("198.18.0.200", 8080)}
+    assert {(p["ip"], p["port"]) for p in d["gone_ports"]} == {("198.18.0.39", 22), ("198.18.0.39", 80),
+                                                             ("198.18.0.39", 443)}   # filtered, reported
+    assert client.get("/api/diff?a=1&b=1", headers=AUTH).json()["empty"] is True
+    assert client.get("/api/diff?a=1&b=77", headers=AUTH).status_code == 404
+    assert client.get("/api/diff?a=1", headers=AUTH).status_code == 400
+
+
+@pytest.mark.parametrize("q, ids", [
+    ("", [2, 1]),
+    ("open:8080", [2]),
+    ("open:443", [2, 1]),
+    ("closed:22", [2]),
+    ("target:198.18.0.39", [1]),
+    ("target:198.18.0.192/26", [2]),
+    ("198.18.0.200", [2]),
+    ("service:nginx", [1]),
+    ("service:ssh", [2, 1]),
+    ("os:linux", [1]),
+    ("after:-3", [2]),
+    ("before:-3", [1]),
+    ("date:-10", [1]),
+    ("date:-0 open:22", [2]),
+    ("option:-A", [1]),
+    ("8080", [2]),
+])
+def test_search_keys(client, q, ids):
+    r = client.get("/api/search", params={"q": q}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert [s["id"] for s in r.json()["scans"]] == ids
+
+
+def test_search_errors(client):
+    for q in ("nokey:1", "date:yesterday", "open:x"):
+        r = client.get("/api/search", params={"q": q}, headers=AUTH)
+        assert r.status_code == 400 and "\n" not in r.json()["error"], q
+
+
+def test_events_of_a_scan_not_run_here(client):
+    r = client.get("/api/scans/1/events", headers=AUTH)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    lines = r.text.splitlines()
+    assert "event: done" in lines
+    done = __import__("json").loads(next(l for l in lines if l.startswith("data: "))[6:])
+    assert done["status"] == "done" and done["hosts_up"] == 40
+    assert client.post("/api/scans/1/stop", headers=AUTH).status_code == 404
