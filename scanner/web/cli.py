@@ -56,6 +56,7 @@ def web(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))     # here rather than in uvicorn: a clear error, and the port of :0
+        sock.listen(1024)           # connections wait from the moment the URL is printed
     except OSError as e:
         sock.close()
         raise InputError(f"cannot listen on {listen}: {e.strerror}") from None

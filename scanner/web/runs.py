@@ -289,6 +289,9 @@ class Runs:
                     row = db.execute("SELECT id FROM scans WHERE id>? AND command=? ORDER BY id LIMIT 1",
                                      (last, command)).fetchone()
                     if row:
+                        # The store keeps the command as typed, not the web's own plumbing options.
+                        db.execute("UPDATE scans SET command=? WHERE id=?", (run.command, row[0]))
+                        db.commit()
                         with run.cond:
                             run.id = row[0]
                             run.status = "running"

@@ -352,19 +352,34 @@ function heatmap(hm, css, id) {
 
 // ---------------------------------------------------------------- host details
 
+// Ports as nmap lists them: a state shared by more than 25 ports is folded into one line.
+function portRows(ports) {
+  const byState = {};
+  ports.forEach((p) => { (byState[p.state] = byState[p.state] || []).push(p); });
+  const folded = Object.entries(byState).filter(([s, list]) => s !== "open" && list.length > 25);
+  const shown = ports.filter((p) => !folded.some(([s]) => s === p.state));
+  return {shown, folded};
+}
+
 async function pageHost(id, ip) {
   const host = await api(`/api/scans/${id}/hosts/${encodeURIComponent(ip)}`);
-  const ports = host.ports.filter((p) => p.reason !== "no-response" || p.state !== "filtered");
-  const hidden = host.ports.length - ports.length;
+  const {shown, folded} = portRows(host.ports.filter((p) => p.reason !== "no-response" || p.state !== "filtered"));
+  const silent = host.ports.filter((p) => p.reason === "no-response" && p.state === "filtered").length;
+  const reasons = (list) => Object.entries(list.reduce((a, p) => ({...a, [p.reason]: (a[p.reason] || 0) + 1}), {}))
+    .map(([r, n]) => `${n} ${r}`).join(", ");
+  const row = (p) => h("tr", {"data-port": `${p.port}/${p.proto}`}, h("td", {}, `${p.port}/${p.proto}`), h("td", {}, state(p.state)),
+    h("td", {}, p.reason), h("td", {}, p.ttl || ""), h("td", {}, (p.tunnel ? p.tunnel + "/" : "") + p.service),
+    h("td", {}, p.product || ""), h("td", {}, p.version || ""), h("td", {}, p.extrainfo || ""));
   $main.append(h("p", {}, h("a", {href: `#/scan/${id}`}, `‹ Scan ${id}`)),
     h("h1", {}, ip, " ", host.up ? state("up") : h("span.muted", {}, "no reply")),
     h("div.card", {}, h("h2", {}, "Ports"),
+      folded.map(([s, list]) => h("p.muted.folded", {}, `Not shown: ${list.length} ${s} ports (${reasons(list)})`)),
+      silent ? h("p.muted", {}, `Not shown: ${silent} filtered ports without a reply`) : null,
       h("table#host-ports", {}, h("thead", {}, h("tr", {}, ["Port", "State", "Reason", "TTL", "Service", "Product", "Version", "Extra"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, ports.map((p) => h("tr", {}, h("td", {}, `${p.port}/${p.proto}`), h("td", {}, state(p.state)), h("td", {}, p.reason),
-          h("td", {}, p.ttl || ""), h("td", {}, (p.tunnel ? p.tunnel + "/" : "") + p.service), h("td", {}, p.product || ""),
-          h("td", {}, p.version || ""), h("td", {}, p.extrainfo || ""))))),
-      hidden ? h("p.muted", {}, `${hidden} filtered ports without a reply not shown.`) : null),
-    ...ports.filter((p) => p.scripts).map((p) => h("div.card", {}, h("h2", {}, `${p.port}/${p.proto} ${p.service}`),
+        h("tbody", {}, shown.map(row))),
+      folded.length ? h("details", {}, h("summary", {}, "Show every port"),
+        h("table", {}, h("tbody", {}, folded.flatMap(([, list]) => list).map(row)))) : null),
+    ...shown.filter((p) => p.scripts).map((p) => h("div.card", {}, h("h2", {}, `${p.port}/${p.proto} ${p.service}`),
       Object.entries(p.scripts).map(([k, v]) => [h("h3", {}, k === "ssl-cert" ? "TLS certificate" : k), h("pre", {}, v)]))),
     h("div#os.card", {}, h("h2", {}, "Operating system"), host.os ? osBlock(host.os) : h("p.muted", {}, "No OS guess (scan with -O or -A).")),
     h("div.card", {}, h("h2", {}, "This host in other scans"),
@@ -392,17 +407,24 @@ async function pageCompare() {
     h("button#diff-go.primary", {type: "button", onclick: () => { location.hash = `#/compare?a=${a.value}&b=${b.value}`; }}, "Compare"))), out);
   if (!params.get("a") || !params.get("b")) return;
   const d = await api(`/api/diff?a=${params.get("a")}&b=${params.get("b")}`);
-  const line = (cls, sign, text) => h("div." + cls, {}, h("code", {}, `${sign} ${text}`));
+  // One table, like ndiff per host: what scan A had (-) and what scan B has (+).
+  const ipNum = (ip) => ip.includes(":") ? ip : ip.split(".").reduce((a, o) => a * 256 + Number(o), 0);
+  const rows = [
+    ...d.gone_hosts.map((ip) => ({ip, port: -1, what: "host gone", a: "up", b: "", cls: "minus"})),
+    ...d.new_hosts.map((ip) => ({ip, port: -1, what: "new host", a: "", b: "up", cls: "plus"})),
+    ...d.gone_ports.map((p) => ({...p, what: "gone", a: p.state, b: "", cls: "minus"})),
+    ...d.new_ports.map((p) => ({...p, what: "new", a: "", b: p.state, cls: "plus"})),
+    ...d.changed.map((p) => ({...p, what: "changed", cls: "changed"})),
+  ].sort((x, y) => (ipNum(x.ip) > ipNum(y.ip)) - (ipNum(x.ip) < ipNum(y.ip)) || x.port - y.port);
+  const LIMIT = 2000;
   out.append(h("div.card", {},
-    h("p", {}, `${d.new_hosts.length} new hosts, ${d.gone_hosts.length} gone; ${d.new_ports.length} new ports, ${d.gone_ports.length} gone, ${d.changed.length} changed state`),
-    d.empty ? h("p", {}, "No differences.") : null,
-    h("div.grid2", {},
-      h("div", {}, h("h2", {}, `Scan ${d.a} only`), d.gone_hosts.map((x) => line("minus", "-", `${x} up`)),
-        d.gone_ports.map((p) => line("minus", "-", `${p.ip} ${p.port}/${p.proto} ${p.state} ${p.service}`)),
-        d.changed.map((p) => line("minus", "-", `${p.ip} ${p.port}/${p.proto} ${p.a} ${p.service}`))),
-      h("div", {}, h("h2", {}, `Scan ${d.b} only`), d.new_hosts.map((x) => line("plus", "+", `${x} up`)),
-        d.new_ports.map((p) => line("plus", "+", `${p.ip} ${p.port}/${p.proto} ${p.state} ${p.service}`)),
-        d.changed.map((p) => line("plus", "+", `${p.ip} ${p.port}/${p.proto} ${p.b} ${p.service}`))))));
+    h("p#diff-summary", {}, `${d.new_hosts.length} new hosts, ${d.gone_hosts.length} gone; ${d.new_ports.length} new ports, ${d.gone_ports.length} gone, ${d.changed.length} changed state`),
+    d.empty ? h("p", {}, "No differences.") : h("table#diff-table", {},
+      h("thead", {}, h("tr", {}, ["Host", "Port", "Service", "Change", `Scan ${d.a}`, `Scan ${d.b}`].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows.slice(0, LIMIT).map((r) => h("tr." + r.cls, {"data-ip": r.ip, "data-port": r.port >= 0 ? `${r.port}/${r.proto}` : null},
+        h("td", {}, r.ip), h("td", {}, r.port >= 0 ? `${r.port}/${r.proto}` : ""), h("td", {}, r.service || ""),
+        h("td", {}, r.what), h("td", {}, r.a ? state(r.a) : ""), h("td", {}, r.b ? state(r.b) : ""))))),
+    rows.length > LIMIT ? h("p.muted", {}, `First ${LIMIT} of ${rows.length} differences shown (scanner diff ${d.a} ${d.b} lists them all).`) : null));
 }
 
 // ---------------------------------------------------------------- search
