@@ -180,6 +180,9 @@ def _ip_match(value: str, col: str = "ip") -> tuple:
         return f"{col} LIKE ?", [value.replace("*", "%") + ("" if "*" in value else "%")]
     if net.num_addresses == 1:
         return f"{col} = ?", [str(net.network_address)]
+    if net.version == 4 and net.prefixlen % 8 == 0:     # 198.51.100.0/24: a prefix of the text, on the index
+        octets = str(net.network_address).split(".")[:net.prefixlen // 8]
+        return f"{col} LIKE ?", [".".join(octets) + ".%" if octets else "%.%"]
     lo, hi = _ipkey(str(net.network_address)), _ipkey(str(net.broadcast_address))
     return f"ipkey({col}) BETWEEN ? AND ?", [lo, hi]
 
@@ -322,16 +325,35 @@ def _port(row, services) -> dict:
     return d
 
 
+_ORDERS: dict = {}     # (database, scan id) -> (result rows, {ip: rank in address order})
+
+
+def host_order(db, scan_id: int) -> dict:
+    """{ip: rank} of a scan's hosts in address order, computed once per scan and kept while the
+    scan's row count stays the same (a running scan's is recomputed as it grows)."""
+    key = (db.execute("PRAGMA database_list").fetchone()[2], scan_id)
+    n = db.execute("SELECT COUNT(*) FROM results WHERE scan_id=?", (scan_id,)).fetchone()[0]
+    cached = _ORDERS.get(key)
+    if cached is None or cached[0] != n:
+        ips = sorted((r[0] for r in db.execute("SELECT DISTINCT ip FROM results WHERE scan_id=?", (scan_id,))),
+                     key=_ipkey)
+        cached = _ORDERS[key] = (n, {ip: i for i, ip in enumerate(ips)}, ips)
+        if len(_ORDERS) > 16:
+            _ORDERS.pop(next(iter(_ORDERS)))
+    return cached
+
+
 def hosts_page(db, scan_id: int, offset: int = 0, limit: int = 100, text: str = "",
                all_ports: bool = False) -> dict:
     """One page of a scan's hosts in address order, each with its answered ports and OS guess."""
     conds, params = row_conditions(parse_terms(text), scan_id, per_host=True)
-    where = "r.scan_id=?" + "".join(f" AND {c}" for c in conds)
-    args = [scan_id] + params
-    total = db.execute(f"SELECT COUNT(DISTINCT r.ip) FROM results r WHERE {where}", args).fetchone()[0]
-    ips = [r[0] for r in db.execute(
-        f"SELECT r.ip FROM results r WHERE {where} GROUP BY r.ip ORDER BY ipkey(r.ip) LIMIT ? OFFSET ?",
-        args + [limit, offset])]
+    _, rank, ordered = host_order(db, scan_id)
+    if conds:
+        where = "r.scan_id=?" + "".join(f" AND {c}" for c in conds)
+        ordered = sorted((r[0] for r in db.execute(f"SELECT DISTINCT r.ip FROM results r WHERE {where}",
+                                                   [scan_id] + params)), key=rank.__getitem__)
+    total = len(ordered)
+    ips = ordered[offset:offset + limit]
     services, oses = _details(db, scan_id, ips)
     items = {ip: {"ip": ip, "up": False, "ports": [], "counts": {}, "os": oses.get(ip)} for ip in ips}
     for i in range(0, len(ips), 500):
@@ -355,9 +377,15 @@ def ports_page(db, scan_id: int, offset: int = 0, limit: int = 100, text: str = 
     conds, params = row_conditions(parse_terms(text), scan_id, per_host=False)
     where = "r.scan_id=? AND r.state!='up'" + "".join(f" AND {c}" for c in conds)
     args = [scan_id] + params
-    total = db.execute(f"SELECT COUNT(*) FROM results r WHERE {where}", args).fetchone()[0]
-    rows = db.execute(f"SELECT ip, port, proto, state, reason, ttl FROM results r WHERE {where} "
-                      f"ORDER BY ipkey(ip), proto, port LIMIT ? OFFSET ?", args + [limit, offset]).fetchall()
+    _, rank, _ = host_order(db, scan_id)
+    keys = db.execute(f"SELECT ip, proto, port, rowid FROM results r WHERE {where}", args).fetchall()
+    keys.sort(key=lambda k: (rank[k[0]], k[1], k[2]))
+    total = len(keys)
+    chosen = [k[3] for k in keys[offset:offset + limit]]
+    by_rowid = {r[0]: r[1:] for r in db.execute(
+        f"SELECT rowid, ip, port, proto, state, reason, ttl FROM results WHERE rowid IN ({','.join('?' * len(chosen))})",
+        chosen)}
+    rows = [by_rowid[i] for i in chosen]
     services, _ = _details(db, scan_id, sorted({r[0] for r in rows}))
     return {"total": total, "offset": offset, "limit": limit, "items": [_port(r, services) for r in rows]}
 

@@ -178,6 +178,8 @@ def test_host_filters_and_ports_paging(client):
         return client.get(f"/api/scans/{scan}", params={"filter": f, "limit": 100}, headers=AUTH).json()["hosts"]
     assert hosts("open:443")["total"] == 10
     assert hosts("198.18.0.0/29")["total"] == 8
+    assert hosts("198.18.0.0/24")["total"] == 40 and hosts("target:198.18.0.0/16")["total"] == 40
+    assert hosts("198.18.1.0/24")["total"] == 0 and hosts("198.18.200.0/21")["total"] == 0
     assert [h["ip"] for h in hosts("198.18.0.3")["items"]] == ["198.18.0.3"]
     assert hosts("service:nginx")["total"] == 1
     assert hosts("os:linux")["total"] == 1
