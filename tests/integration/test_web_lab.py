@@ -229,6 +229,11 @@ def test_browser_scan_host_compare_search(lab_web, tmp_path):
             page.wait_for_url(re.compile(r"#/scan/\d+"))
             first = int(page.url.rsplit("/", 1)[1])
             expect(page.locator("#status")).to_have_text("done", timeout=90_000)
+            # The live view stays: every open port as it was found (22, 80, 443 on 8 hosts).
+            expect(page.locator("#live tr")).to_have_count(24)
+            # 8 hosts x 99 answered ports of the top 100 (8080 is dropped: no answer).
+            expect(page.locator("#live-counts")).to_have_text("8 hosts up · 792 ports answered · 24 open")
+            expect(page.locator("#progress-text")).to_have_text("finished")
             expect(page.locator("#hosts tbody tr")).to_have_count(8)       # hosts that answered
             page.screenshot(path=str(shots / "web-scan.png"), full_page=True)
             page.click("#hosts tr[data-ip='198.18.0.2']")

@@ -264,3 +264,52 @@ def test_events_of_a_scan_not_run_here(client):
     done = __import__("json").loads(next(l for l in lines if l.startswith("data: "))[6:])
     assert done["status"] == "done" and done["hosts_up"] == 40
     assert client.post("/api/scans/1/stop", headers=AUTH).status_code == 404
+
+
+# ------------------------------------------------------------------ the command
+
+def _web(*args, **kw):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "scanner", "web", *args], capture_output=True, text=True,
+                          timeout=30, **kw)
+
+
+def test_web_command_refuses_bad_listen_addresses(tmp_path):
+    import socket
+    for listen in ("nonsense", "example.com:80", "127.0.0.1:99999"):
+        r = _web("--listen", listen, "--db", str(tmp_path / "x.db"))
+        assert r.returncode == 2 and r.stderr.startswith("scanner: error: bad --listen"), r.stderr
+        assert len(r.stderr.splitlines()) == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = _web("--listen", f"127.0.0.1:{busy.getsockname()[1]}", "--db", str(tmp_path / "x.db"))
+    assert r.returncode == 2 and "cannot listen" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    r = _web("--token", "short")
+    assert r.returncode == 2 and "at least 16" in r.stderr
+
+
+def test_web_command_serves_with_its_token(tmp_path):
+    import re
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    proc = subprocess.Popen([sys.executable, "-m", "scanner", "web", "--listen", "127.0.0.1:0", "--db",
+                             str(tmp_path / "new.db")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.fullmatch(r"scanner web: serving \S+new\.db on (http://127\.0\.0\.1:\d+)/\?token=(\S{24,})\n", line)
+        assert m, line
+        with urllib.request.urlopen(urllib.request.Request(m[1] + "/api/scans", headers={
+                "Authorization": f"Bearer {m[2]}"}), timeout=10) as r:
+            assert r.status == 200 and __import__("json").load(r) == {"scans": [], "running": []}
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(m[1] + "/api/scans", timeout=10)
+        assert e.value.code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()

@@ -216,48 +216,66 @@ async function pageScan(id) {
   const status = h("span#status", {}, badge(scan.status));
   const live = h("tbody");
   const stop = h("button#stop", {onclick: async () => { stop.disabled = true; await api(`/api/scans/${id}/stop`, {method: "POST"}); }}, "Stop");
+  const summary = (sc) => `Started ${fmtTime(sc.started)} · ${sc.hosts_up} hosts up · ${sc.open} open ports`;
+  const summaryEl = h("p#summary.muted", {}, summary(scan));
   const head = h("div.card", {},
     h("div.row", {}, h("h1", {}, `Scan ${id} `, status), scan.live && scan.status === "running" ? stop : null),
-    h("p", {}, h("code", {}, scan.command)),
-    h("p.muted", {}, `Started ${fmtTime(scan.started)} · ${scan.hosts_up} hosts up · ${scan.open} open ports`));
+    h("p", {}, h("code", {}, scan.command)), summaryEl);
   const tabsEl = h("div.tabs");
   const body = h("div");
   $main.append(head, h("div.card", {}, tabsEl, body));
 
   const tabs = {Hosts: () => hostsTab(id, body), Ports: () => portsTab(id, body), Charts: () => chartsTab(id, body)};
+  let current = q().get("tab") || "Hosts";
   function open(name) {
+    current = name;
     tabsEl.querySelectorAll("button").forEach((b) => b.classList.toggle("active", b.textContent === name));
     body.replaceChildren();
     tabs[name]();
   }
   for (const name of Object.keys(tabs)) tabsEl.append(h("button", {type: "button", onclick: () => open(name)}, name));
-  open(q().get("tab") || "Hosts");
+  open(current);
 
   if (scan.status === "running" || scan.status === "starting") {
+    // The live view: progress, and open ports as they are found (events replayed from the start).
+    const counts = h("span#live-counts.muted");
+    let answered = 0, nOpen = 0, up = 0;
+    const count = () => { counts.textContent = `${up} hosts up · ${answered} ports answered · ${nOpen} open`; };
     head.append(h("div#progress.progress", {}, bar), progressText,
-      h("h2", {}, "Found so far"), h("div.live", {}, h("table#live", {}, live)));
+      h("h2", {}, "Found so far ", counts), h("div.live", {}, h("table#live", {}, live)));
     const es = new EventSource(`/api/scans/${id}/events`);
     cleanup.push(() => es.close());
+    let refresh = 0;
+    const refreshSoon = () => { if (!refresh) refresh = setTimeout(() => { refresh = 0; if (current !== "Charts") open(current); }, 2000); };
     es.addEventListener("progress", (m) => {
       const ev = JSON.parse(m.data);
       bar.style.width = Math.min(100, ev.percent || 0).toFixed(1) + "%";
       progressText.textContent = `${ev.stage || ""} ${(ev.percent || 0).toFixed(1)}% ${ev.text || ""}`;
     });
     es.addEventListener("stage", (m) => { bar.style.width = "0%"; progressText.textContent = JSON.parse(m.data).text || ""; });
+    es.addEventListener("host", (m) => { up = JSON.parse(m.data).up; count(); });
     es.addEventListener("ports", (m) => {
       for (const r of JSON.parse(m.data).rows) {
+        answered++;
+        if (r.state !== "open") continue;
+        nOpen++;
         if (live.children.length < 500) live.append(h("tr", {}, h("td", {}, r.ip), h("td", {}, `${r.port}/${r.proto}`), h("td", {}, state(r.state)), h("td", {}, r.reason)));
       }
+      count();
+      refreshSoon();
     });
     es.addEventListener("note", (m) => { progressText.textContent = JSON.parse(m.data).text; });
-    es.addEventListener("done", (m) => {
+    es.addEventListener("done", async (m) => {
       es.close();
       const ev = JSON.parse(m.data);
       bar.style.width = "100%";
-      status.replaceChildren(badge(ev.status === "done" ? "done" : ev.status));
-      if (ev.error) head.append(h("p.error", {}, ev.error));
       stop.remove();
-      setTimeout(() => { if (location.hash.startsWith("#/scan/" + id)) route(); }, 300);
+      if (ev.error) head.append(h("p.error", {}, ev.error));
+      const sc = await api(`/api/scans/${id}?limit=1`);
+      status.replaceChildren(badge(ev.status === "failed" ? "failed" : sc.status));
+      summaryEl.textContent = summary(sc);
+      progressText.textContent = ev.status === "failed" ? "" : "finished";
+      open(current);
     });
   }
 }
