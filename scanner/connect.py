@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from .engine import Checkpoint, ScanSummary, Tracker, emit_rows
+from .engine import StageCheckpoint, ScanSummary, Tracker, emit_rows
 from .states import REASONS, STATES, addresses
 
 # Reply-less outcomes as nmap reports them for -sT.
@@ -61,7 +61,7 @@ class ConnectScan:
 
     def checkpoint(self):
         """Where this scan stands: what reached a verdict is skipped when resumed."""
-        return Checkpoint(0, self.config.positions()[0], self.tracker.bitmap, b"")
+        return StageCheckpoint(0, self.config.positions()[0], self.tracker.bitmap, b"")
 
     def progress(self) -> dict:
         """Same snapshot as Scan.progress()."""

@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape as xml_escape, quoteattr
 
 import numpy as np
 
+from . import __version__
 from .errors import InputError
 from .ports import format_ports as port_ranges, service_name   # 22,80,1000-2000
 from .states import PROTO_NAMES, REASON_NAMES, STATE_NAMES, STATES, addresses, host_keys
@@ -28,7 +29,6 @@ OPEN = STATES["open"]
 UP = STATES["up"]
 # nmap folds a state into "Not shown: N <state> ports" once more than this many ports share it.
 FOLD_ABOVE = 25
-VERSION = "0.1.0"
 NO_RESPONSE = next(code for code, name in REASON_NAMES.items() if name == "no-response")
 
 
@@ -41,7 +41,7 @@ class ScanInfo:
     protocol: str = "tcp"
     ports: tuple = ()
     n_hosts: int = 0
-    version: str = VERSION
+    version: str = __version__
     scanner: str = "scanner"
     scaninfo: tuple = ()     # ((type, protocol, ports), ...) when a scan has several; else the above
     assume_up: bool = False  # -Pn: every target is up, answered or not (nmap: reason user-set)
@@ -75,6 +75,8 @@ class RowBuffer:
         if len(rows):
             self.batches.append(rows.copy())
             self._sorted = None
+
+    write = append          # a consumer of a scan's sink, like the writers
 
     def rows(self) -> np.ndarray:
         if self._sorted is None:
@@ -370,10 +372,15 @@ class NdjsonWriter(Writer):
         self.file.write("".join(json.dumps(self._details(d)) + "\n" for d in rows_to_dicts(rows)))
 
     def _details(self, d: dict) -> dict:
-        svc = self.services.get((d["ip"], d["proto"], d["port"])) if self.services else None
+        return self.details_of(d, self.services, self.os_guesses)
+
+    @staticmethod
+    def details_of(d: dict, services: dict, os_guesses: dict) -> dict:
+        """An NDJSON row with its -sV service and -O guess, when known."""
+        svc = services.get((d["ip"], d["proto"], d["port"])) if services else None
         if svc is not None:
             d["service"] = svc.to_dict()
-        g = self.os_guesses.get(d["ip"]) if self.os_guesses and d["state"] == "open" else None
+        g = os_guesses.get(d["ip"]) if os_guesses and d["state"] == "open" else None
         if g is not None:
             d["os"] = g.to_dict()
         return d
@@ -639,8 +646,7 @@ class Outputs:
     write: errors() lists what failed, so the scan goes on and the store keeps everything."""
 
     def __init__(self, plan: list, info: ScanInfo, show_all: bool = False, reason: bool = False,
-                 terminal: bool = True, table: bool = True, resumed: Optional[np.ndarray] = None,
-                 details: bool = False):
+                 resumed: Optional[np.ndarray] = None, details: bool = False):
         """resumed: the rows an interrupted run already wrote; streams append after them.
         details: -sV/-O results will come (set_details) before close(): NDJSON and CSV hold
         their open ports back to write them with the service and OS."""
@@ -655,12 +661,7 @@ class Outputs:
         except InputError:
             self.close(None)
             raise
-        self.to_stdout = any(path == "-" for _, path in plan)
-        if terminal and not self.to_stdout:
-            self.writers.append(HostTable(show_all=show_all, reason=reason, buffer=self.buffer,
-                                          assume_up=info.assume_up) if table
-                                else OpenPortLines(show_all=show_all))
-        self._buffered = any(w.grouped for w in self.writers)
+        self.buffered = any(w.grouped for w in self.writers)
         for w in self.writers:
             if isinstance(w, NdjsonWriter) and details:
                 w.details = True
@@ -672,7 +673,7 @@ class Outputs:
                 w.set_details(services, os_guesses)
 
     def write(self, rows: np.ndarray) -> None:
-        if self._buffered:
+        if self.buffered:
             self.buffer.append(rows)
         for w in self.writers:
             if not w.grouped:

@@ -17,7 +17,6 @@ import re
 import shlex
 import socket
 import ssl
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -579,6 +578,10 @@ class ServiceScanner:
         self.started = 0.0
         self.results: dict = {}
         self._lock = threading.Lock()
+        self.on_warning: Callable[[str], None] = lambda text: None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._task: Optional[asyncio.Task] = None
+        self.stopped = False
 
     # -- one TCP port
     async def tcp_port(self, host: str, port: int) -> Optional[ServiceInfo]:
@@ -697,7 +700,7 @@ class ServiceScanner:
                     info = await (self.tcp_port(addr, port) if proto == "tcp" else self.udp_port(addr, port))
                 except Exception as e:      # noqa: BLE001 - one odd server must not end the scan
                     info = None
-                    print(f"scanner: service scan of {addr}:{port}/{proto} failed: {e!r}", file=sys.stderr)
+                    self.on_warning(f"service scan of {addr}:{port}/{proto} failed: {e!r}")
             with self._lock:
                 self.done += 1
                 if info is not None:
@@ -711,12 +714,30 @@ class ServiceScanner:
         return results
 
     def scan(self, targets) -> dict:
-        """targets: [(addr, proto, port)]; ports in the database's Exclude list are skipped."""
+        """targets: [(addr, proto, port)]; ports in the database's Exclude list are skipped.
+        After stop() (any thread), returns the ports done so far."""
         targets = [t for t in targets if t[2] not in self.db.excluded]
         self.total, self.done, self.found = len(targets), 0, 0
         self.started = time.monotonic()
         raise_fd_limit(self.concurrency * 2 + 64)
-        return asyncio.run(self._run(targets)) if targets else {}
+        return asyncio.run(self._main(targets)) if targets and not self.stopped else {}
+
+    async def _main(self, targets: list) -> dict:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.ensure_future(self._run(targets))
+        try:
+            return await self._task
+        except asyncio.CancelledError:
+            return dict(self.results)
+
+    def stop(self) -> None:
+        self.stopped = True
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:        # the loop has closed: the scan is over anyway
+                pass
 
     def progress(self) -> dict:
         return {"done": self.done, "total": self.total, "found": self.found,
@@ -731,18 +752,6 @@ def raise_fd_limit(want: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     except (ImportError, ValueError, OSError):
         pass
-
-
-def service_progress(scanner: ServiceScanner, live: bool = True, every: Optional[float] = None):
-    """'service scan: 12/40 ports done, 9 identified, 0:00:03' on stderr, as scan progress is
-    shown: rewritten in place on a terminal, a plain line every `every` seconds for logs."""
-    from .progress import Progress, format_duration
-
-    def describe(elapsed: float) -> str:
-        p = scanner.progress()
-        return (f"service scan: {p['done']}/{p['total']} ports done, {p['found']} identified, "
-                f"{format_duration(p['elapsed'])}")
-    return Progress(scanner, live=live, every=every, describe=describe)
 
 
 def service_targets(rows) -> list:
@@ -794,29 +803,6 @@ class RowCollector:
         return np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=RESULT_DTYPE)
 
 
-class interrupts_raise:
-    """Ctrl-C / SIGTERM raise KeyboardInterrupt while the service scan runs (the port scan's
-    handlers only stop a packet scan), then the earlier handlers come back."""
-
-    def __enter__(self):
-        import signal
-        self.saved = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.saved[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        import signal
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-
 class PostScan:
     """-sV and/or -O after the port scan: run() hands the results to the outputs and the store."""
 
@@ -829,32 +815,44 @@ class PostScan:
         self.services: dict = {}
         self.os_guesses: dict = {}
         self.elapsed = 0.0
+        self.interrupted = False
 
-    def run(self, outputs, recorder=None, quiet: bool = False, stats_every: Optional[float] = None) -> None:
+    def run(self, session, outputs, recorder=None) -> None:
+        """-sV, then -O, over the collected rows; the results go to the outputs and the store.
+        session: the Session (its events, and stop() which ends the service scan early)."""
+        from . import events as ev
+        from .session import _Ticker
         t_start = time.monotonic()
         rows = self.collector.rows()
         if self.versions:
             targets = service_targets(rows)
             scanner = ServiceScanner(self.db, self.intensity, self.concurrency)
+            scanner.on_warning = lambda text: session.emit(ev.Warning(text))
+            session._current = scanner
+            if session.stopping:
+                scanner.stop()
             t0 = time.monotonic()
-            with service_progress(scanner, live=not quiet, every=stats_every), interrupts_raise():
-                try:
-                    self.services = scanner.scan(targets)
-                except KeyboardInterrupt:
-                    self.services = dict(scanner.results)
-                    print("scanner: service scan interrupted: the ports done so far are reported",
-                          file=sys.stderr)
-            if not quiet:
-                found = sum(1 for s in self.services.values() if not s.guess)
-                print(f"scanner: service scan: {found} of {len(targets)} open ports identified in "
-                      f"{time.monotonic() - t0:.2f}s ({self.concurrency} at once)", file=sys.stderr)
+            session.emit(ev.StageStarted("service", len(targets), len(targets)))
+            ticker = _Ticker(session, "service", scanner.progress)
+            try:
+                self.services = scanner.scan(targets)
+            finally:
+                ticker.stop()
+                session._current = None
+            if scanner.stopped:
+                self.interrupted = True
+                session.emit(ev.Note("service scan interrupted: the ports done so far are reported"))
+            found = sum(1 for s in self.services.values() if not s.guess)
+            session.emit(ev.Note(f"service scan: {found} of {len(targets)} open ports identified in "
+                                 f"{time.monotonic() - t0:.2f}s ({self.concurrency} at once)"))
         if self.os_detect:
             from .osguess import guess_hosts
             self.os_guesses = guess_hosts(rows, self.services)
-            if not quiet and not self.os_guesses:
-                print("scanner: OS detection: no host gave a SYN-ACK to fingerprint (needs an open TCP "
-                      "port and the SYN scan, -sS)", file=sys.stderr)
+            if not self.os_guesses:
+                session.emit(ev.Note("OS detection: no host gave a SYN-ACK to fingerprint (needs an open "
+                                     "TCP port and the SYN scan, -sS)"))
         outputs.set_details(self.services if self.versions else None, self.os_guesses if self.os_detect else None)
-        if recorder is not None and hasattr(recorder, "set_details"):
+        if recorder is not None:
             recorder.set_details(self.services, self.os_guesses)
+        session.emit(ev.Details(self.services, self.os_guesses))
         self.elapsed = time.monotonic() - t_start
