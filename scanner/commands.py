@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .errors import InputError
+from .errors import EnvironmentFault, InputError
 
 lab_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -27,7 +27,7 @@ def lab(
         raise InputError("the lab creates network namespaces and needs root: run scanner lab as root")
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
-            raise InputError(f"the lab needs '{tool}': apt-get install {'iproute2' if tool == 'ip' else 'nftables'}")
+            raise EnvironmentFault(f"the lab needs '{tool}': apt-get install {'iproute2' if tool == 'ip' else 'nftables'}")
     try:
         spec = LabSpec(prefix=prefix, open_tcp=(22, 80, 443), drop_tcp=(8080,),
                        reject_tcp={8443: "admin-prohibited"}, live_every=live_every)

@@ -4,7 +4,6 @@ does the packet work, Python only multiplexes non-blocking sockets."""
 from __future__ import annotations
 
 import errno
-import os
 import resource
 import selectors
 import socket

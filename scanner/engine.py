@@ -19,7 +19,7 @@ from ._ext.parser import ReplyParser
 from ._ext.permutation import Permutation
 from ._ext.sender import ProbeSender
 from .capture import Capture
-from .errors import InputError
+from .errors import EnvironmentFault, InputError
 from .space import ScanSpace
 from .states import REASONS, STATE_NAMES, STATES
 from .targets import TargetSet
@@ -170,7 +170,7 @@ class Scan:
             first = str(ipaddress.IPv6Address(bytes(space.hosts6[0])))
         route = netinfo.route_to(first, self.config.interface)
         if not route.src:
-            raise InputError(f"no source address on {route.ifname} to reach {first}")
+            raise EnvironmentFault(f"no source address on {route.ifname} to reach {first}")
         saddr = ipaddress.ip_address(route.src).packed
         if "arp" in space.probes.protos:
             if not route.on_link:

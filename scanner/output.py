@@ -168,7 +168,7 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
             if svc is not None and versions:
                 line += f" {svc.version_text}"
             out.append(line.rstrip())
-            for i, (sid, text) in enumerate(sorted((svc.scripts if svc else {}).items())):
+            for sid, text in sorted((svc.scripts if svc else {}).items()):
                 lines = text.split("\n")
                 for j, t in enumerate(lines):
                     lead = "|_" if j == len(lines) - 1 else "| "

@@ -38,7 +38,7 @@ NMAP_MISSING = {
     "--stylesheet", "--webxml", "--no-stylesheet", "--datadir", "--send-eth", "--send-ip",
     "--defeat-rst-ratelimit", "--defeat-icmp-ratelimit", "--nsock-engine", "--release-memory",
     "--min-rtt", "-PY", "-PO", "-PM", "--disable-arp-ping", "--discovery-ignore-rst", "--dns-servers",
-    "--system-dns", "--resolve-all", "--unique", "-iR", "--traceroute", "--exclude-ports",
+    "--system-dns", "--resolve-all", "--unique", "-iR", "--exclude-ports",
     "--port-ratio", "--allports", "--noninteractive", "--log-errors", "--deprecated-xml-osclass",
     "--servicedb", "--versiondb",
 }

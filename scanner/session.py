@@ -22,7 +22,7 @@ from typing import Callable, Iterator, List, Optional
 import numpy as np
 
 from . import events as ev
-from .errors import InputError
+from .errors import InputError, ScannerError
 from .request import ScanRequest
 from .states import RESULT_DTYPE, STATES
 
@@ -192,7 +192,7 @@ class _Run:
 
     def execute(self) -> ScanResult:
         from .engine import ScanSummary
-        from .output import BackgroundSink, Outputs, RowBuffer, ScanInfo
+        from .output import BackgroundSink, Outputs, RowBuffer
         from .store import Recorder, Store
         s, r, resume = self.s, self.s.request, self.s.resume
         info = scan_info(s)
@@ -291,7 +291,7 @@ class _Run:
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed
-        except InputError:
+        except ScannerError:
             if recorder and not at["started"] and not resume:   # refused before sending: nothing to record
                 store.discard(recorder.scan_id)
                 recorder = None
@@ -394,7 +394,7 @@ def on_local_link(targets) -> bool:
         return False
     try:
         return netinfo.route_to(targets.address(targets.ranges()[0][0])).on_link
-    except InputError:
+    except ScannerError:
         return False         # no route: the scan itself will say so
 
 
