@@ -6,7 +6,6 @@ the page is opened with ?token=); Host must name this server by address or as lo
 rebinding) and a browser's Origin must be this server's (no cross-site requests)."""
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
 import json
@@ -15,12 +14,11 @@ from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import InputError
+from ..errors import InputError, ScannerError
 from . import queries
 from .runs import Runs, parse_request
 
@@ -196,10 +194,10 @@ def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) 
         except ValueError:
             return error(400, "expected a JSON body")
         try:
-            req, argv = await run_in_threadpool(parse_request, body)
-            run = await run_in_threadpool(runs.start, req, argv)
-        except InputError as e:
-            return error(400, str(e))
+            req = await run_in_threadpool(parse_request, body)
+            run = await run_in_threadpool(runs.start, req)
+        except ScannerError as e:       # bad input; or a broken environment (no route, no capture)
+            return error(400 if isinstance(e, InputError) else 500, str(e))
         except RuntimeError as e:
             return error(500, str(e))
         return JSONResponse({"id": run.id, "command": run.command}, status_code=201)
@@ -288,6 +286,4 @@ def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) 
     ]
     app = Starlette(routes=routes)
     app.state.runs = runs
-    guarded = Guard(app, token, port)
-    guarded.runs = runs
-    return guarded
+    return Guard(app, token, port)

@@ -149,7 +149,7 @@ def parse_terms(text: str) -> list:
 
 def _ports_of(value: str) -> list:
     try:
-        out = []
+        out: list = []
         for part in value.split(","):
             lo, _, hi = part.partition("-")
             out.extend(range(int(lo), int(hi or lo) + 1))
@@ -328,8 +328,8 @@ def _port(row, services) -> dict:
 _ORDERS: dict = {}     # (database, scan id) -> (result rows, {ip: rank in address order})
 
 
-def host_order(db, scan_id: int) -> dict:
-    """{ip: rank} of a scan's hosts in address order, computed once per scan and kept while the
+def host_order(db, scan_id: int) -> tuple:
+    """(rows, {ip: rank}, [ips]) of a scan's hosts in address order, computed once per scan and kept while the
     scan's row count stays the same (a running scan's is recomputed as it grows)."""
     key = (db.execute("PRAGMA database_list").fetchone()[2], scan_id)
     n = db.execute("SELECT COUNT(*) FROM results WHERE scan_id=?", (scan_id,)).fetchone()[0]
@@ -408,7 +408,7 @@ def stats(db, scan_id: int, cells: int = 1024) -> dict:
     address space scanned (blocks of addresses, each with its hosts up and open ports)."""
     states = dict(db.execute("SELECT state, COUNT(*) FROM results WHERE scan_id=? AND state!='up' GROUP BY state",
                              (scan_id,)).fetchall())
-    by_service = {}
+    by_service: dict = {}
     for port, proto, n in db.execute("SELECT port, proto, COUNT(*) FROM results WHERE scan_id=? AND state='open' "
                                      "GROUP BY port, proto", (scan_id,)):
         key = f"{service_name(port, proto)} ({port}/{proto})"

@@ -99,7 +99,7 @@ def test_token_in_url_sets_a_cookie(client):
     page = client.get("/")          # the client keeps the cookie, as a browser does
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    assert client.get(f"/?token=nope", follow_redirects=False).status_code == 401
+    assert client.get("/?token=nope", follow_redirects=False).status_code == 401
 
 
 def test_foreign_host_and_origin_are_refused(client):
@@ -261,7 +261,7 @@ def test_events_of_a_scan_not_run_here(client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     lines = r.text.splitlines()
     assert "event: done" in lines
-    done = __import__("json").loads(next(l for l in lines if l.startswith("data: "))[6:])
+    done = __import__("json").loads(next(x for x in lines if x.startswith("data: "))[6:])
     assert done["status"] == "done" and done["hosts_up"] == 40
     assert client.post("/api/scans/1/stop", headers=AUTH).status_code == 404
 
