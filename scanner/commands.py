@@ -73,15 +73,15 @@ def show(
 ):
     """Print a recorded scan in any output format."""
     import errno
-    from .output import FORMATS, make_writer
+    from .output import FORMATS
     from .store import Store, scan_info, summary_of
     if fmt not in FORMATS:
         raise InputError(f"bad --format '{fmt}': one of {', '.join(FORMATS)}")
     store = Store(db, create=False)
     record = store.scan(scan_id)
     services, os_guesses = store.details(record.id)        # -sV / -O results, if any
-    writer = make_writer(FORMATS[fmt], out, scan_info(record), show_all=show_all, reason=reason,
-                         details=bool(services or os_guesses))
+    writer = FORMATS[fmt](out, scan_info(record), show_all=show_all, reason=reason,
+                          details=bool(services or os_guesses))
     writer.set_details(services, os_guesses)
     writer.write(store.rows(record.id))
     writer.close(summary_of(record))
