@@ -76,12 +76,6 @@ class Run:
                 self.events.append(dict(kind=kind, **data))
             self.cond.notify_all()
 
-    def wait_events(self, index: int, timeout: float) -> list:
-        with self.cond:
-            if len(self.events) <= index and self.status in ("starting", "running", "stopping"):
-                self.cond.wait(timeout)
-            return self.events[index:]
-
     def stop(self) -> None:
         if self._stop is not None and self.status in ("starting", "running"):
             self.status = "stopping"

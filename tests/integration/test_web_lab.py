@@ -166,10 +166,19 @@ def test_scan_over_the_api(lab_web):
     assert got == want
     scans = server.call("GET", "/api/scans")[1]["scans"]
     assert scans[0]["id"] == sid and scans[0]["hosts_up"] == 8
+    assert scans[0]["command"] == f"scanner {PREFIX} -Pn -p 22,23,80,443,8080,8443 --wait 0.5"
+    # The same scan as a ScanRequest's JSON (what a program would send): the same results.
+    from scanner import ScanRequest
+    req = ScanRequest.from_argv([PREFIX, "-Pn", "-p", ",".join(map(str, ports)), "--wait", "0.5"])
+    status, body = server.call("POST", "/api/scans", json.loads(req.to_json()))
+    assert status == 201, body
+    assert server.events(body["id"])[-1]["status"] == "done"
+    got = server.call("GET", f"/api/scans/{body['id']}/ports?limit=1000&filter=state:open")[1]["items"]
+    assert {(p["ip"], p["port"]) for p in got} == {k for k, v in want.items() if v[0] == "open"}
     # Shell metacharacters: refused before anything runs.
     status, body = server.call("POST", "/api/scans", {"argv": [f"{PREFIX};id", "-p", "22"]})
     assert status == 400 and "bad target" in body["error"]
-    assert len(server.call("GET", "/api/scans")[1]["scans"]) == len(scans)
+    assert len(server.call("GET", "/api/scans")[1]["scans"]) == len(scans) + 1    # the JSON one only
 
 
 @pytest.mark.lab

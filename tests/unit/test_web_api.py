@@ -141,6 +141,18 @@ def test_bad_requests_are_refused_and_nothing_runs(client, store_path, argv, mes
     assert not __import__("os").path.exists("/tmp/scanner-web-pwned")
 
 
+def test_scan_request_json_is_checked(client, store_path):
+    before = _scan_count(store_path)
+    for body, message in (({"targets": ["127.0.0.1"], "no_such_field": 1}, "unknown scan request field"),
+                          ({"targets": ["127.0.0.1"], "json_out": "/tmp/x.ndjson"}, "-oJ is not available"),
+                          ({"targets": ["127.0.0.1"], "input_file": "/etc/passwd"}, "-iL is not available"),
+                          ({"targets": ["127.0.0.1;id"], "ports": "22"}, "bad target"),
+                          ({"targets": ["127.0.0.1"], "udp": "yes"}, "expected true or false")):
+        r = client.post("/api/scans", json=body, headers=AUTH)
+        assert r.status_code == 400 and message in r.json()["error"], (body, r.text)
+    assert _scan_count(store_path) == before
+
+
 def test_malformed_bodies(client):
     assert client.post("/api/scans", content=b"{not json", headers=AUTH).status_code == 400
     assert client.post("/api/scans", json=["127.0.0.1"], headers=AUTH).status_code == 400
