@@ -126,25 +126,61 @@ class Server:
         self.proc.stderr.close()
 
 
+NGINX_CONF = """daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{ listen 443 ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; root {d}/www; }}
+}}
+"""
+
+
+def start_nginx(lab, d: Path) -> subprocess.Popen:
+    """HTTPS with a self-signed certificate on port 443 of every target (the lab's own services
+    take 22 and 80), for -sV's TLS facts on the host page."""
+    for tool in ("nginx", "openssl"):
+        assert shutil.which(tool), f"apt-get install {'nginx-light' if tool == 'nginx' else tool} (scripts/test-packages.txt)"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-keyout",
+                    str(d / "key.pem"), "-out", str(d / "cert.pem"), "-subj", "/CN=lab.example/O=Scanner Lab"],
+                   check=True, capture_output=True)
+    for sub in ("www", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (d / sub).mkdir()
+    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d))
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.target_ns, "nginx", "-c", str(d / "nginx.conf"), "-p", str(d)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not lab.run_target(["ss", "-Hlnt", "sport = :443"], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline and proc.poll() is None, (d / "nginx-error.log").read_text()
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def lab_web(tmp_path_factory):
     require_lab_tools()
     from scanner.lab import LabSpec
-    db = str(tmp_path_factory.mktemp("web") / "scans.db")
-    # Lab defaults: 22, 80, 443 open, 8080 dropped, 8443 rejected; every other host is up.
-    with make_lab(LabSpec(prefix=PREFIX, live_every=2)) as lab:
-        server = Server(lab, db)
+    d = tmp_path_factory.mktemp("web")
+    # 22 and 80 open (the lab's services), 443 nginx, 8080 dropped, 8443 rejected; every other host up.
+    with make_lab(LabSpec(prefix=PREFIX, open_tcp=(22, 80), live_every=2)) as lab:
+        nginx = start_nginx(lab, d)
+        server = Server(lab, str(d / "scans.db"))
         try:
             yield lab, server
         finally:
             server.close()
+            nginx.terminate()
+            nginx.wait(10)
 
 
 @pytest.mark.lab
 def test_scan_over_the_api(lab_web):
     lab, server = lab_web
     assert server.call("GET", "/api/scans", token=False)[0] == 401
-    ports = [22, 23, 80, 443, 8080, 8443]
+    ports = [22, 23, 80, 8080, 8443]
     status, body = server.call("POST", "/api/scans", {"argv": [PREFIX, "-Pn", "-p", ",".join(map(str, ports)),
                                                                "--wait", "0.5"]})
     assert status == 201, body
@@ -166,7 +202,7 @@ def test_scan_over_the_api(lab_web):
     assert got == want
     scans = server.call("GET", "/api/scans")[1]["scans"]
     assert scans[0]["id"] == sid and scans[0]["hosts_up"] == 8
-    assert scans[0]["command"] == f"scanner {PREFIX} -Pn -p 22,23,80,443,8080,8443 --wait 0.5"
+    assert scans[0]["command"] == f"scanner {PREFIX} -Pn -p 22,23,80,8080,8443 --wait 0.5"
     # The same scan as a ScanRequest's JSON (what a program would send): the same results.
     from scanner import ScanRequest
     req = ScanRequest.from_argv([PREFIX, "-Pn", "-p", ",".join(map(str, ports)), "--wait", "0.5"])
@@ -252,6 +288,9 @@ def test_browser_scan_host_compare_search(lab_web, tmp_path):
                 cells = page.locator(f"#host-ports tr[data-port='{port}'] td")
                 expect(cells.nth(1)).to_have_text(state)
                 expect(cells.nth(2)).to_have_text(reason)
+            expect(page.locator("#host-ports tr[data-port='443/tcp'] td").nth(4)).to_have_text("ssl/http")
+            expect(page.locator("#host-ports tr[data-port='443/tcp'] td").nth(5)).to_have_text("nginx")
+            expect(page.locator(".scripts", has_text="TLS certificate")).to_contain_text("commonName=lab.example")
             expect(page.locator("#os")).to_contain_text("Evidence")
             expect(page.locator(".folded")).to_have_text("Not shown: 95 closed ports (95 reset)")
             page.screenshot(path=str(shots / "web-host.png"), full_page=True)

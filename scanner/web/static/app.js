@@ -397,7 +397,7 @@ async function pageHost(id, ip) {
         h("tbody", {}, shown.map(row))),
       folded.length ? h("details", {}, h("summary", {}, "Show every port"),
         h("table", {}, h("tbody", {}, folded.flatMap(([, list]) => list).map(row)))) : null),
-    ...shown.filter((p) => p.scripts).map((p) => h("div.card", {}, h("h2", {}, `${p.port}/${p.proto} ${p.service}`),
+    ...shown.filter((p) => p.scripts).map((p) => h("div.card.scripts", {"data-port": `${p.port}/${p.proto}`}, h("h2", {}, `${p.port}/${p.proto} ${p.tunnel ? p.tunnel + "/" : ""}${p.service}`),
       Object.entries(p.scripts).map(([k, v]) => [h("h3", {}, k === "ssl-cert" ? "TLS certificate" : k), h("pre", {}, v)]))),
     h("div#os.card", {}, h("h2", {}, "Operating system"), host.os ? osBlock(host.os) : h("p.muted", {}, "No OS guess (scan with -O or -A).")),
     h("div.card", {}, h("h2", {}, "This host in other scans"),
