@@ -325,3 +325,22 @@ def test_web_command_serves_with_its_token(tmp_path):
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_heat_map_of_a_sweep(tmp_path):
+    """Hosts spread over a /16: blocks of addresses (a power of two) so that at most 1024 cells
+    cover the space, each with its hosts up and open ports."""
+    store = Store(tmp_path / "sweep.db")
+    results = []
+    for i in range(0, 65536, 97):
+        ip = str(ipaddress.IPv4Address("198.18.0.0") + i)
+        results.append((ip, 80, "open", "syn-ack") if i % 2 == 0 else (ip, 80, "closed", "reset"))
+    sid = record(store, "scanner 198.18.0.0/16 -p 80", results, time.time())
+    store.close()
+    with TestClient(create_app(tmp_path / "sweep.db", TOKEN, 8700), base_url=BASE) as c:
+        hm = c.get(f"/api/scans/{sid}/stats", headers=AUTH).json()["heatmap"]
+        assert hm["block"] == 64 and hm["first"] == "198.18.0.0" and len(hm["up"]) <= 1024
+        assert sum(hm["up"]) == len(results) and sum(hm["open"]) == sum(r[2] == "open" for r in results)
+        # The hosts of one block, as a click on its square asks for them.
+        page = c.get(f"/api/scans/{sid}", params={"filter": "198.18.1.0/26"}, headers=AUTH).json()["hosts"]
+        assert page["total"] == hm["up"][4] == sum(256 <= i < 320 for i in range(0, 65536, 97))

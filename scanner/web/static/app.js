@@ -289,7 +289,7 @@ function pager(page, go) {
 }
 
 function filterBox(placeholder, load) {
-  const input = h("input#filter", {type: "search", placeholder, size: 40});
+  const input = h("input#filter", {type: "search", placeholder, size: 40, value: q().get("filter") || ""});
   let timer;
   input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => load(0), 250); });
   return input;
@@ -362,7 +362,8 @@ function heatmap(hm, css, id) {
     const r = h("rect", {x: (i % cols) * cell, y: Math.floor(i / cols) * cell, width: cell - 1, height: cell - 1,
       fill: o ? openColor : (up ? upColor : none), "fill-opacity": o ? (0.35 + 0.65 * o / max).toFixed(2) : 1},
       h("title", {}, `${hm.block > 1 ? from + "–" + to : from}: ${up} up, ${o} open`));
-    if (up) r.addEventListener("click", () => { location.hash = hm.block > 1 ? `#/scan/${id}` : `#/scan/${id}/host/${from}`; });
+    const cidr = `${from}/${32 - Math.log2(hm.block)}`;
+    if (up) r.addEventListener("click", () => { location.hash = hm.block > 1 ? `#/scan/${id}?filter=${encodeURIComponent(cidr)}` : `#/scan/${id}/host/${from}`; });
     svg.append(r);
   }
   return h("div", {}, h("p.muted", {}, `Each square is ${hm.block} address${hm.block > 1 ? "es" : ""} from ${hm.first}; green: open ports (darker: more), blue: up, grey: no reply.`), svg);
