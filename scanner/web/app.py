@@ -269,6 +269,12 @@ def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) 
         q = request.query_params.get("q", "")
         return await read(lambda db: {"q": q, "scans": queries.search(db, q, runs.running_ids())})
 
+    async def options(request):
+        """The command line's options (the library's own table), for the command builder."""
+        from ..request import OPTIONS
+        return JSONResponse({"options": [{"names": list(o.names), "takes": o.takes, "help": o.help,
+                                          "section": o.section} for o in OPTIONS]})
+
     async def not_found(request):
         return error(404, "no such API endpoint")
 
@@ -284,6 +290,7 @@ def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) 
         Route("/api/scans/{id}/stop", stop, methods=["POST"]),
         Route("/api/diff", diff, methods=["GET"]),
         Route("/api/search", search, methods=["GET"]),
+        Route("/api/options", options, methods=["GET"]),
         Route("/api/{rest:path}", not_found),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

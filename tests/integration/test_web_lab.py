@@ -302,7 +302,12 @@ def test_browser_scan_host_compare_search(lab_web, tmp_path):
             lab.run_target(["nft", "add", "rule", "inet", "lab", "input", "tcp", "dport", "22", "reject", "with",
                             "tcp", "reset"], check=True)
             page.goto(server.url.split("?")[0] + "#/")
-            page.fill("#command", f"scanner {PREFIX} --top-ports 100 --wait 0.5")
+            page.fill("#command", f"scanner {PREFIX} --top-ports 100 --wait 0.5 --exclude 198.18.0.15")
+            # The edited line goes back into the form.
+            expect(page.locator("#target")).to_have_value(PREFIX)
+            expect(page.locator("input[name=top]")).to_have_value("100")
+            expect(page.locator("input[name=extra]")).to_have_value("--exclude 198.18.0.15")
+            expect(page.locator("input[name=A]")).not_to_be_checked()
             page.click("#scan")
             page.wait_for_url(re.compile(rf"#/scan/(?!{first}$)\d+"))
             second = int(page.url.rsplit("/", 1)[1])

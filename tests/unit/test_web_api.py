@@ -344,3 +344,9 @@ def test_heat_map_of_a_sweep(tmp_path):
         # The hosts of one block, as a click on its square asks for them.
         page = c.get(f"/api/scans/{sid}", params={"filter": "198.18.1.0/26"}, headers=AUTH).json()["hosts"]
         assert page["total"] == hm["up"][4] == sum(256 <= i < 320 for i in range(0, 65536, 97))
+
+
+def test_options_for_the_command_builder(client):
+    options = {n: o for o in client.get("/api/options", headers=AUTH).json()["options"] for n in o["names"]}
+    assert options["-p"]["takes"] == "value" and options["-sV"]["takes"] == "flag"
+    assert options["--exclude"]["takes"] == "multi"

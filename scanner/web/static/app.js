@@ -142,6 +142,36 @@ async function pageNew() {
     const words = ["scanner", ...target.value.split(/\s+/).filter(Boolean), ...buildArgv(form)];
     cmd.value = words.map(shellQuote).join(" ");
   }
+  // An edited command line goes back into the form (the options the form has; the rest to "Other").
+  const {options} = await api("/api/options");
+  const takesValue = new Set(options.filter((o) => o.takes === "value" || o.takes === "multi").flatMap((o) => o.names));
+  const FLAGS = {"-sU": "udp", "-sn": "sn", "-Pn": "Pn", "-sV": "sV", "-O": "O", "-A": "A"};
+  const VALUES = {"-p": "ports", "--top-ports": "top", "--version-intensity": "intensity", "--rate": "rate",
+    "--retries": "retries", "--wait": "wait"};
+  function parseCommand(text) {
+    const words = (text.match(/'[^']*'|"[^"]*"|\S+/g) || []).map((w) => w.replace(/^(['"])(.*)\1$/, "$2"));
+    if (words[0] === "scanner") words.shift();
+    const f = {}, targets = [], extra = [];
+    for (let i = 0; i < words.length; i++) {
+      const w = words[i];
+      if (FLAGS[w]) f[FLAGS[w]] = true;
+      else if (TECHNIQUES.some(([t]) => t && t === w)) f.technique = w;
+      else if (VALUES[w] && i + 1 < words.length) f[VALUES[w]] = words[++i];
+      else if (takesValue.has(w) && i + 1 < words.length) extra.push(w, words[++i]);
+      else if (w.startsWith("-")) extra.push(w);
+      else targets.push(w);
+    }
+    f.extra = extra.map(shellQuote).join(" ");
+    return {f, targets};
+  }
+  cmd.addEventListener("input", () => {
+    const {f, targets} = parseCommand(cmd.value);
+    form = f;
+    target.value = targets.join(" ");
+    for (const [k, el] of Object.entries(fields)) {
+      if (el.type === "checkbox") el.checked = !!form[k]; else el.value = form[k] || "";
+    }
+  });
   target.addEventListener("input", sync);
   profile.addEventListener("change", () => load(profile.value));
 
