@@ -64,6 +64,8 @@ class Guard:
         self.port = port
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":          # none are served: refused before any check is needed
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -1,6 +1,7 @@
 """`scanner web [--listen 127.0.0.1:8700] [--db PATH]`: serve the GUI until Ctrl-C."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import secrets
 import socket
@@ -43,6 +44,7 @@ def web(
     try:
         import uvicorn
         from .app import create_app
+        from .runs import Runs
     except ImportError as e:
         raise InputError(f"scanner web needs the 'web' extra: pip install 'scanner[web]' ({e.name} is missing)") from None
     from ..store import default_path
@@ -61,7 +63,8 @@ def web(
         sock.close()
         raise InputError(f"cannot listen on {listen}: {e.strerror}") from None
     port = sock.getsockname()[1]
-    app = create_app(path, token, port)
+    runs = Runs(path)
+    app = create_app(path, token, port, runs)
     shown = f"[{host}]" if ":" in host else host
     print(f"scanner web: serving {path} on http://{shown}:{port}/?token={token}", flush=True)
     if not ipaddress.ip_address(host).is_loopback:
@@ -69,7 +72,13 @@ def web(
               "from this machine", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
                             lifespan="off")
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            # Ctrl-C / SIGTERM: the scans this server started end as interrupted, their results kept.
+            await asyncio.get_running_loop().run_in_executor(None, runs.stop_all)
+            await super().shutdown(sockets)
+
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
         pass

@@ -133,6 +133,17 @@ class Runs:
     def running_ids(self) -> frozenset:
         return frozenset(i for i, r in list(self.by_id.items()) if r.status in ("starting", "running", "stopping"))
 
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """On shutdown: stop the running scans and give them time to record what they have."""
+        running = [r for r in list(self.by_id.values()) if r.status in ("starting", "running", "stopping")]
+        for run in running:
+            run.stop()
+        deadline = time.monotonic() + timeout
+        for run in running:
+            with run.cond:
+                run.cond.wait_for(lambda run=run: run.status not in ("starting", "running", "stopping"),
+                                  max(0.0, deadline - time.monotonic()))
+
     def get(self, scan_id: int) -> Optional[Run]:
         return self.by_id.get(scan_id)
 

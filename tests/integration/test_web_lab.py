@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -90,8 +91,8 @@ class Server:
         conn.close()
         return r.status, json.loads(data) if data else None
 
-    def events(self, scan_id: int, until: float = 60.0, on_event=None) -> list:
-        """The scan's Server-Sent Events up to 'done'."""
+    def events(self, scan_id: int, until: float = 60.0, on_event=None, stop=None) -> list:
+        """The scan's Server-Sent Events up to 'done' (or the first for which stop(event) is true)."""
         conn = NsConnection(self.lab.scanner_ns, "127.0.0.1", self.port, timeout=until)
         conn.request("GET", f"/api/scans/{scan_id}/events", headers={"Authorization": f"Bearer {self.token}"})
         r = conn.getresponse()
@@ -110,7 +111,7 @@ class Server:
                 events.append(ev)
                 if on_event:
                     on_event(ev)
-                if kind == "done":
+                if kind == "done" or (stop and stop(ev)):
                     break
         conn.close()
         return events
@@ -238,6 +239,29 @@ def test_stop_a_running_scan(lab_web):
     assert scan["status"] == "interrupted"
     ports = server.call("GET", f"/api/scans/{sid}/ports?limit=1000")[1]
     assert 0 < ports["total"] < 16 * 2000       # results so far are kept, the scan did not finish
+
+
+@pytest.mark.lab
+def test_server_shutdown_keeps_a_running_scan(lab_web, tmp_path):
+    lab, _ = lab_web
+    from scanner.store import Store
+    db = str(tmp_path / "own.db")
+    server = Server(lab, db)
+    try:
+        status, body = server.call("POST", "/api/scans", {"argv": [PREFIX, "-Pn", "-p", "1-2000", "--rate", "400"]})
+        assert status == 201, body
+        server.events(body["id"], until=10, stop=lambda ev: ev["kind"] == "ports")    # it has results
+    finally:
+        t0 = time.monotonic()
+        server.proc.terminate()          # SIGTERM, as a service manager stops it
+        code = server.proc.wait(20)
+        server.close()
+    assert code in (0, -signal.SIGTERM) and time.monotonic() - t0 < 15   # uvicorn re-raises the signal
+    store = Store(db, create=False)
+    record = store.scan(body["id"])
+    assert record.ended is not None and record.interrupted, record
+    assert 0 < len(store.rows(record.id)) < 16 * 2000
+    store.close()
 
 
 def chromium_in(ns: str, where: Path) -> str:
