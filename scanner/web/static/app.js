@@ -65,12 +65,15 @@ function route() {
   const parts = path.split("/").filter(Boolean);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active",
     a.dataset.nav === (parts[0] || "new") || (a.dataset.nav === "scans" && parts[0] === "scan")));
-  $main.replaceChildren();
+  // Each page renders into its own view: a page still loading when another is opened fills a
+  // detached element, never the new page.
+  const view = h("div");
+  $main.replaceChildren(view);
   const show = {
     "": pageNew, scans: pageScans, compare: pageCompare, search: pageSearch,
-    scan: () => parts[2] === "host" ? pageHost(parts[1], decodeURIComponent(parts[3])) : pageScan(parts[1]),
+    scan: (v) => parts[2] === "host" ? pageHost(v, parts[1], decodeURIComponent(parts[3])) : pageScan(v, parts[1]),
   }[parts[0] || ""] || pageNew;
-  show().catch((e) => $main.append(h("p.error", {}, e.message)));
+  show(view).catch((e) => view.append(h("p.error", {}, e.message)));
 }
 window.addEventListener("hashchange", route);
 
@@ -114,7 +117,7 @@ function buildArgv(f) {
 
 function shellQuote(w) { return /^[\w@%+=:,./-]+$/.test(w) ? w : "'" + w.replace(/'/g, "'\\''") + "'"; }
 
-async function pageNew() {
+async function pageNew(view) {
   let form = {...PROFILES["Intense scan"]};
   const target = h("input#target", {name: "target", placeholder: "198.51.100.0/24 or 192.0.2.7", size: 34,
     value: localStorage.getItem("scanner-target") || ""});
@@ -208,10 +211,11 @@ async function pageNew() {
     h("h2", {}, "Command"),
     h("p.muted.help", {}, "The equivalent command line. Edit it freely: the scan runs what it says, checked exactly as the command line checks it."),
     cmd, err);
-  $main.append(h("h1", {}, "New scan"), formEl, h("div#recent"));
+  const recent = h("div#recent");
+  view.append(h("h1", {}, "New scan"), formEl, recent);
   load("Intense scan");
   const {scans} = await api("/api/scans");
-  if (scans.length) document.getElementById("recent").append(h("h2", {}, "Recent scans"), scansTable(scans.slice(0, 5)));
+  if (scans.length) recent.append(h("h2", {}, "Recent scans"), scansTable(scans.slice(0, 5)));
 }
 
 // ---------------------------------------------------------------- scans list
@@ -226,20 +230,20 @@ function scansTable(scans, selectable) {
     ["ID", "Started", "Status", "Targets", "Up", "Open", "Command"].map((t) => h("th", {}, t)))), h("tbody", {}, rows));
 }
 
-async function pageScans() {
+async function pageScans(view) {
   const {scans} = await api("/api/scans");
   const table = scansTable(scans, true);
   const cmp = h("button#compare-selected", {onclick: () => {
     const ids = [...table.querySelectorAll("input:checked")].map((i) => i.value).sort((a, b) => a - b);
     if (ids.length === 2) location.hash = `#/compare?a=${ids[0]}&b=${ids[1]}`;
   }}, "Compare the two selected");
-  $main.append(h("h1", {}, "Scans"), h("div.card", {}, scans.length ? [h("div.pager", {}, cmp), table]
+  view.append(h("h1", {}, "Scans"), h("div.card", {}, scans.length ? [h("div.pager", {}, cmp), table]
     : h("p.muted", {}, "No scans recorded yet.")));
 }
 
 // ---------------------------------------------------------------- one scan: live view, hosts, ports, charts
 
-async function pageScan(id) {
+async function pageScan(view, id) {
   const scan = await api(`/api/scans/${id}?limit=1`);
   const bar = h("div");
   const progressText = h("span#progress-text.muted");
@@ -253,7 +257,7 @@ async function pageScan(id) {
     h("p", {}, h("code", {}, scan.command)), summaryEl);
   const tabsEl = h("div.tabs");
   const body = h("div");
-  $main.append(head, h("div.card", {}, tabsEl, body));
+  view.append(head, h("div.card", {}, tabsEl, body));
 
   const tabs = {Hosts: () => hostsTab(id, body), Ports: () => portsTab(id, body), Charts: () => chartsTab(id, body)};
   let current = q().get("tab") || "Hosts";
@@ -410,7 +414,7 @@ function portRows(ports) {
   return {shown, folded};
 }
 
-async function pageHost(id, ip) {
+async function pageHost(view, id, ip) {
   const host = await api(`/api/scans/${id}/hosts/${encodeURIComponent(ip)}`);
   const {shown, folded} = portRows(host.ports.filter((p) => p.reason !== "no-response" || p.state !== "filtered"));
   const silent = host.ports.filter((p) => p.reason === "no-response" && p.state === "filtered").length;
@@ -419,7 +423,7 @@ async function pageHost(id, ip) {
   const row = (p) => h("tr", {"data-port": `${p.port}/${p.proto}`}, h("td", {}, `${p.port}/${p.proto}`), h("td", {}, state(p.state)),
     h("td", {}, p.reason), h("td", {}, p.ttl || ""), h("td", {}, (p.tunnel ? p.tunnel + "/" : "") + p.service),
     h("td", {}, p.product || ""), h("td", {}, p.version || ""), h("td", {}, p.extrainfo || ""));
-  $main.append(h("p", {}, h("a", {href: `#/scan/${id}`}, `‹ Scan ${id}`)),
+  view.append(h("p", {}, h("a", {href: `#/scan/${id}`}, `‹ Scan ${id}`)),
     h("h1", {}, ip, " ", host.up ? state("up") : h("span.muted", {}, "no reply")),
     h("div.card", {}, h("h2", {}, "Ports"),
       folded.map(([s, list]) => h("p.muted.folded", {}, `Not shown: ${list.length} ${s} ports (${reasons(list)})`)),
@@ -445,14 +449,14 @@ function osBlock(os) {
 
 // ---------------------------------------------------------------- compare
 
-async function pageCompare() {
+async function pageCompare(view) {
   const {scans} = await api("/api/scans");
   const params = q();
   const opts = (sel) => scans.map((s) => h("option", {value: s.id, selected: String(s.id) === sel}, `${s.id}: ${s.command}`));
   const a = h("select#diff-a", {}, opts(params.get("a") || String(scans[1] ? scans[1].id : "")));
   const b = h("select#diff-b", {}, opts(params.get("b") || String(scans[0] ? scans[0].id : "")));
   const out = h("div#diff");
-  $main.append(h("h1", {}, "Compare two scans"), h("div.card", {}, h("div.row", {}, h("label", {}, "Scan A (older)", a), h("label", {}, "Scan B (newer)", b),
+  view.append(h("h1", {}, "Compare two scans"), h("div.card", {}, h("div.row", {}, h("label", {}, "Scan A (older)", a), h("label", {}, "Scan B (newer)", b),
     h("button#diff-go.primary", {type: "button", onclick: () => { location.hash = `#/compare?a=${a.value}&b=${b.value}`; }}, "Compare"))), out);
   if (!params.get("a") || !params.get("b")) return;
   const d = await api(`/api/diff?a=${params.get("a")}&b=${params.get("b")}`);
@@ -478,7 +482,7 @@ async function pageCompare() {
 
 // ---------------------------------------------------------------- search
 
-async function pageSearch() {
+async function pageSearch(view) {
   const input = h("input#search", {type: "search", size: 50, value: q().get("q") || "", placeholder: "open:22 service:http after:2024-01-01"});
   const out = h("div#results");
   const run = async () => {
@@ -487,7 +491,7 @@ async function pageSearch() {
       out.replaceChildren(r.scans.length ? scansTable(r.scans) : h("p.muted", {}, "No scan matches."));
     } catch (e) { out.replaceChildren(h("p.error", {}, e.message)); }
   };
-  $main.append(h("h1", {}, "Search saved scans"),
+  view.append(h("h1", {}, "Search saved scans"),
     h("form.card", {onsubmit: (ev) => { ev.preventDefault(); history.replaceState(null, "", `#/search?q=${encodeURIComponent(input.value)}`); run(); }},
       h("div.row", {}, input, h("button.primary", {type: "submit"}, "Search")),
       h("p.muted.help", {}, "Keys as in Zenmap: target:ADDR|CIDR, open:PORT, closed:, filtered:, scanned:, service:NAME, os:TEXT, date:YYYY-MM-DD or date:-N (N days ago), after:, before:, option:TEXT; other words match the command line or an address.")),
