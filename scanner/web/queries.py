@@ -7,6 +7,7 @@ Filters (hosts and ports tables) and searches (saved scans) share Zenmap's searc
 from __future__ import annotations
 
 import datetime as dt
+from array import array
 import ipaddress
 import json
 import re
@@ -70,13 +71,33 @@ def _status(ended, counters: dict, interrupted: bool, running: bool) -> str:
     return "done" if ended is not None else "unfinished"
 
 
+_MEMO: dict = {}     # (database, scan id, what) -> (version of the scan's results, value)
+
+
+def memo(db, scan_id: int, what: str, compute):
+    """compute() once per version of a scan's results (its end time and row count), so that
+    reading a large finished scan again costs an index count, not a pass over its rows."""
+    key = (db.execute("PRAGMA database_list").fetchone()[2], scan_id, what)
+    ended = db.execute("SELECT ended FROM scans WHERE id=?", (scan_id,)).fetchone()
+    version = (ended[0] if ended else None,
+               db.execute("SELECT COUNT(*) FROM results WHERE scan_id=?", (scan_id,)).fetchone()[0])
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    value = compute()
+    _MEMO[key] = (version, value)
+    if len(_MEMO) > 256:
+        _MEMO.pop(next(iter(_MEMO)))
+    return value
+
+
 def scan_summary(db, row, running=frozenset()) -> dict:
     sid, started, ended, command, config, counters, interrupted = row
     config = json.loads(config or "{}")
     counters = json.loads(counters or "{}")
-    up, n_open = db.execute(
+    up, n_open = memo(db, sid, "counts", lambda: db.execute(
         "SELECT COUNT(DISTINCT CASE WHEN reason!='no-response' THEN ip END), "
-        "SUM(state='open') FROM results WHERE scan_id=?", (sid,)).fetchone()
+        "SUM(state='open') FROM results WHERE scan_id=?", (sid,)).fetchone())
     return {"id": sid, "started": started, "ended": ended, "command": command,
             "targets": targets_of(command, config), "n_hosts": config.get("n_hosts"),
             "ports": config.get("ports"), "scan_type": config.get("scan_type"),
@@ -325,29 +346,20 @@ def _port(row, services) -> dict:
     return d
 
 
-_ORDERS: dict = {}     # (database, scan id) -> (result rows, {ip: rank in address order})
-
-
 def host_order(db, scan_id: int) -> tuple:
-    """(rows, {ip: rank}, [ips]) of a scan's hosts in address order, computed once per scan and kept while the
-    scan's row count stays the same (a running scan's is recomputed as it grows)."""
-    key = (db.execute("PRAGMA database_list").fetchone()[2], scan_id)
-    n = db.execute("SELECT COUNT(*) FROM results WHERE scan_id=?", (scan_id,)).fetchone()[0]
-    cached = _ORDERS.get(key)
-    if cached is None or cached[0] != n:
+    """({ip: rank}, [ips]) of a scan's hosts in address order."""
+    def compute():
         ips = sorted((r[0] for r in db.execute("SELECT DISTINCT ip FROM results WHERE scan_id=?", (scan_id,))),
                      key=_ipkey)
-        cached = _ORDERS[key] = (n, {ip: i for i, ip in enumerate(ips)}, ips)
-        if len(_ORDERS) > 16:
-            _ORDERS.pop(next(iter(_ORDERS)))
-    return cached
+        return {ip: i for i, ip in enumerate(ips)}, ips
+    return memo(db, scan_id, "hosts", compute)
 
 
 def hosts_page(db, scan_id: int, offset: int = 0, limit: int = 100, text: str = "",
                all_ports: bool = False) -> dict:
     """One page of a scan's hosts in address order, each with its answered ports and OS guess."""
     conds, params = row_conditions(parse_terms(text), scan_id, per_host=True)
-    _, rank, ordered = host_order(db, scan_id)
+    rank, ordered = host_order(db, scan_id)
     if conds:
         where = "r.scan_id=?" + "".join(f" AND {c}" for c in conds)
         ordered = sorted((r[0] for r in db.execute(f"SELECT DISTINCT r.ip FROM results r WHERE {where}",
@@ -377,11 +389,15 @@ def ports_page(db, scan_id: int, offset: int = 0, limit: int = 100, text: str = 
     conds, params = row_conditions(parse_terms(text), scan_id, per_host=False)
     where = "r.scan_id=? AND r.state!='up'" + "".join(f" AND {c}" for c in conds)
     args = [scan_id] + params
-    _, rank, _ = host_order(db, scan_id)
-    keys = db.execute(f"SELECT ip, proto, port, rowid FROM results r WHERE {where}", args).fetchall()
-    keys.sort(key=lambda k: (rank[k[0]], k[1], k[2]))
-    total = len(keys)
-    chosen = [k[3] for k in keys[offset:offset + limit]]
+    rank, _ = host_order(db, scan_id)
+
+    def ordered() -> array:
+        keys = db.execute(f"SELECT ip, proto, port, rowid FROM results r WHERE {where}", args).fetchall()
+        keys.sort(key=lambda k: (rank[k[0]], k[1], k[2]))
+        return array("q", [k[3] for k in keys])
+    rowids = ordered() if conds else memo(db, scan_id, "ports", ordered)
+    total = len(rowids)
+    chosen = list(rowids[offset:offset + limit])
     by_rowid = {r[0]: r[1:] for r in db.execute(
         f"SELECT rowid, ip, port, proto, state, reason, ttl FROM results WHERE rowid IN ({','.join('?' * len(chosen))})",
         chosen)}
@@ -406,6 +422,10 @@ def host_detail(db, scan_id: int, ip: str) -> dict:
 def stats(db, scan_id: int, cells: int = 1024) -> dict:
     """Charts of one scan: ports by state, open ports by service, and a heat map of the IPv4
     address space scanned (blocks of addresses, each with its hosts up and open ports)."""
+    return memo(db, scan_id, f"stats{cells}", lambda: _stats(db, scan_id, cells))
+
+
+def _stats(db, scan_id: int, cells: int) -> dict:
     states = dict(db.execute("SELECT state, COUNT(*) FROM results WHERE scan_id=? AND state!='up' GROUP BY state",
                              (scan_id,)).fetchall())
     by_service: dict = {}
