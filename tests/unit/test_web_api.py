@@ -350,3 +350,41 @@ def test_options_for_the_command_builder(client):
     options = {n: o for o in client.get("/api/options", headers=AUTH).json()["options"] for n in o["names"]}
     assert options["-p"]["takes"] == "value" and options["-sV"]["takes"] == "flag"
     assert options["--exclude"]["takes"] == "multi"
+
+
+def test_a_scan_of_100000_hosts_pages_on_the_server(tmp_path):
+    """100,000 hosts x 2 ports: pages come from the database in address order, never the whole
+    scan (loose time bounds: a shared CI machine; typically 0.5 s for the first view, then 0.1 s)."""
+    store = Store(tmp_path / "big.db")
+    n = 100_000
+    rows = np.zeros(2 * n, dtype=RESULT_DTYPE)
+    ips = int(ipaddress.IPv4Address("198.18.0.0")) + np.arange(n, dtype=np.uint32) * 2 + 1   # odd addresses
+    rows["ip"][0::2] = rows["ip"][1::2] = ips
+    rows["port"][0::2], rows["port"][1::2], rows["proto"] = 22, 80, 6
+    is_open = np.arange(n) % 10 == 0
+    rows["state"][0::2] = np.where(is_open, STATES["open"], STATES["closed"])
+    rows["reason"][0::2] = np.where(is_open, REASONS["syn-ack"], REASONS["reset"])
+    rows["state"][1::2], rows["reason"][1::2] = STATES["closed"], REASONS["reset"]
+    info = ScanInfo(start=time.time(), command="scanner 198.18.0.0/14 -p 22,80", scan_type="syn",
+                    protocol="tcp", ports=(22, 80), n_hosts=1 << 18)
+    sid = store.begin(info, {"n_hosts": 1 << 18})
+    store.add(sid, rows)
+    store.finish(sid, {"elapsed": 1.0})
+    store.close()
+    with TestClient(create_app(tmp_path / "big.db", TOKEN, 8700), base_url=BASE) as c:
+        def get(path, **params):
+            t0 = time.monotonic()
+            r = c.get(path, params=params, headers=AUTH)
+            assert r.status_code == 200 and time.monotonic() - t0 < 5, (path, r.text[:200])
+            return r.json()
+        last = get(f"/api/scans/{sid}", offset=n - 3, limit=50)["hosts"]
+        assert last["total"] == n and [h["ip"] for h in last["items"]] == [
+            str(ipaddress.IPv4Address(int(a))) for a in ips[-3:]]
+        mid = get(f"/api/scans/{sid}", offset=128, limit=2)["hosts"]["items"]
+        assert [h["ip"] for h in mid] == ["198.18.1.1", "198.18.1.3"]            # numeric order
+        assert get(f"/api/scans/{sid}", filter="open:22", limit=1)["hosts"]["total"] == n // 10
+        ports = get(f"/api/scans/{sid}/ports", offset=2 * n - 1, limit=10)
+        assert ports["total"] == 2 * n and ports["items"][0]["port"] == 80
+        st = get(f"/api/scans/{sid}/stats")
+        assert st["states"] == {"open": n // 10, "closed": 2 * n - n // 10} and sum(st["heatmap"]["up"]) == n
+        assert get("/api/scans")["scans"][0]["hosts_up"] == n
