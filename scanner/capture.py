@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import threading
+from typing import Optional
 
 import pcapy
 
@@ -32,8 +33,8 @@ class Capture:
             raise EnvironmentFault(f"cannot capture on {ifname}: unsupported link type {datalink}")
         self.link_header_len = LINK_HEADER_LEN[datalink]
         self._stop = threading.Event()
-        self._thread = None
-        self.error = None
+        self._thread: Optional[threading.Thread] = None
+        self.error: Optional[BaseException] = None
 
     def start(self, on_batch) -> None:
         """Calls on_batch(data, meta) from a capture thread for every non-empty batch."""

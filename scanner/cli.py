@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .errors import InputError, ScannerError
 
@@ -19,7 +19,7 @@ class TerminalView:
         self.request = request
         self.quiet = request.quiet
         self.status = StatusLine(live=not request.quiet, every=request.stats_every)
-        self.screen = None              # the terminal writer, set once the session is planned
+        self.screen: Any = None         # the terminal writer, set once the session is planned
         self.stdout_taken = stdout_taken
 
     def attach(self, session) -> None:

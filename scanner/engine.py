@@ -9,6 +9,7 @@ import ipaddress
 import os
 import threading
 import time
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +40,7 @@ class ScanConfig:
     rate: float = 10000.0          # packets per second; 0: as fast as possible
     retries: int = 1               # resends of the probes still unanswered
     wait: float = 2.0              # seconds to wait for late replies after the last probe
-    seed: int | None = None
+    seed: int = None               # type: ignore[assignment]  # None: drawn at random here
     shard: tuple = (1, 1)          # (k, n): this machine's slice of the permutation
     interface: str | None = None
     list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
@@ -139,7 +140,7 @@ class Scan:
         self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
         self._stop = threading.Event()
         self.key = resume.key if resume else os.urandom(16)
-        self.sender = None
+        self.sender: Any = None
         start, _, _ = config.positions()
         self.cursor = (resume.attempt, resume.position) if resume else (0, start)
         # Whether every answer worth waiting for is in (no retry, no wait then); the default:
@@ -228,7 +229,7 @@ class Scan:
         finally:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
-            self.summary.sent = self.sender.sent
+            self.summary.sent = self.sender.sent if self.sender is not None else 0
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             received, dropped, _ = capture.stats()

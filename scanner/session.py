@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -35,7 +35,7 @@ PROGRESS_TICK = 0.25
 class ScanResult:
     """What a finished (or interrupted) session found."""
     array: np.ndarray                       # RESULT_DTYPE rows, as the engine produced them
-    summary: object                         # engine.ScanSummary over every stage
+    summary: Any                            # engine.ScanSummary over every stage
     scan_id: Optional[int] = None           # the store's record (None with no_db)
     services: dict = field(default_factory=dict)     # -sV: {(addr, proto, port): ServiceInfo}
     os_guesses: dict = field(default_factory=dict)   # -O: {addr: OsGuess}
@@ -83,8 +83,8 @@ class Session:
         self._on_event = on_event
         self._emit_lock = threading.Lock()
         self._stopped = threading.Event()
-        self._current = None              # the running stage's scan (stop() reaches it)
-        self._checkpoint = None
+        self._current: Any = None         # the running stage's scan (stop() reaches it)
+        self._checkpoint: Any = None
         self.scan_id: Optional[int] = None
         self.notes: List[str] = []
         self._plan()
@@ -96,7 +96,7 @@ class Session:
         from .techniques import SYN_SCAN, TCP_TECHNIQUES, UDP_SCAN, Probes, parse_scanflags, with_flags
         r = self.request
         root = os.geteuid() == 0
-        technique = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
+        technique: Any = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
         no_ping = r.no_ping
         if technique is None and not r.udp and not r.ping_only:
             technique = SYN_SCAN if root or r.dry_run else TCP_TECHNIQUES["-sT"]
@@ -115,7 +115,7 @@ class Session:
             raise InputError(f"{wanted} sends raw packets and needs root: run as root, or use -sT")
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6)
         tcp_ports, udp_ports = port_lists(r.ports, r.top_ports, tcp=technique is not None, udp=r.udp)
-        self.discovery = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
+        self.discovery: Any = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
         jobs = []
         if not r.ping_only:
             if technique is not None and not technique.raw:
@@ -132,14 +132,15 @@ class Session:
         seed = self.resume.seed if self.resume else r.seed
         # One seed for every stage: a resumed scan must walk the same permutations.
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
-        self.common = dict(rate=r.rate, retries=r.retries, wait=r.wait, seed=self.seed, shard=r.shard,
-                           interface=r.interface, udp_rounds=r.max_udp_rounds,
-                           # Unanswered probes are listed for the per-host views and --show-all.
-                           list_unanswered=bool(r.show_all or self.grouped or self.table))
+        self.common: Dict[str, Any] = dict(
+            rate=r.rate, retries=r.retries, wait=r.wait, seed=self.seed, shard=r.shard, interface=r.interface,
+            udp_rounds=r.max_udp_rounds,
+            # Unanswered probes are listed for the per-host views and --show-all.
+            list_unanswered=bool(r.show_all or self.grouped or self.table))
         from .engine import ScanConfig
         from .space import ScanSpace
-        self._first_config = ScanConfig(space=ScanSpace(targets, self.discovery if r.ping_only else jobs[0][1]),
-                                        **self.common)
+        first_probes: Any = self.discovery if r.ping_only else jobs[0][1]
+        self._first_config = ScanConfig(space=ScanSpace(targets, first_probes), **self.common)
         self.post = None
         if (r.version_scan or r.os_scan) and not r.ping_only and not r.dry_run:
             from .service import PostScan
@@ -225,7 +226,7 @@ class _Run:
         total = ScanSummary(**(resume.summary if resume else {}))
         total.interrupted = False
         stages = ([("discovery", s.discovery)] if s.discovery is not None else []) + list(s.jobs)
-        at = {"stage": resume.stage if resume else 0, "scan": None, "started": False}
+        at: Dict[str, Any] = {"stage": resume.stage if resume else 0, "scan": None, "started": False}
         targets = s.targets
         if resume and resume.up is not None:
             from .targets import TargetSet
@@ -293,7 +294,7 @@ class _Run:
                 total.elapsed += post.elapsed
         except ScannerError:
             if recorder and not at["started"] and not resume:   # refused before sending: nothing to record
-                store.discard(recorder.scan_id)
+                store.discard(recorder.scan_id)   # type: ignore[union-attr]
                 recorder = None
                 s.scan_id = None
             raise

@@ -102,7 +102,7 @@ class ProbeDB:
 
 
 def _port_set(text: str) -> frozenset:
-    out = set()
+    out: set = set()
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
@@ -198,7 +198,9 @@ def parse_nmap_match(rest: str, soft: bool, lineno: int) -> Match:
 
 
 def parse_nmap_db(text: str, source: str = "") -> ProbeDB:
-    probes, excluded, cur = [], frozenset(), None
+    probes: list = []
+    excluded: frozenset = frozenset()
+    cur = None
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
