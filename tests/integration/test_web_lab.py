@@ -361,6 +361,19 @@ def test_browser_scan_host_compare_search(lab_web, tmp_path):
             page.click("#theme")
             expect(page.locator("html")).to_have_attribute("data-theme", "dark")
             page.screenshot(path=str(shots / "web-search-dark.png"), full_page=True)
+
+            # A long scan, watched live and stopped from the page: what it found is kept.
+            page.goto(server.url.split("?")[0] + "#/")
+            page.fill("#command", f"scanner {PREFIX} -Pn -p 1-3000 --rate 500")
+            page.click("#scan")
+            page.wait_for_url(re.compile(r"#/scan/\d+"))
+            expect(page.locator("#status")).to_have_text("running")
+            expect(page.locator("#live tr").first).to_be_visible(timeout=20_000)
+            page.wait_for_function("parseFloat(document.querySelector('#progress > div').style.width) > 0")
+            page.screenshot(path=str(shots / "web-live-dark.png"), full_page=True)
+            page.click("#stop")
+            expect(page.locator("#status")).to_have_text("interrupted", timeout=20_000)
+            expect(page.locator("#hosts tbody tr")).to_have_count(8)
         finally:
             browser.close()
     assert not errors, errors

@@ -274,7 +274,10 @@ async function pageScan(view, id) {
     // The live view: progress, and open ports as they are found (events replayed from the start).
     const counts = h("span#live-counts.muted");
     let answered = 0, nOpen = 0, up = 0;
-    const count = () => { counts.textContent = `${up} hosts up · ${answered} ports answered · ${nOpen} open`; };
+    const count = () => {
+      counts.textContent = `${up} hosts up · ${answered} ports answered · ${nOpen} open`;
+      summaryEl.textContent = summary({...scan, hosts_up: up, open: nOpen});
+    };
     head.append(h("div#progress.progress", {}, bar), progressText,
       h("h2", {}, "Found so far ", counts), h("div.live", {}, h("table#live", {}, live)));
     const es = new EventSource(`/api/scans/${id}/events`);
