@@ -175,21 +175,21 @@ def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) 
             offset, limit, text = page(request)
         except InputError as e:
             return error(400, str(e))
-        return await read(lambda db: (queries.get_scan(db, sid), queries.ports_page(db, sid, offset, limit, text))[1])
+        return await read(lambda db: queries.ports_page(db, queries.require_scan(db, sid), offset, limit, text))
 
     async def host(request):
         try:
             sid = scan_id(request)
         except InputError as e:
             return error(400, str(e))
-        return await read(lambda db: (queries.get_scan(db, sid), queries.host_detail(db, sid, request.path_params["ip"]))[1])
+        return await read(lambda db: queries.host_detail(db, queries.require_scan(db, sid), request.path_params["ip"]))
 
     async def stats(request):
         try:
             sid = scan_id(request)
         except InputError as e:
             return error(400, str(e))
-        return await read(lambda db: (queries.get_scan(db, sid), queries.stats(db, sid))[1])
+        return await read(lambda db: queries.stats(db, queries.require_scan(db, sid)))
 
     async def start(request):
         try:

@@ -7,12 +7,12 @@ Filters (hosts and ports tables) and searches (saved scans) share Zenmap's searc
 from __future__ import annotations
 
 import datetime as dt
-from array import array
 import ipaddress
 import json
 import re
 import sqlite3
 import time
+from array import array
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -136,6 +136,12 @@ SCAN_COLUMNS = "id, started, ended, command, config, counters, interrupted"
 def list_scans(db, running=frozenset(), where: str = "", params=()) -> list:
     rows = db.execute(f"SELECT {SCAN_COLUMNS} FROM scans s {where} ORDER BY id DESC", params).fetchall()
     return [scan_summary(db, r, running) for r in rows]
+
+
+def require_scan(db, scan_id: int) -> int:
+    if db.execute("SELECT 1 FROM scans WHERE id=?", (scan_id,)).fetchone() is None:
+        raise LookupError(f"no scan {scan_id}")
+    return scan_id
 
 
 def get_scan(db, scan_id, running=frozenset()) -> dict:

@@ -180,7 +180,9 @@ def test_list_and_details(client):
     assert by_port[22]["state"] == "open" and by_port[22]["reason"] == "syn-ack"
     assert by_port[22]["product"] == "OpenSSH" and by_port[22]["version"] == "9.2p1"
     assert by_port[80]["state"] == "closed" and by_port[80]["service"] == "http"
-    assert client.get("/api/scans/99", headers=AUTH).status_code == 404
+    for path in ("/api/scans/99", "/api/scans/99/ports", "/api/scans/99/stats", "/api/scans/99/hosts/198.18.0.1",
+                 "/api/scans/99/events", "/api/nothing"):
+        assert client.get(path, headers=AUTH).status_code == 404, path
     assert client.get("/api/scans/x", headers=AUTH).status_code == 400
     assert client.get("/api/scans/1?limit=100000", headers=AUTH).status_code == 400
 
