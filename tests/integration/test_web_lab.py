@@ -332,6 +332,15 @@ def test_browser_scan_host_compare_search(lab_web, tmp_path):
             expect(page.locator("input[name=top]")).to_have_value("100")
             expect(page.locator("input[name=extra]")).to_have_value("--exclude 198.18.0.15")
             expect(page.locator("input[name=A]")).not_to_be_checked()
+            # Saved as a profile of one's own, it is offered again.
+            page.fill("#profile-name", "Lab top 100")
+            page.click("#save-profile")
+            page.reload()
+            page.select_option("#profile", "Lab top 100")
+            expect(page.locator("input[name=extra]")).to_have_value("--exclude 198.18.0.15")
+            page.fill("#target", PREFIX)
+            expect(page.locator("#command")).to_have_value(
+                f"scanner {PREFIX} --top-ports 100 --wait 0.5 --exclude 198.18.0.15")
             page.click("#scan")
             page.wait_for_url(re.compile(rf"#/scan/(?!{first}$)\d+"))
             second = int(page.url.rsplit("/", 1)[1])

@@ -121,7 +121,19 @@ async function pageNew(view) {
   let form = {...PROFILES["Intense scan"]};
   const target = h("input#target", {name: "target", placeholder: "198.51.100.0/24 or 192.0.2.7", size: 34,
     value: localStorage.getItem("scanner-target") || ""});
-  const profile = h("select#profile", {name: "profile"}, Object.keys(PROFILES).map((p) => h("option", {}, p)));
+  // Zenmap's profiles and the user's own (saved in this browser).
+  const saved = JSON.parse(localStorage.getItem("scanner-profiles") || "{}");
+  const allProfiles = () => ({...PROFILES, ...saved});
+  const profile = h("select#profile", {name: "profile"}, Object.keys(allProfiles()).map((p) => h("option", {}, p)));
+  const profileName = h("input#profile-name", {placeholder: "name", size: 16});
+  const saveProfile = h("button#save-profile", {type: "button", onclick: () => {
+    const name = profileName.value.trim();
+    if (!name) return;
+    saved[name] = {...form};
+    localStorage.setItem("scanner-profiles", JSON.stringify(saved));
+    if (![...profile.options].some((o) => o.value === name)) profile.append(h("option", {}, name));
+    profile.value = name;
+  }}, "Save as profile");
   const cmd = h("input#command.cmd", {name: "command", spellcheck: "false"});
   const err = h("p#error.error");
   const fields = {};
@@ -135,7 +147,7 @@ async function pageNew(view) {
   fields.technique = technique;
 
   function load(p) {
-    form = {...PROFILES[p]};
+    form = {...allProfiles()[p]};
     for (const [k, el] of Object.entries(fields)) {
       if (el.type === "checkbox") el.checked = !!form[k]; else el.value = form[k] || "";
     }
@@ -193,7 +205,8 @@ async function pageNew(view) {
       go.disabled = false;
     }
   }},
-    h("div.row", {}, h("label", {}, "Target", target), h("label", {}, "Profile", profile), go),
+    h("div.row", {}, h("label", {}, "Target", target), h("label", {}, "Profile", profile), go,
+      h("label", {}, "Save these options", h("span.row", {}, profileName, saveProfile))),
     h("h2", {}, "Options"),
     h("div.row", {},
       h("label", {}, "TCP scan", technique), field("udp", "UDP (-sU)", {type: "checkbox"}),
