@@ -72,8 +72,13 @@ class Run:
 
     def emit(self, kind: str, **data) -> None:
         with self.cond:
-            if len(self.events) < EVENT_LOG_LIMIT or kind in ("progress", "stage"):
+            if len(self.events) < EVENT_LOG_LIMIT:
                 self.events.append(dict(kind=kind, **data))
+            elif kind in ("progress", "stage"):      # past the limit only the latest progress is kept
+                if self.events[-1]["kind"] == kind == "progress":
+                    self.events[-1] = dict(kind=kind, **data)
+                else:
+                    self.events.append(dict(kind=kind, **data))
             self.cond.notify_all()
 
     def stop(self) -> None:

@@ -390,3 +390,17 @@ def test_a_scan_of_100000_hosts_pages_on_the_server(tmp_path):
         st = get(f"/api/scans/{sid}/stats")
         assert st["states"] == {"open": n // 10, "closed": 2 * n - n // 10} and sum(st["heatmap"]["up"]) == n
         assert get("/api/scans")["scans"][0]["hosts_up"] == n
+
+
+def test_event_log_of_a_long_scan_stays_bounded():
+    from scanner.web.runs import EVENT_LOG_LIMIT, Run
+    run = Run("scanner 198.18.0.0/16 -p 80")
+    for i in range(EVENT_LOG_LIMIT + 5000):
+        run.emit("progress", percent=i / 1000)
+    run.emit("stage", stage="service")
+    run.emit("progress", percent=99.0)
+    run.emit("note", text="dropped: past the limit")
+    run.finish("done")
+    kinds = [e["kind"] for e in run.events]
+    assert len(run.events) == EVENT_LOG_LIMIT + 3 and kinds[-3:] == ["stage", "progress", "done"]
+    assert run.events[EVENT_LOG_LIMIT - 1]["percent"] == (EVENT_LOG_LIMIT + 4999) / 1000   # the latest kept
