@@ -252,6 +252,11 @@ async function pageScans(view) {
   }}, "Compare the two selected");
   view.append(h("h1", {}, "Scans"), h("div.card", {}, scans.length ? [h("div.pager", {}, cmp), table]
     : h("p.muted", {}, "No scans recorded yet.")));
+  // While scans run, their rows follow (unless some are being selected for a comparison).
+  if (scans.some((s) => s.status === "running")) {
+    const timer = setTimeout(() => { if (!table.querySelector("input:checked")) route(); }, 3000);
+    cleanup.push(() => clearTimeout(timer));
+  }
 }
 
 // ---------------------------------------------------------------- one scan: live view, hosts, ports, charts
