@@ -434,11 +434,21 @@ def stats(db, scan_id: int, cells: int = 1024) -> dict:
 def _stats(db, scan_id: int, cells: int) -> dict:
     states = dict(db.execute("SELECT state, COUNT(*) FROM results WHERE scan_id=? AND state!='up' GROUP BY state",
                              (scan_id,)).fetchall())
+    # Open ports by service: what -sV found where it ran, else the services table's name.
     by_service: dict = {}
+    found: dict = {}
+    for port, proto, data in db.execute("SELECT port, proto, data FROM details WHERE scan_id=? AND kind='service'",
+                                        (scan_id,)):
+        d = json.loads(data)
+        name = (d.get("tunnel") + "/" if d.get("tunnel") else "") + d.get("name", "unknown")
+        key = f"{name} ({port}/{proto})"
+        by_service[key] = by_service.get(key, 0) + 1
+        found[(port, proto)] = found.get((port, proto), 0) + 1
     for port, proto, n in db.execute("SELECT port, proto, COUNT(*) FROM results WHERE scan_id=? AND state='open' "
                                      "GROUP BY port, proto", (scan_id,)):
-        key = f"{service_name(port, proto)} ({port}/{proto})"
-        by_service[key] = by_service.get(key, 0) + n
+        if n > found.get((port, proto), 0):
+            key = f"{service_name(port, proto)} ({port}/{proto})"
+            by_service[key] = by_service.get(key, 0) + n - found.get((port, proto), 0)
     top = sorted(by_service.items(), key=lambda kv: -kv[1])[:15]
     per_host = db.execute(
         "SELECT ip, MAX(reason!='no-response'), SUM(state='open') FROM results WHERE scan_id=? AND ip NOT LIKE '%:%' "
@@ -459,7 +469,16 @@ def _stats(db, scan_id: int, cells: int) -> dict:
             up[(n - first) // block] += int(bool(is_up))
             opened[(n - first) // block] += n_open or 0
         heat = {"first": str(ipaddress.IPv4Address(first)), "block": block, "up": up, "open": opened}
-    return {"states": states, "services": top, "heatmap": heat}
+    # Distance as nmap estimates it without traceroute: the hops a reply's TTL lost from the
+    # nearest usual initial TTL (32, 64, 128, 255), plus one.
+    distance: dict = {}
+    for (ttl,) in db.execute("SELECT MAX(ttl) FROM results WHERE scan_id=? AND ttl > 0 AND reason!='no-response' "
+                             "GROUP BY ip", (scan_id,)):
+        if ttl:
+            hops = next(i for i in (32, 64, 128, 255) if i >= ttl) - ttl + 1
+            distance[hops] = distance.get(hops, 0) + 1
+    return {"states": states, "services": top, "heatmap": heat,
+            "distance": [[f"{hops} hop{'s' * (hops > 1)}", n] for hops, n in sorted(distance.items())]}
 
 
 def diff(db_path, a, b) -> dict:

@@ -319,7 +319,9 @@ def test_browser_scan_host_compare_search(lab_web, tmp_path):
             expect(page.locator(".folded")).to_have_text("Not shown: 95 closed ports (95 reset)")
             page.screenshot(path=str(shots / "web-host.png"), full_page=True)
             page.goto(server.url.split("?")[0] + f"#/scan/{first}?tab=Charts")
-            expect(page.locator("#heatmap rect")).to_have_count(15)   # 198.18.0.1 to .15: blocks of 1
+            expect(page.locator("#heatmap rect")).to_have_count(15)   # 198.18.0.0 to .14: blocks of 1
+            expect(page.locator("#distance svg text")).to_have_text(["1 hop", "8"])   # the lab is one link away
+            expect(page.locator("#services svg text")).to_contain_text(["ssl/http (443/tcp)", "8"])
             page.screenshot(path=str(shots / "web-charts.png"), full_page=True)
 
             # Port 22 closes between the scans; the second runs an edited command line.

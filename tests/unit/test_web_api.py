@@ -221,10 +221,13 @@ def test_host_detail_has_services_certificate_and_os(client):
 def test_stats(client):
     st = client.get("/api/scans/1/stats", headers=AUTH).json()
     assert st["states"] == {"open": 50, "closed": 40, "filtered": 30}
-    assert st["services"][0] == ["ssh (22/tcp)", 40]
+    # -sV's names where it ran (198.18.0.1), the services table's elsewhere.
+    assert st["services"][:2] == [["ssh (22/tcp)", 40], ["https (443/tcp)", 9]]
+    assert ["ssl/http (443/tcp)", 1] in st["services"]
     hm = st["heatmap"]
     assert hm["first"] == "198.18.0.0" and hm["block"] == 1 and sum(hm["up"]) == 40
     assert hm["open"][1] == 2 and hm["open"][20] == 1
+    assert st["distance"] == [["1 hop", 40]]          # TTL 64 from every host: a direct neighbour
 
 
 def test_diff(client):

@@ -399,7 +399,9 @@ async function chartsTab(id, body) {
   const stateColor = (s) => css.getPropertyValue(colors[s] || "--other").trim();
   body.append(h("div.grid2", {},
     h("div", {}, h("h2", {}, "Ports by state"), barChart(Object.entries(st.states), stateColor)),
-    h("div", {}, h("h2", {}, "Open ports by service"), st.services.length ? barChart(st.services) : h("p.muted", {}, "No open ports."))));
+    h("div#services", {}, h("h2", {}, "Open ports by service"), st.services.length ? barChart(st.services) : h("p.muted", {}, "No open ports.")),
+    h("div#distance", {}, h("h2", {}, "Hosts by distance"), st.distance.length ? barChart(st.distance) : h("p.muted", {}, "No replies."),
+      h("p.muted.help", {}, "Estimated from the replies' TTL, as nmap does without traceroute."))));
   if (st.heatmap) body.append(h("h2", {}, "Address space"), heatmap(st.heatmap, css, id));
 }
 
