@@ -79,6 +79,7 @@ class ScanSummary:
     sending: float = 0.0            # seconds spent in send passes (the rate is sent / sending)
     interrupted: bool = False
     states: dict = field(default_factory=dict)   # state name -> count, unanswered included
+    error: str | None = None        # why the scan ended early when it failed (a fault, not Ctrl-C)
 
 
 @dataclass
