@@ -304,6 +304,8 @@ def test_browser_scan_host_compare_search(lab_web, tmp_path):
             expect(page.locator("#live-counts")).to_have_text("8 hosts up · 792 ports answered · 24 open")
             expect(page.locator("#progress-text")).to_have_text("finished")
             expect(page.locator("#hosts tbody tr")).to_have_count(8)       # hosts that answered
+            expect(page.locator("#hosts tr[data-ip='198.18.0.2'] td").nth(2)).to_have_text(
+                "22/tcp tcpwrapped, 80/tcp tcpwrapped, 443/tcp ssl/http")
             page.screenshot(path=str(shots / "web-scan.png"), full_page=True)
             page.click("#hosts tr[data-ip='198.18.0.2']")
             expect(page.locator("h1")).to_contain_text("198.18.0.2")

@@ -36,6 +36,7 @@ async function api(path, options = {}) {
   return body;
 }
 
+const svcName = (p) => (p.tunnel ? p.tunnel + "/" : "") + p.service;     // nmap's "ssl/http"
 const fmtTime = (t) => t ? new Date(t * 1000).toLocaleString() : "";
 const state = (s) => h("span.state-" + s, {}, s);
 const badge = (s) => h("span.badge." + s, {}, s);
@@ -357,7 +358,7 @@ function hostsTab(id, body) {
     out.replaceChildren(pager(page, load), h("table#hosts", {}, h("thead", {}, h("tr", {}, ["Host", "Status", "Open ports", "Other ports", "OS"].map((t) => h("th", {}, t)))),
       h("tbody", {}, page.items.map((host) => h("tr.click", {"data-ip": host.ip, onclick: () => { location.hash = `#/scan/${id}/host/${encodeURIComponent(host.ip)}`; }},
         h("td", {}, host.ip), h("td", {}, host.up ? state("up") : h("span.muted", {}, "no reply")),
-        h("td", {}, host.ports.filter((p) => p.state === "open").map((p) => `${p.port}/${p.proto} ${p.service}`).join(", ")),
+        h("td", {}, host.ports.filter((p) => p.state === "open").map((p) => `${p.port}/${p.proto} ${svcName(p)}`).join(", ")),
         h("td.muted", {}, Object.entries(host.counts).filter(([s]) => s !== "open").map(([s, n]) => `${n} ${s}`).join(", ")),
         h("td", {}, host.os ? `${host.os.name} (${host.os.accuracy}%)` : ""))))));
   };
@@ -372,7 +373,7 @@ function portsTab(id, body) {
     const page = await api(`/api/scans/${id}/ports?offset=${offset}&limit=100&filter=${encodeURIComponent(input.value)}`);
     out.replaceChildren(pager(page, load), h("table#ports", {}, h("thead", {}, h("tr", {}, ["Host", "Port", "State", "Reason", "Service", "Version"].map((t) => h("th", {}, t)))),
       h("tbody", {}, page.items.map((p) => h("tr", {}, h("td", {}, p.ip), h("td", {}, `${p.port}/${p.proto}`), h("td", {}, state(p.state)),
-        h("td", {}, p.reason), h("td", {}, p.service), h("td", {}, [p.product, p.version, p.extrainfo].filter(Boolean).join(" ")))))));
+        h("td", {}, p.reason), h("td", {}, svcName(p)), h("td", {}, [p.product, p.version, p.extrainfo].filter(Boolean).join(" ")))))));
   };
   const input = filterBox("filter: open:80  state:filtered  service:ssh  198.18.0.1", load);
   body.append(h("div.row", {}, input), out);
@@ -444,7 +445,7 @@ async function pageHost(view, id, ip) {
   const reasons = (list) => Object.entries(list.reduce((a, p) => ({...a, [p.reason]: (a[p.reason] || 0) + 1}), {}))
     .map(([r, n]) => `${n} ${r}`).join(", ");
   const row = (p) => h("tr", {"data-port": `${p.port}/${p.proto}`}, h("td", {}, `${p.port}/${p.proto}`), h("td", {}, state(p.state)),
-    h("td", {}, p.reason), h("td", {}, p.ttl || ""), h("td", {}, (p.tunnel ? p.tunnel + "/" : "") + p.service),
+    h("td", {}, p.reason), h("td", {}, p.ttl || ""), h("td", {}, svcName(p)),
     h("td", {}, p.product || ""), h("td", {}, p.version || ""), h("td", {}, p.extrainfo || ""));
   view.append(h("p", {}, h("a", {href: `#/scan/${id}`}, `‹ Scan ${id}`)),
     h("h1", {}, ip, " ", host.up ? state("up") : h("span.muted", {}, "no reply")),
@@ -455,7 +456,7 @@ async function pageHost(view, id, ip) {
         h("tbody", {}, shown.map(row))),
       folded.length ? h("details", {}, h("summary", {}, "Show every port"),
         h("table", {}, h("tbody", {}, folded.flatMap(([, list]) => list).map(row)))) : null),
-    ...shown.filter((p) => p.scripts).map((p) => h("div.card.scripts", {"data-port": `${p.port}/${p.proto}`}, h("h2", {}, `${p.port}/${p.proto} ${p.tunnel ? p.tunnel + "/" : ""}${p.service}`),
+    ...shown.filter((p) => p.scripts).map((p) => h("div.card.scripts", {"data-port": `${p.port}/${p.proto}`}, h("h2", {}, `${p.port}/${p.proto} ${svcName(p)}`),
       Object.entries(p.scripts).map(([k, v]) => [h("h3", {}, k === "ssl-cert" ? "TLS certificate" : k), h("pre", {}, v)]))),
     h("div#os.card", {}, h("h2", {}, "Operating system"), host.os ? osBlock(host.os) : h("p.muted", {}, "No OS guess (scan with -O or -A).")),
     h("div.card", {}, h("h2", {}, "This host in other scans"),
