@@ -151,8 +151,9 @@ def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) 
         return FileResponse(STATIC / "index.html")
 
     async def list_scans(request):
-        return await read(lambda db: {"scans": queries.list_scans(db, runs.running_ids()),
-                                      "running": [r.info() for r in runs.by_id.values()]})
+        running = runs.running_ids()
+        return await read(lambda db: {"scans": queries.list_scans(db, running),
+                                      "running": [runs.by_id[i].info() for i in sorted(running)]})
 
     async def scan(request):
         try:
