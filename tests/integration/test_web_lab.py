@@ -225,6 +225,8 @@ def test_stop_a_running_scan(lab_web):
     status, body = server.call("POST", "/api/scans", {"argv": [PREFIX, "-Pn", "-p", "1-2000", "--rate", "400"]})
     assert status == 201, body
     sid = body["id"]
+    listed = server.call("GET", "/api/scans")[1]
+    assert [r["id"] for r in listed["running"]] == [sid] and listed["scans"][0]["status"] == "running"
     t0 = time.monotonic()
     stopped = {}
 
@@ -236,7 +238,7 @@ def test_stop_a_running_scan(lab_web):
     assert events[-1]["kind"] == "done", events[-3:]
     assert time.monotonic() - t0 < 30
     scan = server.call("GET", f"/api/scans/{sid}")[1]
-    assert scan["status"] == "interrupted"
+    assert scan["status"] == "interrupted" and server.call("GET", "/api/scans")[1]["running"] == []
     ports = server.call("GET", f"/api/scans/{sid}/ports?limit=1000")[1]
     assert 0 < ports["total"] < 16 * 2000       # results so far are kept, the scan did not finish
 
