@@ -294,10 +294,15 @@ def _web(*args, **kw):
 
 def test_web_command_refuses_bad_listen_addresses(tmp_path):
     import socket
-    for listen in ("nonsense", "example.com:80", "127.0.0.1:99999"):
-        r = _web("--listen", listen, "--db", str(tmp_path / "x.db"))
-        assert r.returncode == 2 and r.stderr.startswith("scanner: error: bad --listen"), r.stderr
-        assert len(r.stderr.splitlines()) == 1
+    from scanner.errors import InputError
+    from scanner.web.cli import parse_listen
+    assert parse_listen("127.0.0.1:9000") == ("127.0.0.1", 9000) and parse_listen("[::1]:0") == ("::1", 0)
+    for listen in ("example.com:80", "127.0.0.1:99999", "127.0.0.1:x"):
+        with pytest.raises(InputError, match="bad --listen"):
+            parse_listen(listen)
+    r = _web("--listen", "nonsense", "--db", str(tmp_path / "x.db"))
+    assert r.returncode == 2 and r.stderr.startswith("scanner: error: bad --listen"), r.stderr
+    assert len(r.stderr.splitlines()) == 1
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
