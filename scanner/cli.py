@@ -82,6 +82,22 @@ def summary_line(event) -> str:
     return line
 
 
+_early_stop: list = []
+
+
+def install_early_handler() -> None:
+    """From the first moment: a Ctrl-C/SIGTERM before the session exists still ends in a resume
+    file (the session stops as soon as it starts), not in a traceback or a lost signal."""
+    import signal
+
+    def handler(signum, frame):
+        if _early_stop:
+            raise KeyboardInterrupt
+        _early_stop.append(signum)
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def install_interrupt_handler(session) -> None:
     """First Ctrl-C/SIGTERM: stop the session (it keeps collecting and writing); the second: exit now."""
     import signal
@@ -100,9 +116,11 @@ def run_scan(request, resume=None) -> int:
     from .session import Session
     stdout_taken = any(path == "-" for path in request.outputs.values())
     view = TerminalView(request, stdout_taken)
-    session = Session(request, on_event=view, resume=resume, keep_rows=False)
+    session = Session(request, on_event=view, resume=resume, keep_rows=None)
     view.attach(session)
     install_interrupt_handler(session)
+    if _early_stop:                     # Ctrl-C/SIGTERM while the scan was being planned
+        session.stop()
     result = session.run()
     if request.dry_run:
         return 0
@@ -140,6 +158,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             from . import __version__
             print(f"scanner version {__version__}")
             sys.exit(0)
+        install_early_handler()
         resume = None
         if argv[0] == "--resume":
             # The interrupted scan again, with its state: nothing else may change.

@@ -72,15 +72,15 @@ class ScanResult:
 
 class Session:
     def __init__(self, request: ScanRequest, on_event: Optional[Callable] = None, resume=None,
-                 keep_rows: bool = True):
+                 keep_rows: Optional[bool] = True):
         """Plans the scan (targets resolved, ports and probes chosen, every check that can fail
         before the first probe): raises InputError. resume: a Checkpoint of this request.
-        keep_rows: keep every result in memory for ScanResult.array (False for huge scans)."""
+        keep_rows: keep every result in memory for ScanResult.array (False for huge scans; None:
+        only for scans small enough for the terminal's table, which a resumed run must redraw)."""
         if resume is not None and resume.request != request:
             raise InputError("the checkpoint belongs to another scan request")
         self.request = request
         self.resume = resume
-        self.keep_rows = keep_rows
         self._on_event = on_event
         self._emit_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -89,6 +89,7 @@ class Session:
         self.scan_id: Optional[int] = None
         self.notes: List[str] = []
         self._plan()
+        self.keep_rows = self.table if keep_rows is None else keep_rows
 
     # -- planning: the request made concrete
     def _plan(self) -> None:
@@ -329,10 +330,14 @@ class _Run:
             from .resume import Checkpoint
             up_ranges = targets.ranges() if targets is not None and at["stage"] > 0 else None
             # What the outputs and the result already hold, for the resumed session to go on from.
-            if outs.buffered or kept is None:
+            if outs.buffered:
                 held = outs.buffer.rows()
-            else:
+            elif kept is not None:
                 held = np.concatenate([kept_up.rows(), kept.rows()])
+            elif post is not None:          # what -sV/-O will need once the port scan is done
+                held = post.collector.rows()
+            else:
+                held = outs.buffer.rows()
             s._checkpoint = Checkpoint(r, s.seed, at["stage"], at["scan"].checkpoint(), up_ranges,
                                        targets.family if targets is not None else 4, held,
                                        dataclasses.asdict(total), recorder.scan_id if recorder else None)
