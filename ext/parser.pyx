@@ -74,6 +74,33 @@ cdef inline uint8_t unreach_reason6(uint8_t code) noexcept nogil:
     return RS_NONE
 
 
+cdef inline int ipv6_upper(const uint8_t* ip, uint32_t left, uint32_t* hlen) noexcept nogil:
+    """The upper-layer protocol of an IPv6 packet (`left` bytes at ip), past its extension headers
+    (hop-by-hop, routing, destination options, a first fragment); *hlen: where that header
+    starts. -1: a non-first fragment, a chain past the captured bytes or longer than 8 headers."""
+    cdef uint32_t off = 40
+    cdef uint8_t nh = ip[6], nxt
+    cdef int n
+    for n in range(8):
+        if nh == 0 or nh == 43 or nh == 60 or nh == 44:
+            if off + 8 > left:
+                return -1
+            nxt = ip[off]
+            if nh == 44:
+                if get16(ip + off + 2) & 0xfff8:    # offset != 0: no upper-layer header here
+                    return -1
+                off += 8
+            else:
+                off += (<uint32_t>ip[off + 1] + 1) * 8
+            nh = nxt
+        else:
+            if off > left:
+                return -1
+            hlen[0] = off
+            return nh
+    return -1
+
+
 cdef inline void tcp_fingerprint(const uint8_t* tcp, uint32_t left, Result* out) noexcept nogil:
     """MSS, window scale and the order of the options of a SYN-ACK, within the captured bytes."""
     cdef uint32_t end = (tcp[12] >> 4) * 4, i = 20, n = 0
@@ -143,7 +170,7 @@ cdef class ReplyParser:
                      const uint8_t** target, uint32_t* target4) noexcept nogil:
         """Matches the probe quoted in an ICMP error to its slot; returns the slot or -1."""
         cdef uint32_t qhl
-        cdef uint8_t proto
+        cdef int proto
         cdef const uint8_t* ql4
         cdef int32_t slot
         cdef uint64_t c
@@ -151,16 +178,18 @@ cdef class ReplyParser:
             if left < 20 or (q[0] >> 4) != 4:
                 return -1
             qhl = (q[0] & 0x0f) * 4
-            if qhl < 20 or left < qhl + 8 or get32(q + 12) != self.saddr4:
+            # our probes are never fragments: a quoted fragment is not one of them
+            if qhl < 20 or left < qhl + 8 or get32(q + 12) != self.saddr4 or get16(q + 6) & 0x3fff:
                 return -1
             proto = q[9]
             target4[0] = get32(q + 16)
             target[0] = q + 16
         else:
-            qhl = 40
-            if left < qhl + 8 or (q[0] >> 4) != 6 or memcmp(q + 8, self.saddr6, 16) != 0:
+            if left < 48 or (q[0] >> 4) != 6 or memcmp(q + 8, self.saddr6, 16) != 0:
                 return -1
-            proto = q[6]
+            proto = ipv6_upper(q, left, &qhl)
+            if proto < 0 or left < qhl + 8:
+                return -1
             target[0] = q + 24
         ql4 = q + qhl
         if proto == PROTO_TCP:
@@ -217,8 +246,9 @@ cdef class ReplyParser:
         cdef const uint8_t* src = NULL
         cdef const uint8_t* target = NULL
         cdef uint32_t iplen, ihl, left, src4 = 0, target4 = 0
-        cdef uint16_t sport, ethertype
-        cdef uint8_t proto, flags, rk, reason, itype, icode
+        cdef uint16_t sport, ethertype, frag = 0
+        cdef uint8_t flags, rk, reason, itype, icode
+        cdef int proto
         cdef uint64_t c
         cdef int64_t host
         cdef int32_t slot
@@ -253,13 +283,15 @@ cdef class ReplyParser:
                 left = iplen                             # ignore Ethernet padding
             if get32(ip + 16) != self.saddr4:
                 return 0
+            frag = get16(ip + 6)
+            if frag & 0x1fff:                            # a non-first fragment: no transport header
+                return 0
             src4 = get32(ip + 12)
             src = ip + 12
             proto = ip[9]
             out.ttl = ip[8]
             out.df = (ip[6] >> 6) & 1
         else:
-            ihl = 40
             if (ip[0] >> 4) != 6 or left < 40:
                 return 0
             iplen = 40 + get16(ip + 4)
@@ -268,14 +300,16 @@ cdef class ReplyParser:
             if memcmp(ip + 24, self.saddr6, 16) != 0:
                 return 0
             src = ip + 8
-            proto = ip[6]                                # extension headers: not parsed, ignored
+            proto = ipv6_upper(ip, left, &ihl)
+            if proto < 0:
+                return 0
             out.ttl = ip[7]
         l4 = ip + ihl
         left -= ihl
         target, target4 = src, src4
         if proto == PROTO_TCP:                           # a reply from the target itself
-            if left < 20:
-                return 0
+            if left < 20 or (frag & 0x2000 and left < <uint32_t>(l4[12] >> 4) * 4):
+                return 0                                 # a first fragment must hold the whole header
             sport = get16(l4)
             flags = l4[13]
             if flags & TCP_RST:

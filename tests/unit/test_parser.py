@@ -966,3 +966,125 @@ def test_ipv6_timestamp_ping_is_refused_or_answered():
                                                                                    data=sent.data))
     rows = parse(rig.parser(), frame)
     assert [(int(r["state"]), int(r["reason"])) for r in rows] == [(STATES["up"], REASONS["echo-reply"])]
+
+
+# --- IPv4 fragments and IPv6 extension headers -------------------------------
+
+def _refrag(frame, offset8=0, mf=False):
+    """The IPv4 frame with its fragment offset (in 8-byte units) and MF flag set; checksum redone."""
+    pkt = Ether(frame)
+    pkt[IP].frag, pkt[IP].flags = offset8, ("MF" if mf else 0)
+    del pkt[IP].chksum
+    return bytes(pkt)
+
+
+def test_ipv4_non_first_fragment_is_not_a_transport_header():
+    """A non-first fragment's bytes are the middle of a datagram: even when they look exactly
+    like a genuine reply (cookie included) they must not be read as one."""
+    rig = make_rig(SYN_SCAN, udp_ports=UDP_PORTS)
+    p = rig.parser()
+    genuine = [synack("198.18.0.1", 22), udp_reply("198.18.0.4", 53),
+               icmp_unreach("198.18.0.2", 80, 13)]
+    assert len(parse(p, *genuine)) == 3
+    for offset8 in (1, 3, 0x1fff):
+        for mf in (False, True):
+            assert len(parse(p, *[_refrag(f, offset8, mf) for f in genuine])) == 0
+
+
+def test_ipv4_first_fragment_needs_its_whole_transport_header():
+    p = make_parser()
+    frame = synack("198.18.0.1", 22, options=[("MSS", 1460), ("NOP", None), ("WScale", 7), ("EOL", None)])
+    assert len(one(p, _refrag(frame, 0, mf=True))) == 1      # a first fragment with all of it
+    ip = Ether(frame)[IP]
+    ip.frag, ip.flags, ip.len = 0, "MF", 20 + 20       # the options cut off by the fragment
+    del ip.chksum
+    cut = bytes(Ether(src=GW_MAC, dst=US_MAC) / ip)[:14 + 40]
+    assert len(one(p, cut)) == 0
+
+
+def test_icmp_quoting_a_fragment_is_not_our_probe():
+    p = make_parser()
+    quoted = bytearray(probe("198.18.0.2", 80)[14:14 + 28])
+    for flags_frag in (0x2000, 0x0001, 0x2001):              # MF; offset 8; both
+        q = bytearray(quoted)
+        q[6:8] = struct.pack("!H", flags_frag)
+        assert len(parse(p, icmp_unreach("198.18.0.2", 80, 13, quoted=bytes(q)))) == 0
+    assert len(parse(p, icmp_unreach("198.18.0.2", 80, 13, quoted=bytes(quoted)))) == 1
+
+
+def _ext(*headers):
+    """An IPv6 packet of the given extension headers (scapy layers) in that order."""
+    chain = headers[0]
+    for h in headers[1:]:
+        chain = chain / h
+    return chain
+
+
+def _with_ext(frame, *headers):
+    """The IPv6 frame with extension headers inserted between the fixed header and its payload."""
+    pkt = Ether(frame)
+    ip6 = pkt[IPv6]
+    upper = ip6.payload.copy()
+    new = Ether(src=pkt.src, dst=pkt.dst, type=0x86DD) / IPv6(src=ip6.src, dst=ip6.dst, hlim=ip6.hlim) / \
+        _ext(*headers) / upper
+    return bytes(new)
+
+
+def _ext_chains():
+    from scapy.layers.inet6 import (IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
+                                    IPv6ExtHdrRouting, PadN)
+    return {
+        "hop-by-hop": (IPv6ExtHdrHopByHop(),),
+        "destination options (padded to 16)": (IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0" * 12)]),),
+        "routing": (IPv6ExtHdrRouting(addresses=["2001:db8:ffff::2"]),),
+        "first fragment": (IPv6ExtHdrFragment(offset=0, m=1, id=7),),
+        "atomic fragment": (IPv6ExtHdrFragment(offset=0, m=0, id=8),),
+        "all four": (IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting(),
+                     IPv6ExtHdrFragment(offset=0, m=1)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_ext_chains()))
+def test_ipv6_replies_behind_extension_headers(name):
+    chain = _ext_chains()[name]
+    rig = rig6()
+    p = rig.parser()
+    frames = [tcp6_reply(rig, "2001:db8::11", 0), udp6_reply(rig, "2001:db8::12", 2),
+              unreach6(rig, "2001:db8::13", 1, 1)]
+    plain = rows6(parse(p, *frames))
+    assert len(plain) == 3
+    assert rows6(parse(p, *[_with_ext(f, *chain) for f in frames])) == plain
+    # every truncation of the chain or of what follows is dropped, never misread
+    frame = _with_ext(frames[0], *chain)
+    for n in range(len(frame)):
+        assert len(one(p, frame[:n])) == 0, n
+
+
+def test_ipv6_non_first_fragment_and_long_chains_dropped():
+    from scapy.layers.inet6 import IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
+    rig = rig6()
+    p = rig.parser()
+    reply = tcp6_reply(rig, "2001:db8::11", 0)
+    assert len(parse(p, _with_ext(reply, IPv6ExtHdrFragment(offset=1, m=0)))) == 0
+    assert len(parse(p, _with_ext(reply, IPv6ExtHdrFragment(offset=100, m=1)))) == 0
+    assert len(parse(p, _with_ext(reply, *[IPv6ExtHdrDestOpt() for _ in range(7)]))) == 1
+    assert len(parse(p, _with_ext(reply, *[IPv6ExtHdrDestOpt() for _ in range(8)]))) == 0
+    # a header length that points past the packet
+    bad = bytearray(_with_ext(reply, IPv6ExtHdrDestOpt()))
+    bad[14 + 40 + 1] = 200
+    assert len(parse(p, bytes(bad))) == 0
+
+
+def test_ipv6_icmp_error_quotes_with_extension_headers():
+    """A quoted probe behind extension headers (which a middlebox may have added) still matches;
+    a quoted non-first fragment never does."""
+    from scapy.layers.inet6 import IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+    rig = rig6()
+    p = rig.parser()
+    for target, slot, port in (("2001:db8::13", 1, 80), ("2001:db8::10", 3, 9)):
+        sent = _with_ext(rig.build(target, slot), IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt())
+        frame = bytes(eth6() / IPv6(src="2001:db8:ffff::1", dst=SADDR6) / ICMPv6DestUnreach(code=1) / sent[14:])
+        assert [r[2] for r in rows6(parse(p, frame))] == [port]
+        frag = _with_ext(rig.build(target, slot), IPv6ExtHdrFragment(offset=2))
+        frame = bytes(eth6() / IPv6(src="2001:db8:ffff::1", dst=SADDR6) / ICMPv6DestUnreach(code=1) / frag[14:])
+        assert len(parse(p, frame)) == 0
