@@ -364,7 +364,8 @@ def os_probe(post, targets, common) -> None:
 def merge_summary(total, summary, count_states=True) -> None:
     """Adds one scan's summary to the command's (what the store and the output footers see);
     host discovery before a port scan adds its time and packets, not its states."""
-    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "elapsed", "sending"):
+    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "suspected_forgeries", "elapsed",
+                 "sending"):
         setattr(total, name, getattr(total, name) + getattr(summary, name))
     total.interrupted |= summary.interrupted
     for state, n in (summary.states.items() if count_states else ()):
@@ -401,6 +402,8 @@ def summary_line(config, summary) -> str:
     if summary.pcap_dropped is not None:
         line += (f"; {summary.bad_cookie} replies failed the cookie check;"
                  f" {summary.pcap_dropped} dropped by capture")
+        if summary.suspected_forgeries:
+            line += f"; {summary.suspected_forgeries} suspected forgeries dropped"
     return line
 
 

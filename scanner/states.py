@@ -9,9 +9,11 @@ PROTO_NAMES = {0: "arp", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 
 # How the compiled path describes a probe kind (ext/probes.pxd ProbeKind; packed, same order).
-PROBE_KIND_DTYPE = np.dtype([("proto", "u1"), ("tcp_flags", "u1"), ("icmp_type", "u1"), ("pad", "u1"),
+PROBE_KIND_DTYPE = np.dtype([("proto", "u1"), ("tcp_flags", "u1"), ("icmp_type", "u1"), ("ck_len", "u1"),
                              ("offset", "<i4"), ("length", "<i4"), ("ts_offset", "<i4"),
-                             ("table", "u1", (len(REPLY_KINDS),))])
+                             ("ck_at", "<i2"), ("ck_echo", "<i2"), ("table", "u1", (len(REPLY_KINDS),))])
+# ck_echo besides an offset into the reply's payload (ext/probes.pxd ECHO_*)
+ECHO_NONE, ECHO_SNMP = -1, -2
 
 __all__ = ["STATES", "REASONS", "REPLY_KINDS", "RESULT_DTYPE", "STATE_NAMES", "REASON_NAMES", "addresses",
            "PROTO_NAMES", "PROTO_NUMBERS", "PROBE_KIND_DTYPE"]

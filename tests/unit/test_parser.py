@@ -11,6 +11,7 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoReq
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from probekit import Rig, kinds_copy, one, parse
+from scanner.lab_services import udp_answer
 from scanner._ext.cookie import probe_cookie, split_key
 from scanner._ext.parser import REASONS, REPLY_KINDS, RESULT_DTYPE, STATES, ReplyParser
 from scanner.techniques import (ACK, ACK_SCAN, DISCOVERY, FIN, FIN_SCAN, MAIMON_SCAN, NULL_SCAN, SYN,
@@ -472,14 +473,14 @@ def test_kinds_must_be_an_array():
     rig = make_rig()
     k0, k1 = split_key(KEY)
     with pytest.raises((TypeError, ValueError)):
-        ReplyParser(k0, k1, rig.saddr, 14, [1, 2, 3], rig.space.arrays())
+        ReplyParser(k0, k1, rig.saddr, 14, [1, 2, 3], rig.space.arrays(), rig.blob)
 
 
 def test_kinds_dtype_and_length_checked():
     rig = make_rig()
     k0, k1 = split_key(KEY)
     with pytest.raises(ValueError):
-        ReplyParser(k0, k1, rig.saddr, 14, np.zeros(3, dtype=np.uint8), rig.space.arrays())
+        ReplyParser(k0, k1, rig.saddr, 14, np.zeros(3, dtype=np.uint8), rig.space.arrays(), rig.blob)
 
 
 # --- other TCP techniques -----------------------------------------------------
@@ -596,8 +597,12 @@ def udp_rig():
     return make_rig(SYN_SCAN, udp_ports=UDP_PORTS)
 
 
-def udp_reply(target, port, key=KEY, dport=None, ttl=58, payload=b"answer"):
+def udp_reply(target, port, key=KEY, dport=None, ttl=58, payload=None):
+    """A UDP answer to our probe; by default what a genuine server sends (the lab's answer: the
+    request's cookie bytes echoed where the protocol echoes them)."""
     _, sport = probe_cookie(key, SADDR, ip2int(target), port)
+    if payload is None:
+        payload = udp_answer(port, bytes(Ether(probe(target, port, key, UDP_SCAN))[UDP].payload))
     return bytes(eth() / IP(src=target, dst=SADDR_S, ttl=ttl)
                  / UDP(sport=port, dport=sport if dport is None else dport) / payload)
 
@@ -657,11 +662,16 @@ def test_udp_unreach_quoting_a_foreign_udp_packet():
 
 
 def test_truncated_udp_reply_prefixes():
-    frame = udp_reply("198.18.0.4", 53, payload=b"")
+    frame = udp_reply("198.18.0.4", 40000, payload=b"")
     p = udp_rig().parser()
     for n in range(len(frame)):
         assert len(one(p, frame[:n])) == 0, n
     assert len(one(p, frame)) == 1
+    # a DNS answer needs its transaction id (the payload's first two bytes)
+    frame = udp_reply("198.18.0.4", 53)
+    for n in range(14 + 20 + 8 + 2):
+        assert len(one(p, frame[:n])) == 0, n
+    assert len(one(p, frame[:14 + 20 + 8 + 2])) == 1
 
 
 # --- host discovery -----------------------------------------------------------
@@ -816,7 +826,8 @@ def tcp6_reply(rig, target, slot, flags="SA", delta=0, window=29200, hlim=61, op
 
 def udp6_reply(rig, target, slot):
     sent = Ether(rig.build(target, slot))[UDP]
-    return bytes(eth6() / IPv6(src=target, dst=SADDR6, hlim=62) / UDP(sport=sent.dport, dport=sent.sport) / b"x")
+    return bytes(eth6() / IPv6(src=target, dst=SADDR6, hlim=62) / UDP(sport=sent.dport, dport=sent.sport)
+                 / udp_answer(sent.dport, bytes(sent.payload)))
 
 
 def unreach6(rig, target, slot, code, quote_len=None, router="2001:db8:ffff::1"):
@@ -1025,7 +1036,7 @@ def _with_ext(frame, *headers):
     pkt = Ether(frame)
     ip6 = pkt[IPv6]
     upper = ip6.payload.copy()
-    new = Ether(src=pkt.src, dst=pkt.dst, type=0x86DD) / IPv6(src=ip6.src, dst=ip6.dst, hlim=ip6.hlim) / \
+    new = Ether(src=pkt.src, dst=pkt.dst, type=0x86DD) / IPv6(src=ip6.src, dst=ip6.dst, hlim=ip6.hlim, fl=ip6.fl) / \
         _ext(*headers) / upper
     return bytes(new)
 
