@@ -327,6 +327,7 @@ cdef class ReplyParser:
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             slot = get16(ql4 + 6)
             if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
+                self.not_in_scan += 1
                 return -1
         else:
             return -1
@@ -501,6 +502,7 @@ cdef class ReplyParser:
                     return 0
                 slot = get16(l4 + 6)
                 if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
+                    self.not_in_scan += 1                # names no ICMP probe of this scan
                     return 0
                 c = self._cookie(target, target4, self.space.slot_port[slot])
                 if get16(l4 + 4) != <uint16_t>c or get32(l4 + 8) != cookie_seq(c):
