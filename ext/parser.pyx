@@ -123,7 +123,7 @@ cdef inline bint ber_tlv(const uint8_t* p, uint32_t n, uint32_t* i, uint8_t* tag
     return True
 
 
-cdef inline int64_t snmp_request_id(const uint8_t* p, uint32_t n) noexcept nogil:
+cdef int64_t snmp_request_id(const uint8_t* p, uint32_t n) noexcept nogil:
     """The request-id of an SNMP v1/v2c message, SEQUENCE { version, community, PDU { request-id,
     ... } }, as a signed value; -1 when it is not such a message (or the id is negative)."""
     cdef uint32_t i = 0, length, k
@@ -245,18 +245,18 @@ cdef class ReplyParser:
     cdef inline int64_t _host(self, const uint8_t* target, uint32_t target4) noexcept nogil:
         return space_host4(&self.space, target4) if self.space.family == 4 else space_host6(&self.space, target)
 
-    cdef inline int64_t _index(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
+    cdef int64_t _index(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
         cdef int64_t host = self._host(target, target4)
         return -1 if host < 0 else host * <int64_t>self.space.n_slots + slot
 
-    cdef inline void _set_taint(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
+    cdef void _set_taint(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
         cdef int64_t index = self._index(target, target4, slot)
         cdef uint64_t bit
         if index >= 0 and self.taint != NULL:
             bit = taint_bit(<uint64_t>index)
             self.taint[bit >> 3] |= <uint8_t>(1 << (bit & 7))
 
-    cdef inline bint _tainted(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
+    cdef bint _tainted(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
         cdef int64_t index = self._index(target, target4, slot)
         cdef uint64_t bit
         if index < 0 or self.taint == NULL:
