@@ -141,6 +141,24 @@ def host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False):
     return views, silent
 
 
+def escape_for_screen(text: str, newline: bool = True) -> str:
+    """nmap's escape_for_screen(): printable ASCII, tab and newline as they are, every other
+    byte as \\xHH, so that a hostile banner cannot put control sequences on a terminal or into
+    -oN. Chars up to U+00FF are that byte (banners are decoded as latin-1), others their UTF-8.
+    newline=False: a newline is escaped too (a line that must stay one line)."""
+    if text.isascii() and text.isprintable():
+        return text
+    keep = "\t\n" if newline else "\t"
+    out = []
+    for ch in text:
+        if ch in keep or " " <= ch <= "~":
+            out.append(ch)
+        else:
+            raw = bytes([ord(ch)]) if ord(ch) < 256 else ch.encode("utf-8", "surrogatepass")
+            out.append("".join(f"\\x{b:02X}" for b in raw))
+    return "".join(out)
+
+
 def host_block(view: HostView, reason: bool, title: str = "Scan report for", services=None, os_guess=None) -> list:
     """The nmap-like lines of one host: the one home of that layout (terminal and -oN).
     services: {(addr, proto, port): ServiceInfo} from -sV (adds nmap's VERSION column and script
@@ -176,7 +194,7 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
     info = service_info_line(view.addr, services)
     if info:
         out.append(info)
-    return out
+    return [escape_for_screen(line, newline=False) for line in out]   # script output was split above
 
 
 def os_lines(g) -> list:
@@ -481,7 +499,7 @@ class GrepableWriter(Writer):
         if svc is None:
             return f"{service_name(d['port'], d['proto'])}//"
         name = f"ssl|{svc.name}" if svc.tunnel == "ssl" else svc.name
-        return f"{name}//{svc.version_text.replace('/', '|')}"
+        return f"{name}//{escape_for_screen(svc.version_text, newline=False).replace('/', '|')}"
 
 
 class XmlWriter(Writer):
