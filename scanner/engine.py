@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import threading
 import time
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +20,7 @@ from ._ext.parser import ReplyParser
 from ._ext.permutation import Permutation
 from ._ext.sender import ProbeSender
 from .capture import Capture
-from .errors import InputError
+from .errors import EnvironmentFault, InputError
 from .space import ScanSpace
 from .states import REASONS, STATE_NAMES, STATES
 from .targets import TargetSet
@@ -40,7 +40,7 @@ class ScanConfig:
     rate: float = 10000.0          # packets per second; 0: as fast as possible
     retries: int = 1               # resends of the probes still unanswered
     wait: float = 2.0              # seconds to wait for late replies after the last probe
-    seed: int | None = None
+    seed: int = None               # type: ignore[assignment]  # None: drawn at random here
     shard: tuple = (1, 1)          # (k, n): this machine's slice of the permutation
     interface: str | None = None
     list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
@@ -80,10 +80,11 @@ class ScanSummary:
     sending: float = 0.0            # seconds spent in send passes (the rate is sent / sending)
     interrupted: bool = False
     states: dict = field(default_factory=dict)   # state name -> count, unanswered included
+    error: str | None = None        # why the scan ended early when it failed (a fault, not Ctrl-C)
 
 
 @dataclass
-class Checkpoint:
+class StageCheckpoint:
     """Where an interrupted scan stood: enough to go on without re-probing what answered."""
     attempt: int                    # the pass being sent (retries + 1: all sent)
     position: int                   # the next permutation position of that pass
@@ -130,7 +131,7 @@ class Scan:
     """A raw-socket scan of config.space: every technique whose probes are in the space's
     Probes (e.g. SYN and UDP together), in one pass over a random permutation."""
 
-    def __init__(self, config: ScanConfig, resume: Checkpoint | None = None):
+    def __init__(self, config: ScanConfig, resume: StageCheckpoint | None = None):
         self.config = config
         self.space = config.space
         self.resume = resume
@@ -141,7 +142,7 @@ class Scan:
         self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
         self._stop = threading.Event()
         self.key = resume.key if resume else os.urandom(16)
-        self.sender = None
+        self.sender: Any = None
         start, _, _ = config.positions()
         self.cursor = (resume.attempt, resume.position) if resume else (0, start)
         # Whether every answer worth waiting for is in (no retry, no wait then); the default:
@@ -172,7 +173,7 @@ class Scan:
             first = str(ipaddress.IPv6Address(bytes(space.hosts6[0])))
         route = netinfo.route_to(first, self.config.interface)
         if not route.src:
-            raise InputError(f"no source address on {route.ifname} to reach {first}")
+            raise EnvironmentFault(f"no source address on {route.ifname} to reach {first}")
         saddr = ipaddress.ip_address(route.src).packed
         if "arp" in space.probes.protos:
             if not route.on_link:
@@ -230,7 +231,7 @@ class Scan:
         finally:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
-            self.summary.sent = self.sender.sent
+            self.summary.sent = self.sender.sent if self.sender is not None else 0
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             self.summary.suspected_forgeries = parser.forged
@@ -254,9 +255,9 @@ class Scan:
                 self.cursor = (attempt, position)
         self.summary.sending += time.monotonic() - began
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self) -> StageCheckpoint:
         """Where this scan stands (after run() returned), for a resume file."""
-        return Checkpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
+        return StageCheckpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
 
     def _wait(self, seconds):
         """Collects late replies until all are in or time is up; a second Ctrl-C
@@ -312,7 +313,7 @@ class Scan:
             emit_rows(self.summary, sink, rows)
 
 
-def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: Checkpoint | None = None):
+def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None):
     """nmap-style host discovery over config.space's targets with the given probes; returns
     (TargetSet of the hosts that answered or None if none did, the discovery summary).
     sink, if given, receives the first reply of each host (state "up"); runner(scan, sink),
@@ -343,13 +344,3 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: C
     else:
         values = [int.from_bytes(bytes(a), "big") for a in rows["ip6"]]
     return TargetSet([(v, v) for v in values], space.family), summary
-
-
-def install_interrupt_handler(scan) -> None:
-    """First Ctrl-C/SIGTERM: stop sending, keep collecting and writing; the second: exit now."""
-    def handler(signum, frame):
-        if scan.stopping:
-            raise KeyboardInterrupt
-        scan.stop()
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)

@@ -11,18 +11,18 @@ from importlib import resources
 
 import numpy as np
 
+from ._ext.constants import ICMP_TYPES, TCP_FLAGS
 from .errors import InputError
 from .states import ECHO_NONE, ECHO_SNMP, PROBE_KIND_DTYPE, PROTO_NUMBERS, REPLY_KINDS, STATES
 
-FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-TCP_FLAG_NAMES = {"FIN": FIN, "SYN": SYN, "RST": RST, "PSH": PSH, "ACK": ACK, "URG": URG,
-                  "ECE": 0x40, "CWR": 0x80}
+TCP_FLAG_NAMES = TCP_FLAGS
+FIN, SYN, RST, PSH, ACK, URG = (TCP_FLAGS[name] for name in ("FIN", "SYN", "RST", "PSH", "ACK", "URG"))
 
 # A SYN with the options a current Linux sends, in its order: MSS, SACK permitted,
 # timestamps, NOP, window scale. Probes that look like real stacks get real answers.
 SYN_OPTIONS = bytes.fromhex("020405b4" "0402" "080a" "00000000" "00000000" "01" "030307")
 SYN_TSVAL_OFFSET = 8           # TSval within SYN_OPTIONS
-ICMP_ECHO, ICMP_TIMESTAMP, ICMP6_ECHO = 8, 13, 128
+ICMP_ECHO, ICMP_TIMESTAMP, ICMP6_ECHO = ICMP_TYPES["echo"], ICMP_TYPES["timestamp"], ICMP_TYPES["echo6"]
 
 ICMP_ERRORS = {"icmp-unreach": "filtered", "port-unreach": "filtered"}
 
@@ -233,7 +233,7 @@ class Probes:
         if "arp" in self.protos:    # ARP replies (operation 2) for our address
             return f"arp and arp[6:2] == 2 and arp[24:4] == {int(ipaddress.IPv4Address(saddr)):#x}"
         ip = "ip" if family == 4 else "ip6"
-        parts = [f"icmp" if family == 4 else "icmp6"]
+        parts = ["icmp" if family == 4 else "icmp6"]
         if "tcp" in self.protos:
             # IPv4 lets the kernel drop our own outgoing probes (no ACK/RST) as well.
             flags = " and tcp[13] & 0x14 != 0" if family == 4 else ""
