@@ -79,6 +79,8 @@ def summary_line(event) -> str:
     if summary.pcap_dropped is not None:
         line += (f"; {summary.bad_cookie} replies failed the cookie check;"
                  f" {summary.pcap_dropped} dropped by capture")
+        if summary.suspected_forgeries:
+            line += f"; {summary.suspected_forgeries} suspected forgeries dropped"
     return line
 
 

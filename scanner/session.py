@@ -486,7 +486,8 @@ def fault_text(e: BaseException) -> str:
 def merge_summary(total, summary, count_states=True) -> None:
     """Adds one stage's summary to the scan's (what the store and the output footers see);
     host discovery before a port scan adds its time and packets, not its states."""
-    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "elapsed", "sending"):
+    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "suspected_forgeries", "elapsed",
+                 "sending"):
         setattr(total, name, getattr(total, name) + getattr(summary, name))
     total.interrupted |= summary.interrupted
     for state, n in (summary.states.items() if count_states else ()):

@@ -10,7 +10,7 @@ import json
 import time
 
 from ..ports import service_name
-from .base import OPEN, Writer, register, rows_to_dicts
+from .base import OPEN, Writer, escape_for_screen, register, rows_to_dicts
 
 
 @register
@@ -107,7 +107,8 @@ class ListWriter(Writer):
     def write_details(self, services, os_guesses):
         now = int(time.time())
         self.file.write("".join(
-            f"banner {proto} {port} {ip} {now} {svc.name} {svc.version_text}".rstrip() + "\n"
+            f"banner {proto} {port} {ip} {now} {svc.name} {escape_for_screen(svc.version_text, newline=False)}".rstrip()
+            + "\n"
             for (ip, proto, port), svc in sorted(services.items()) if not svc.guess))
 
     def footer(self, summary):
