@@ -1,0 +1,289 @@
+"""The coordinator: one raw scan stage spread over the workers of a Dask cluster.
+
+ClusterScan has the engine's Scan interface (run(sink), stop(), progress(), checkpoint(),
+summary), so a command's stages, outputs, store and resume file work as on one machine. It
+splits the shared permutation into SHARDS_PER_WORKER x workers shards (`--shard k/N` with the
+same seed and cookie key), submits them as Dask tasks (one unit of the "scanner" resource each:
+a shard at a time per worker), and merges the batches they stream back through the scan's Dask
+queue: a bitmap over the whole space drops what was already received, so a result is written
+once even when a shard ran twice. A shard whose worker dies is run again by Dask elsewhere; its
+new run asks here for where to go on from (the last cursor received, which lags the sender by
+--wait) and which of its probes already answered, and resends nothing else. The scheduler going
+away stops the scan: the command then writes its resume file from checkpoint()."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import numpy as np
+
+from ..engine import Checkpoint, ScanSummary, Tracker, emit_rows
+from ..errors import InputError
+from ..states import STATES
+from .shard import ShardTask, go_name, queue_name, run_shard, stop_name
+from .worker import PLUGIN_NAME, RESOURCE
+
+SHARDS_PER_WORKER = 8          # many more shards than workers: balance, and small failover units
+MIN_SHARD = 1024               # probes; smaller spaces get fewer shards
+QUEUE_SLOTS = 256              # batches held by the scheduler before workers wait (backpressure)
+SCHEDULER_GRACE = 3.0          # seconds without the scheduler before the scan stops
+CONNECT_TIMEOUT = 10.0
+
+
+class SchedulerLost(Exception):
+    pass
+
+
+def connect(address: str, security=None):
+    """A Dask client of the cluster; InputError when it cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("--cluster needs Dask: pip install 'scanner[cluster]'") from None
+    if not (address.startswith("tcp://") or address.startswith("tls://")):
+        raise InputError(f"bad --cluster '{address}': expected tcp://HOST:PORT or tls://HOST:PORT")
+    if security is None and address.startswith("tls://"):
+        from distributed.security import Security
+        security = Security()           # Dask's configuration: distributed.comm.tls.*
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {e}") from None
+
+
+def scanner_workers(client) -> dict:
+    """address -> what the worker advertises (interface, source, max_rate, ...)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
+        else client.scheduler_info()["workers"]
+    return {addr: dict(w.get("metrics", {}).get(PLUGIN_NAME) or {}) for addr, w in workers.items()
+            if w.get("resources", {}).get(RESOURCE)}
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+class ClusterScan:
+    """A raw scan of config.space run by the cluster's workers (see the module's docstring)."""
+
+    def __init__(self, config, resume: Checkpoint | None = None, client=None, address: str | None = None,
+                 dry_run: bool = False, shards_per_worker: int = SHARDS_PER_WORKER):
+        self.config = config
+        self.space = config.space
+        if config.shard != (1, 1):
+            raise InputError("--shard and --cluster do not go together: the cluster shards the scan itself")
+        if resume and len(resume.bitmap) != (self.space.size + 7) // 8:
+            raise InputError("the resume file does not match this scan (its targets or ports differ)")
+        self.resume = resume
+        self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
+        self.key = resume.key if resume else os.urandom(16)
+        self.client, self.address = client, address
+        self.dry_run = dry_run
+        self.shards_per_worker = shards_per_worker
+        self.summary = ScanSummary()
+        self.answered_before = self.tracker.count if resume else 0
+        self.received = 0                       # unique results merged
+        self.duplicates = 0                     # results that arrived twice (a shard resumed)
+        self.workers = {}                       # address -> {"sent", "results", "shards", "rate", "info"}
+        self.cursors = {}                       # shard -> (attempt, position) last received
+        self.done = set()
+        self.runs = {}                          # shard -> current run's token
+        self.token_sent = {}                    # token -> probes that run sent
+        self.token_worker = {}
+        self.shard_summaries = {}
+        self.complete = lambda: False
+        self._stop = threading.Event()
+        self.n_shards = 0
+        self.scan_id = None
+        self.started = None
+
+    # -- the Scan interface -------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def progress(self) -> dict:
+        return {"sent": sum(self.token_sent.values()), "total": self.space.size,
+                "replies": self.received, "open": self.summary.states.get("open", 0)}
+
+    def checkpoint(self) -> Checkpoint:
+        """The whole scan's state: every answered probe, and a cursor every shard is past (the
+        earliest pass any unfinished shard was in, from its start): resumed on one machine or on
+        a cluster, probes answered are not sent again and no result is written twice."""
+        attempts = [self.cursors.get(s, (self.resume.attempt if self.resume else 0, 0))[0]
+                    for s in range(self.n_shards) if s not in self.done]
+        return Checkpoint(min(attempts, default=self.config.retries + 1), 0, self.tracker.bitmap, self.key)
+
+    def worker_lines(self) -> list:
+        """One line per worker: its address, interface, probes sent, its rate and its results."""
+        now = time.monotonic()
+        out = []
+        for addr, w in sorted(self.workers.items()):
+            elapsed = max(1e-9, (w.get("last") or now) - (w.get("first") or now))
+            rate = w["sent"] / elapsed if w["sent"] else 0
+            out.append(f"{addr} ({w['info'].get('interface') or 'route'}): {w['sent']} sent "
+                       f"({rate:,.0f}/s), {w['results']} results, {len(w['shards'])} shards")
+        return out
+
+    # -- running -----------------------------------------------------------
+    def run(self, sink) -> ScanSummary:
+        client = self.client or connect(self.address)
+        owns_client = self.client is None
+        began = self.started = time.monotonic()
+        try:
+            self._run(client, sink)
+        finally:
+            if owns_client:
+                try:
+                    client.close(timeout=2)
+                except Exception:       # noqa: BLE001 -- the scheduler may be gone
+                    pass
+        self.summary.interrupted = self._stop.is_set() or len(self.done) < self.n_shards
+        self.summary.probes = self.space.size
+        self.summary.replies = self.received
+        self.summary.sent = sum(self.token_sent.values())
+        self.summary.duplicates += self.duplicates
+        if not self.summary.interrupted and not self.config.list_unanswered:
+            state = self.space.probes.slots[0][0].no_response
+            unanswered = self.space.size - self.received - self.answered_before
+            self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
+        self.summary.elapsed = time.monotonic() - began
+        return self.summary
+
+    def _run(self, client, sink) -> None:
+        from distributed import Event, Queue
+        workers = scanner_workers(client)
+        if not workers:
+            raise InputError(f"no scanner workers at {self.address or client.scheduler.address}: "
+                             "start `scanner worker ADDR` on the scanning machines")
+        self.scan_id = scan_id = uuid.uuid4().hex[:12]
+        self.n_shards = n = max(1, min(self.shards_per_worker * len(workers), -(-self.space.size // MIN_SHARD)))
+        queue = Queue(queue_name(scan_id), client=client, maxsize=QUEUE_SLOTS)
+        stop_event = Event(stop_name(scan_id), client=client)
+        cfg = self.config
+        futures = {}
+        for s in range(n):
+            task = ShardTask(scan_id, s, n, self.space.targets, self.space.probes, cfg.seed, self.key,
+                             cfg.retries, cfg.wait, cfg.udp_rounds, cfg.list_unanswered, self.dry_run)
+            futures[s] = client.submit(run_shard, task, key=f"scanner-shard-{scan_id}-{s}",
+                                       resources={RESOURCE: 1}, pure=False)
+        lost_since = None
+        stop_sent_at = None
+        try:
+            while len(self.done) < n:
+                if self._stop.is_set() and stop_sent_at is None:
+                    stop_sent_at = time.monotonic()
+                    try:
+                        stop_event.set()      # running shards stop sending, deliver what they have
+                    except Exception:  # noqa: BLE001
+                        break
+                if stop_sent_at is not None and time.monotonic() - stop_sent_at > cfg.wait + 5:
+                    break
+                try:
+                    messages = [queue.get(timeout=0.5)]
+                    messages += queue.get(batch=True) if queue.qsize() else []
+                    lost_since = None
+                except Exception:   # noqa: BLE001 -- a timeout, or the scheduler gone
+                    if client.status != "running" or not _scheduler_alive(client):
+                        lost_since = lost_since or time.monotonic()
+                        if time.monotonic() - lost_since > SCHEDULER_GRACE:
+                            raise SchedulerLost() from None
+                        time.sleep(0.2)
+                    else:
+                        self._check_failures(futures)
+                    if stop_sent_at is not None and all(f.done() for f in futures.values()):
+                        break
+                    continue
+                for message in messages:
+                    self._handle(client, message, sink)
+        except SchedulerLost:
+            self._stop.set()
+            return
+        finally:
+            for f in futures.values():
+                if not f.done():
+                    try:
+                        f.cancel()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    def _check_failures(self, futures) -> None:
+        for s, f in futures.items():
+            if f.status == "error" and s not in self.done:
+                error = f.exception()
+                if isinstance(error, InputError):
+                    raise error
+                raise InputError(f"shard {s + 1} failed on the cluster: {type(error).__name__}: {error}")
+
+    def _handle(self, client, message, sink) -> None:
+        kind, shard, token = message[:3]
+        if kind == "hello":
+            self._go(client, shard, token, message[3])
+            return
+        cursor, rows, stats = message[3:]
+        worker = self.token_worker.get(token)
+        if rows is not None and len(rows):
+            fresh = self.tracker.first_seen(rows)
+            self.duplicates += len(rows) - len(fresh)
+            if len(fresh):
+                self.received += len(fresh)
+                emit_rows(self.summary, sink, fresh)
+                if worker:
+                    self.workers[worker]["results"] += len(fresh)
+        sent = stats.get("sent", 0)
+        if worker:
+            w = self.workers[worker]
+            w["sent"] += sent - self.token_sent.get(token, 0)
+            w["last"] = time.monotonic()
+        self.token_sent[token] = sent
+        if self.runs.get(shard) == token and cursor is not None:
+            self.cursors[shard] = cursor
+        if kind == "done" and shard not in self.done:
+            if stats.get("interrupted"):
+                return          # stopped on request: not done, the checkpoint has its cursor
+            self.done.add(shard)
+            self.shard_summaries[shard] = stats
+            for name in ("duplicates", "bad_cookie"):
+                setattr(self.summary, name, getattr(self.summary, name) + int(stats.get(name) or 0))
+            for name in ("pcap_received", "pcap_dropped"):
+                if stats.get(name) is not None:
+                    setattr(self.summary, name, (getattr(self.summary, name) or 0) + int(stats[name]))
+
+    def _go(self, client, shard, token, worker) -> None:
+        """A shard's run starts: tell it its rate, and where to go on from if it ran before."""
+        from distributed import Variable
+        workers = scanner_workers(client)
+        info = workers.get(worker, {})
+        w = self.workers.setdefault(worker, {"sent": 0, "results": 0, "shards": [], "info": info,
+                                             "first": time.monotonic(), "last": None})
+        w["shards"].append(shard)
+        rate = self.config.rate / max(1, len(workers)) if self.config.rate else 0.0
+        cursor = self.cursors.get(shard)
+        if cursor is None and self.resume is not None:
+            cursor = (self.resume.attempt, shard)      # a resumed scan: each shard from its start
+        answered = self._answered_in(shard) if cursor is not None else np.zeros(0, dtype=np.uint64)
+        self.runs[shard] = token
+        self.token_worker[token] = worker
+        Variable(go_name(self.scan_id, token), client=client).set(
+            {"rate": rate, "cursor": cursor, "answered": answered})
+
+    def _answered_in(self, shard) -> np.ndarray:
+        """The probes of this shard already answered (walks the shard's part of the permutation)."""
+        from dataclasses import replace
+        config = replace(self.config, shard=(shard + 1, self.n_shards))
+        parts = [ix[self.tracker.answered(ix)] for ix in config.indices(1 << 20)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+
+def _scheduler_alive(client) -> bool:
+    try:
+        client.scheduler_info()
+        return client.status == "running"
+    except Exception:  # noqa: BLE001
+        return False
