@@ -502,6 +502,7 @@ def diff(
 
 
 SUBCOMMANDS = {"lab": lab_app, "history": history_app, "show": show_app, "diff": diff_app}
+SUBCOMMANDS["worker"] = __import__("scanner.cluster.worker", fromlist=["worker_app"]).worker_app
 
 
 def nmap_style_args(argv: List[str]) -> List[str]:

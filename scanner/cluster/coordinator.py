@@ -21,7 +21,7 @@ import numpy as np
 
 from ..engine import Checkpoint, ScanSummary, Tracker, emit_rows
 from ..errors import InputError
-from ..states import STATES
+from ..states import RESULT_DTYPE
 from .shard import ShardTask, go_name, queue_name, run_shard, stop_name
 from .worker import PLUGIN_NAME, RESOURCE
 
@@ -47,6 +47,8 @@ def connect(address: str, security=None):
     if security is None and address.startswith("tls://"):
         from distributed.security import Security
         security = Security()           # Dask's configuration: distributed.comm.tls.*
+    import logging
+    logging.getLogger("distributed").setLevel(logging.WARNING)   # the command speaks for itself
     try:
         return Client(address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False)
     except (OSError, TimeoutError) as e:
@@ -92,6 +94,7 @@ class ClusterScan:
         self.done = set()
         self.runs = {}                          # shard -> current run's token
         self.token_sent = {}                    # token -> probes that run sent
+        self.token_busy = {}                    # token -> seconds that run spent sending
         self.token_worker = {}
         self.shard_summaries = {}
         self.complete = lambda: False
@@ -122,11 +125,9 @@ class ClusterScan:
 
     def worker_lines(self) -> list:
         """One line per worker: its address, interface, probes sent, its rate and its results."""
-        now = time.monotonic()
         out = []
         for addr, w in sorted(self.workers.items()):
-            elapsed = max(1e-9, (w.get("last") or now) - (w.get("first") or now))
-            rate = w["sent"] / elapsed if w["sent"] else 0
+            rate = w["sent"] / w["busy"] if w["busy"] > 0 else 0
             out.append(f"{addr} ({w['info'].get('interface') or 'route'}): {w['sent']} sent "
                        f"({rate:,.0f}/s), {w['results']} results, {len(w['shards'])} shards")
         return out
@@ -149,10 +150,13 @@ class ClusterScan:
         self.summary.replies = self.received
         self.summary.sent = sum(self.token_sent.values())
         self.summary.duplicates += self.duplicates
-        if not self.summary.interrupted and not self.config.list_unanswered:
+        unanswered = self.space.size - self.received - self.answered_before
+        if not self.summary.interrupted and not self.config.list_unanswered and unanswered:
             state = self.space.probes.slots[0][0].no_response
-            unanswered = self.space.size - self.received - self.answered_before
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
+        # The cluster's rate: the sum of each worker's rate while it sent.
+        rate = sum(w["sent"] / w["busy"] for w in self.workers.values() if w["busy"] > 0)
+        self.summary.sending = self.summary.sent / rate if rate else 0.0
         self.summary.elapsed = time.monotonic() - began
         return self.summary
 
@@ -226,9 +230,10 @@ class ClusterScan:
         if kind == "hello":
             self._go(client, shard, token, message[3])
             return
-        cursor, rows, stats = message[3:]
+        cursor, data, stats = message[3:]
         worker = self.token_worker.get(token)
-        if rows is not None and len(rows):
+        rows = np.frombuffer(data, dtype=RESULT_DTYPE)
+        if len(rows):
             fresh = self.tracker.first_seen(rows)
             self.duplicates += len(rows) - len(fresh)
             if len(fresh):
@@ -236,12 +241,12 @@ class ClusterScan:
                 emit_rows(self.summary, sink, fresh)
                 if worker:
                     self.workers[worker]["results"] += len(fresh)
-        sent = stats.get("sent", 0)
+        sent, sending = stats.get("sent", 0), stats.get("sending") or 0.0
         if worker:
             w = self.workers[worker]
             w["sent"] += sent - self.token_sent.get(token, 0)
-            w["last"] = time.monotonic()
-        self.token_sent[token] = sent
+            w["busy"] += sending - self.token_busy.get(token, 0.0)
+        self.token_sent[token], self.token_busy[token] = sent, sending
         if self.runs.get(shard) == token and cursor is not None:
             self.cursors[shard] = cursor
         if kind == "done" and shard not in self.done:
@@ -260,8 +265,7 @@ class ClusterScan:
         from distributed import Variable
         workers = scanner_workers(client)
         info = workers.get(worker, {})
-        w = self.workers.setdefault(worker, {"sent": 0, "results": 0, "shards": [], "info": info,
-                                             "first": time.monotonic(), "last": None})
+        w = self.workers.setdefault(worker, {"sent": 0, "busy": 0.0, "results": 0, "shards": [], "info": info})
         w["shards"].append(shard)
         rate = self.config.rate / max(1, len(workers)) if self.config.rate else 0.0
         cursor = self.cursors.get(shard)
@@ -271,7 +275,7 @@ class ClusterScan:
         self.runs[shard] = token
         self.token_worker[token] = worker
         Variable(go_name(self.scan_id, token), client=client).set(
-            {"rate": rate, "cursor": cursor, "answered": answered})
+            {"rate": rate, "cursor": cursor, "answered": answered.tobytes()})
 
     def _answered_in(self, shard) -> np.ndarray:
         """The probes of this shard already answered (walks the shard's part of the permutation)."""

@@ -114,7 +114,10 @@ class ClusterLab(Lab):
         lines += [f"  counter w{i} {{ }}" for i in range(1, self.n_workers + 1)]
         lines += ["  chain input {", "    type filter hook prerouting priority -400; policy accept;"]
         for i, w in enumerate(self.workers, 1):
-            lines.append(f'    ip saddr {w.addr} ip daddr {self.spec.prefix} counter name "w{i}"')
+            # Probes only: not the RSTs the worker's kernel sends back for SYN-ACKs.
+            match = f"ip saddr {w.addr} ip daddr {self.spec.prefix}"
+            lines.append(f'    {match} meta l4proto != tcp counter name "w{i}"')
+            lines.append(f'    {match} tcp flags & rst == 0 counter name "w{i}"')
         lines += ["  }", "}"]
         return "\n".join(lines) + "\n"
 

@@ -76,7 +76,7 @@ def run_shard(task: ShardTask) -> dict:
                         shard=(task.shard + 1, task.n_shards), list_unanswered=task.list_unanswered,
                         interface=plugin.interface if plugin is not None else None, udp_rounds=task.udp_rounds)
     bitmap = Tracker(space.size).bitmap
-    answered = np.asarray(go["answered"], dtype=np.uint64)
+    answered = np.frombuffer(go["answered"], dtype=np.uint64)
     np.bitwise_or.at(bitmap, answered >> np.uint64(3), (np.uint8(1) << (answered & np.uint64(7)).astype(np.uint8)))
     start = config.positions()[0]
     attempt, position = go["cursor"] or (0, start)
@@ -94,15 +94,18 @@ def run_shard(task: ShardTask) -> dict:
             pending.append(rows)
 
     def snapshot() -> dict:
-        return {"sent": scan.sender.sent if scan.sender is not None else scan.summary.sent, "rate": rate}
+        # "sending": seconds in send passes (while a pass runs, the time since the first began).
+        sending = scan.summary.sending or (time.monotonic() - began)
+        return {"sent": scan.sender.sent if scan.sender is not None else scan.summary.sent,
+                "sending": sending, "rate": rate}
 
-    def flush(cursor, final=False):
+    def flush(cursor):
         with lock:
             rows = np.concatenate(pending) if len(pending) > 1 else (pending[0] if pending else None)
             pending.clear()
-        if rows is None and not final:
-            rows = np.zeros(0, dtype=_result_dtype())
-        queue.put(("rows", task.shard, token, cursor, rows, snapshot()), timeout=PUT_TIMEOUT)
+        # Raw bytes: msgpack carries them as they are (RESULT_DTYPE rows, 1 copy each way).
+        data = rows.tobytes() if rows is not None else b""
+        queue.put(("rows", task.shard, token, cursor, data, snapshot()), timeout=PUT_TIMEOUT)
 
     def flusher():
         """Sends batches while the shard runs; a lost scheduler or coordinator stops the scan."""
@@ -120,6 +123,7 @@ def run_shard(task: ShardTask) -> dict:
             failure.append(e)
             scan.stop()
 
+    began = time.monotonic()
     thread = threading.Thread(target=flusher, name=f"shard-{task.shard}", daemon=True)
     thread.start()
     try:
@@ -133,15 +137,10 @@ def run_shard(task: ShardTask) -> dict:
     result = asdict(summary)
     result["rate"] = rate
     with lock:
-        rows = np.concatenate(pending) if pending else np.zeros(0, dtype=_result_dtype())
+        data = b"".join(r.tobytes() for r in pending)
         pending.clear()
-    queue.put(("done", task.shard, token, scan.cursor, rows, result), timeout=PUT_TIMEOUT)
+    queue.put(("done", task.shard, token, scan.cursor, data, result), timeout=PUT_TIMEOUT)
     return result
-
-
-def _result_dtype():
-    from ..states import RESULT_DTYPE
-    return RESULT_DTYPE
 
 
 class DryScan:
