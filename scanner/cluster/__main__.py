@@ -30,9 +30,19 @@ def main(argv=None) -> None:
         print(f"scanner: error: {e}", file=sys.stderr)
         sys.exit(2)
 
+    quiet = "-q" in argv or "--quiet" in argv
+
     class Scan(ClusterScan):
         def __init__(self, config, resume=None):
             super().__init__(config, resume, client=client, address=address)
+            if not quiet:
+                self.note = lambda text: print(f"scanner: {text}", file=sys.stderr, flush=True)
+
+        def run(self, sink):
+            summary = super().run(sink)
+            for line in self.worker_lines():
+                self.note(f"worker {line}")
+            return summary
 
     engine.Scan = Scan
     try:

@@ -98,6 +98,7 @@ class ClusterScan:
         self.token_worker = {}
         self.shard_summaries = {}
         self.complete = lambda: False
+        self.note = lambda text: None           # where lines for the user go (the CLI: stderr)
         self._stop = threading.Event()
         self.n_shards = 0
         self.scan_id = None
@@ -207,6 +208,7 @@ class ClusterScan:
                 for message in messages:
                     self._handle(client, message, sink)
         except SchedulerLost:
+            self.note(f"lost the Dask scheduler at {self.address or 'the cluster'}: stopping")
             self._stop.set()
             return
         finally:
@@ -272,6 +274,9 @@ class ClusterScan:
         if cursor is None and self.resume is not None:
             cursor = (self.resume.attempt, shard)      # a resumed scan: each shard from its start
         answered = self._answered_in(shard) if cursor is not None else np.zeros(0, dtype=np.uint64)
+        if shard in self.cursors:
+            self.note(f"shard {shard + 1}/{self.n_shards} resumed on {worker} from pass {cursor[0] + 1} "
+                      f"position {cursor[1]} ({len(answered)} of its probes already answered)")
         self.runs[shard] = token
         self.token_worker[token] = worker
         Variable(go_name(self.scan_id, token), client=client).set(

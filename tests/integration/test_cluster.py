@@ -5,6 +5,8 @@ torn down (processes killed, namespaces deleted) however the test ends."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,7 +119,7 @@ def test_cluster_equals_single_machine_and_shares_the_rate(cluster, tmp_path):
     worker sent about a third (the target's own per-source counters say so); and the rate, the
     sum of each worker's rate while sending, is --rate within 10%."""
     c = cluster
-    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.5",
+    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.3",
             "--seed", "7"]
     before = c.lab.probes_from()
     p = cluster_scan(c, [*args, "--stats-every", "60"], tmp_path / "cluster.ndjson")
@@ -144,7 +146,7 @@ def test_cluster_host_discovery_then_port_scan(cluster, tmp_path):
     """Host discovery on the cluster, hosts up merged at the coordinator, then the port scan
     sharded over them: the same hosts and ports as one machine finds."""
     c = cluster
-    args = ["198.18.0.0/22", "-p", "22,23,80,8080", "--rate", RATE, "--wait", "0.5"]
+    args = ["198.18.0.0/22", "-p", "22,23,80,8080", "--rate", RATE, "--wait", "0.3"]
     cluster_scan(c, args, tmp_path / "cluster.ndjson")
     single_scan(c, args, tmp_path / "single.ndjson")
     got, _ = read_ndjson(tmp_path / "cluster.ndjson")
@@ -156,9 +158,11 @@ def test_cluster_host_discovery_then_port_scan(cluster, tmp_path):
 
 def test_worker_killed_mid_scan(cluster, tmp_path):
     """kill -9 of a worker while it scans: its shard goes on elsewhere from its checkpoint;
-    every probe's result is there, once, and nothing that is not."""
+    every probe's result is there, once, and nothing that is not. No retries: a probe lost in
+    the failover would show as a missing result."""
     c = cluster
-    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.5"]
+    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.3",
+            "--retries", "0"]
     proc = cluster_scan(c, args, tmp_path / "cluster.ndjson", background=True)
     time.sleep(2.0)                       # about half the probes sent
     victim = c.workers[1]
@@ -171,6 +175,7 @@ def test_worker_killed_mid_scan(cluster, tmp_path):
         c.start_worker(1)
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
+    assert re.search(r"shard \d+/24 resumed on tcp://198\.19\.253\.[13]:\d+ from pass \d+ position \d+", err), err
     got, _ = read_ndjson(tmp_path / "cluster.ndjson")       # no (ip, port) twice
     want = {k: v for k, v in c.lab.expected(PORTS).items() if v[1] != "no-response"}
     assert got == want, diff(got, want)
@@ -178,10 +183,11 @@ def test_worker_killed_mid_scan(cluster, tmp_path):
 
 
 def test_scheduler_killed_mid_scan_leaves_a_resume_file(cluster, tmp_path):
-    """The scheduler killed mid-scan: the coordinator stops cleanly and writes its resume file;
-    `scanner --resume` on one machine finishes the scan, with every result once."""
+    """The scheduler killed mid-scan: the coordinator stops cleanly and writes its resume file.
+    It finishes the scan on the cluster again (a new scheduler; the workers find it by
+    themselves) and, from a copy, on one machine: every result once, both ways."""
     c = cluster
-    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.5"]
+    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.3"]
     out = tmp_path / "cluster.ndjson"
     proc = cluster_scan(c, args, out, cwd=str(tmp_path), background=True)
     time.sleep(2.0)
@@ -190,14 +196,30 @@ def test_scheduler_killed_mid_scan_leaves_a_resume_file(cluster, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
+    assert "lost the Dask scheduler" in err and "Resume with" in err, err
     resume = tmp_path / "scanner-resume.json"
     assert resume.exists(), err
     partial, _ = read_ndjson(out)
     want = {k: v for k, v in c.lab.expected(PORTS).items() if v[1] != "no-response"}
     assert 0 < len(partial) < len(want), len(partial)
-    p = c.lab.run_in(0, [PY, "-m", "scanner", "--resume", str(resume)], capture_output=True, text=True,
-                     env=scanner_env(), timeout=120, cwd=str(tmp_path))
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(resume, alone / "scanner-resume.json")
+    shutil.copy(out, alone / "cluster.ndjson")
+    # On the cluster again.
+    c.start_scheduler()
+    c.wait_ready()
+    p = c.lab.run_in(0, [PY, "-m", "scanner.cluster", "--resume", str(resume), "--cluster", c.address],
+                     capture_output=True, text=True, env=scanner_env(), timeout=120, cwd=str(tmp_path))
     assert p.returncode == 0, p.stderr
     got, _ = read_ndjson(out)
     assert got == want, diff(got, want)
     assert not resume.exists()
+    # On one machine: the resume file names the same outputs; this copy's go to the copy.
+    text = (alone / "scanner-resume.json").read_text().replace(str(out), str(alone / "cluster.ndjson"))
+    (alone / "scanner-resume.json").write_text(text)
+    p = c.lab.run_in(0, [PY, "-m", "scanner", "--resume", str(alone / "scanner-resume.json")],
+                     capture_output=True, text=True, env=scanner_env(), timeout=120, cwd=str(alone))
+    assert p.returncode == 0, p.stderr
+    got, _ = read_ndjson(alone / "cluster.ndjson")
+    assert got == want, diff(got, want)
