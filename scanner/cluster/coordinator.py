@@ -12,6 +12,7 @@ new run asks here for where to go on from (the last cursor received, which lags 
 away stops the scan: the command then writes its resume file from checkpoint()."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -36,6 +37,13 @@ class SchedulerLost(Exception):
     pass
 
 
+def _quiet_dask(level) -> None:
+    """Dask logs through its own loggers (distributed, distributed.client, ...)."""
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(level)
+
+
 def connect(address: str, security=None):
     """A Dask client of the cluster; InputError when it cannot be reached."""
     try:
@@ -47,8 +55,7 @@ def connect(address: str, security=None):
     if security is None and address.startswith("tls://"):
         from distributed.security import Security
         security = Security()           # Dask's configuration: distributed.comm.tls.*
-    import logging
-    logging.getLogger("distributed").setLevel(logging.WARNING)   # the command speaks for itself
+    _quiet_dask(logging.WARNING)         # the command speaks for itself
     try:
         return Client(address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False)
     except (OSError, TimeoutError) as e:
@@ -190,17 +197,19 @@ class ClusterScan:
                         break
                 if stop_sent_at is not None and time.monotonic() - stop_sent_at > cfg.wait + 5:
                     break
+                if client.status != "running":
+                    lost_since = lost_since or time.monotonic()
+                    if time.monotonic() - lost_since > SCHEDULER_GRACE:
+                        raise SchedulerLost()
+                    time.sleep(0.1)
+                    continue
                 try:
-                    messages = [queue.get(timeout=0.5)]
-                    messages += queue.get(batch=True) if queue.qsize() else []
+                    # callback_timeout: a call to a scheduler that went away returns too.
+                    messages = [queue.get(timeout=0.5, callback_timeout=2.0)]
+                    messages += queue.get(batch=True, callback_timeout=2.0)
                     lost_since = None
                 except Exception:   # noqa: BLE001 -- a timeout, or the scheduler gone
-                    if client.status != "running" or not _scheduler_alive(client):
-                        lost_since = lost_since or time.monotonic()
-                        if time.monotonic() - lost_since > SCHEDULER_GRACE:
-                            raise SchedulerLost() from None
-                        time.sleep(0.2)
-                    else:
+                    if client.status == "running":
                         self._check_failures(futures)
                     if stop_sent_at is not None and all(f.done() for f in futures.values()):
                         break
@@ -208,6 +217,7 @@ class ClusterScan:
                 for message in messages:
                     self._handle(client, message, sink)
         except SchedulerLost:
+            _quiet_dask(logging.CRITICAL)    # its attempts to reconnect, and their tracebacks
             self.note(f"lost the Dask scheduler at {self.address or 'the cluster'}: stopping")
             self._stop.set()
             return
@@ -289,10 +299,3 @@ class ClusterScan:
         parts = [ix[self.tracker.answered(ix)] for ix in config.indices(1 << 20)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
-
-def _scheduler_alive(client) -> bool:
-    try:
-        client.scheduler_info()
-        return client.status == "running"
-    except Exception:  # noqa: BLE001
-        return False

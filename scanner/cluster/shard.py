@@ -64,7 +64,25 @@ def run_shard(task: ShardTask) -> dict:
     plugin = worker.plugins.get(PLUGIN_NAME)
     queue, token = Queue(queue_name(task.scan)), uuid.uuid4().hex
     stop_event = Event(stop_name(task.scan))
-    queue.put(("hello", task.shard, token, worker.address), timeout=PUT_TIMEOUT)
+
+    def alive() -> bool:
+        """Whether this worker still has its scheduler (it closes as soon as it loses it)."""
+        return worker.status.name in ("running", "paused")
+
+    def put(item):
+        """Waits while the queue is full (backpressure); gives up once the scheduler is gone or
+        nothing was taken for PUT_TIMEOUT seconds."""
+        deadline = time.monotonic() + PUT_TIMEOUT
+        while True:
+            if not alive():
+                raise ConnectionError("this worker lost its scheduler")
+            try:
+                return queue.put(item, timeout=1.0, callback_timeout=5.0)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
+    put(("hello", task.shard, token, worker.address))
     go = Variable(go_name(task.scan, token)).get(timeout=GO_TIMEOUT)
     Variable(go_name(task.scan, token)).delete()
 
@@ -105,12 +123,14 @@ def run_shard(task: ShardTask) -> dict:
             pending.clear()
         # Raw bytes: msgpack carries them as they are (RESULT_DTYPE rows, 1 copy each way).
         data = rows.tobytes() if rows is not None else b""
-        queue.put(("rows", task.shard, token, cursor, data, snapshot()), timeout=PUT_TIMEOUT)
+        put(("rows", task.shard, token, cursor, data, snapshot()))
 
     def flusher():
         """Sends batches while the shard runs; a lost scheduler or coordinator stops the scan."""
         try:
             while not done.wait(FLUSH):
+                if not alive():
+                    raise ConnectionError("this worker lost its scheduler")
                 now = time.monotonic()
                 samples.append((now, scan.cursor))
                 while len(samples) > 1 and samples[1][0] <= now - lag:
@@ -139,7 +159,7 @@ def run_shard(task: ShardTask) -> dict:
     with lock:
         data = b"".join(r.tobytes() for r in pending)
         pending.clear()
-    queue.put(("done", task.shard, token, scan.cursor, data, result), timeout=PUT_TIMEOUT)
+    put(("done", task.shard, token, scan.cursor, data, result))
     return result
 
 

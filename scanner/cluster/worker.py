@@ -20,7 +20,7 @@ from ..errors import InputError
 
 PLUGIN_NAME = "scanner"
 RESOURCE = "scanner"          # tasks that send probes ask for one unit of it
-RECONNECT_DELAY = 1.0         # seconds between attempts to reach a scheduler that went away
+RECONNECT_DELAY = 0.5         # seconds between attempts to reach a scheduler that went away
 
 worker_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -99,7 +99,24 @@ async def serve(address: str, plugin, security, name: Optional[str], stop: async
             return
         stopped.cancel()
         print(f"scanner worker: lost the scheduler at {address}; reconnecting", file=sys.stderr, flush=True)
-        await asyncio.sleep(RECONNECT_DELAY)
+        await _until_listening(address, stop)
+
+
+async def _until_listening(address: str, stop: asyncio.Event) -> None:
+    """Waits until something accepts connections at the scheduler's address (quicker than a
+    Worker's own back-off, which grows to several seconds between attempts)."""
+    from distributed.comm.addressing import get_address_host_port
+    host, port = get_address_host_port(address)
+    while not stop.is_set():
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), RECONNECT_DELAY)
+            writer.close()
+            return
+        except (OSError, asyncio.TimeoutError):
+            try:
+                await asyncio.wait_for(stop.wait(), RECONNECT_DELAY)
+            except asyncio.TimeoutError:
+                pass
 
 
 @worker_app.command(context_settings={"help_option_names": ["-h", "--help"]})
