@@ -4,7 +4,6 @@ does the packet work, Python only multiplexes non-blocking sockets."""
 from __future__ import annotations
 
 import errno
-import os
 import resource
 import selectors
 import socket
@@ -15,7 +14,7 @@ from collections import deque
 
 import numpy as np
 
-from .engine import Checkpoint, ScanSummary, Tracker, emit_rows
+from .engine import StageCheckpoint, ScanSummary, Tracker, emit_rows
 from .states import REASONS, STATES, addresses
 
 # Reply-less outcomes as nmap reports them for -sT.
@@ -61,7 +60,7 @@ class ConnectScan:
 
     def checkpoint(self):
         """Where this scan stands: what reached a verdict is skipped when resumed."""
-        return Checkpoint(0, self.config.positions()[0], self.tracker.bitmap, b"")
+        return StageCheckpoint(0, self.config.positions()[0], self.tracker.bitmap, b"")
 
     def progress(self) -> dict:
         """Same snapshot as Scan.progress()."""

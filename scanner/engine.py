@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from ._ext.parser import ReplyParser
 from ._ext.permutation import Permutation
 from ._ext.sender import ProbeSender
 from .capture import Capture
-from .errors import InputError
+from .errors import EnvironmentFault, InputError
 from .space import ScanSpace
 from .states import REASONS, STATE_NAMES, STATES
 from .targets import TargetSet
@@ -82,7 +81,7 @@ class ScanSummary:
 
 
 @dataclass
-class Checkpoint:
+class StageCheckpoint:
     """Where an interrupted scan stood: enough to go on without re-probing what answered."""
     attempt: int                    # the pass being sent (retries + 1: all sent)
     position: int                   # the next permutation position of that pass
@@ -129,7 +128,7 @@ class Scan:
     """A raw-socket scan of config.space: every technique whose probes are in the space's
     Probes (e.g. SYN and UDP together), in one pass over a random permutation."""
 
-    def __init__(self, config: ScanConfig, resume: Checkpoint | None = None):
+    def __init__(self, config: ScanConfig, resume: StageCheckpoint | None = None):
         self.config = config
         self.space = config.space
         self.resume = resume
@@ -171,7 +170,7 @@ class Scan:
             first = str(ipaddress.IPv6Address(bytes(space.hosts6[0])))
         route = netinfo.route_to(first, self.config.interface)
         if not route.src:
-            raise InputError(f"no source address on {route.ifname} to reach {first}")
+            raise EnvironmentFault(f"no source address on {route.ifname} to reach {first}")
         saddr = ipaddress.ip_address(route.src).packed
         if "arp" in space.probes.protos:
             if not route.on_link:
@@ -252,9 +251,9 @@ class Scan:
                 self.cursor = (attempt, position)
         self.summary.sending += time.monotonic() - began
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self) -> StageCheckpoint:
         """Where this scan stands (after run() returned), for a resume file."""
-        return Checkpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
+        return StageCheckpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
 
     def _wait(self, seconds):
         """Collects late replies until all are in or time is up; a second Ctrl-C
@@ -310,7 +309,7 @@ class Scan:
             emit_rows(self.summary, sink, rows)
 
 
-def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: Checkpoint | None = None):
+def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None):
     """nmap-style host discovery over config.space's targets with the given probes; returns
     (TargetSet of the hosts that answered or None if none did, the discovery summary).
     sink, if given, receives the first reply of each host (state "up"); runner(scan, sink),
@@ -341,13 +340,3 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: C
     else:
         values = [int.from_bytes(bytes(a), "big") for a in rows["ip6"]]
     return TargetSet([(v, v) for v in values], space.family), summary
-
-
-def install_interrupt_handler(scan) -> None:
-    """First Ctrl-C/SIGTERM: stop sending, keep collecting and writing; the second: exit now."""
-    def handler(signum, frame):
-        if scan.stopping:
-            raise KeyboardInterrupt
-        scan.stop()
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
+from .errors import EnvironmentFault, InputError
 from .ports import service_name
 from .states import PROTO_NAMES, PROTO_NUMBERS, REASON_NAMES, REASONS, RESULT_DTYPE, STATE_NAMES, STATES, addresses, host_keys
 
@@ -218,7 +218,7 @@ class Recorder:
         try:
             self.scan_id = scan_id if scan_id is not None else store.begin(info, config)
         except sqlite3.Error as e:
-            raise InputError(f"cannot record the scan in '{store.path}': {e}") from None
+            raise EnvironmentFault(f"cannot record the scan in '{store.path}': {e}") from None
 
     def write(self, rows: np.ndarray) -> None:
         if self.error:

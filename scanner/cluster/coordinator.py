@@ -20,7 +20,7 @@ import uuid
 
 import numpy as np
 
-from ..engine import Checkpoint, ScanSummary, Tracker, emit_rows
+from ..engine import StageCheckpoint, ScanSummary, Tracker, emit_rows
 from ..errors import InputError
 from ..states import RESULT_DTYPE
 from .shard import ShardTask, go_name, queue_name, run_shard, stop_name
@@ -78,7 +78,7 @@ def _takes_n_workers(client) -> bool:
 class ClusterScan:
     """A raw scan of config.space run by the cluster's workers (see the module's docstring)."""
 
-    def __init__(self, config, resume: Checkpoint | None = None, client=None, address: str | None = None,
+    def __init__(self, config, resume: StageCheckpoint | None = None, client=None, address: str | None = None,
                  dry_run: bool = False, shards_per_worker: int = SHARDS_PER_WORKER):
         self.config = config
         self.space = config.space
@@ -123,13 +123,13 @@ class ClusterScan:
         return {"sent": sum(self.token_sent.values()), "total": self.space.size,
                 "replies": self.received, "open": self.summary.states.get("open", 0)}
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self) -> StageCheckpoint:
         """The whole scan's state: every answered probe, and a cursor every shard is past (the
         earliest pass any unfinished shard was in, from its start): resumed on one machine or on
         a cluster, probes answered are not sent again and no result is written twice."""
         attempts = [self.cursors.get(s, (self.resume.attempt if self.resume else 0, 0))[0]
                     for s in range(self.n_shards) if s not in self.done]
-        return Checkpoint(min(attempts, default=self.config.retries + 1), 0, self.tracker.bitmap, self.key)
+        return StageCheckpoint(min(attempts, default=self.config.retries + 1), 0, self.tracker.bitmap, self.key)
 
     def worker_lines(self) -> list:
         """One line per worker: its address, interface, probes sent, its rate and its results."""

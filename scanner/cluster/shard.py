@@ -56,7 +56,7 @@ def run_shard(task: ShardTask) -> dict:
     """The Dask task: runs one shard on this worker; returns its engine summary as a dict."""
     from distributed import Event, Queue, Variable, get_worker
 
-    from ..engine import Checkpoint, Scan, ScanConfig, Tracker
+    from ..engine import StageCheckpoint, Scan, ScanConfig, Tracker
     from ..space import ScanSpace
     from .worker import PLUGIN_NAME
 
@@ -98,7 +98,7 @@ def run_shard(task: ShardTask) -> dict:
     np.bitwise_or.at(bitmap, answered >> np.uint64(3), (np.uint8(1) << (answered & np.uint64(7)).astype(np.uint8)))
     start = config.positions()[0]
     attempt, position = go["cursor"] or (0, start)
-    scan = (DryScan if task.dry_run else Scan)(config, Checkpoint(attempt, position, bitmap, task.key))
+    scan = (DryScan if task.dry_run else Scan)(config, StageCheckpoint(attempt, position, bitmap, task.key))
 
     pending, lock = [], threading.Lock()
     samples = deque([(time.monotonic(), scan.cursor)])   # (when, cursor): for the lagging cursor
