@@ -75,6 +75,16 @@ def _takes_n_workers(client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
+def engine_for(address: str, note=None):
+    """A Scan-like class whose instances run on the cluster at address (Session's raw stages)."""
+    class Engine(ClusterScan):
+        def __init__(self, config, resume=None):
+            super().__init__(config, resume, address=address)
+            if note is not None:
+                self.note = note
+    return Engine
+
+
 class ClusterScan:
     """A raw scan of config.space run by the cluster's workers (see the module's docstring)."""
 
@@ -120,8 +130,11 @@ class ClusterScan:
         return self._stop.is_set()
 
     def progress(self) -> dict:
+        """The engine's snapshot, plus each worker's: {address: {"sent", "rate", "results"}}."""
+        workers = {addr: {"sent": w["sent"], "rate": w["sent"] / w["busy"] if w["busy"] > 0 else 0.0,
+                          "results": w["results"]} for addr, w in list(self.workers.items())}
         return {"sent": sum(self.token_sent.values()), "total": self.space.size,
-                "replies": self.received, "open": self.summary.states.get("open", 0)}
+                "replies": self.received, "open": self.summary.states.get("open", 0), "workers": workers}
 
     def checkpoint(self) -> StageCheckpoint:
         """The whole scan's state: every answered probe, and a cursor every shard is past (the
@@ -147,6 +160,8 @@ class ClusterScan:
         began = self.started = time.monotonic()
         try:
             self._run(client, sink)
+            for line in self.worker_lines():
+                self.note(f"worker {line}")
         finally:
             if owns_client:
                 try:

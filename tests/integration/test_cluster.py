@@ -4,6 +4,7 @@ in worker namespace 1. Every process is started in its namespace by the test and
 torn down (processes killed, namespaces deleted) however the test ends."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -95,8 +96,7 @@ def cluster(tmp_path_factory):
 
 
 def cluster_scan(c, args, out, cwd=None, timeout=120.0, background=False):
-    argv = [PY, "-m", "scanner.cluster", *map(str, args), "--no-db", "-oJ", str(out),
-            "--cluster", c.address]
+    argv = [PY, "-m", "scanner", *map(str, args), "--no-db", "-oJ", str(out), "--cluster", c.address]
     if background:
         return c.lab.popen_in(0, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=scanner_env(), cwd=cwd)
@@ -163,8 +163,10 @@ def test_worker_killed_mid_scan(cluster, tmp_path):
     c = cluster
     args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.3",
             "--retries", "0"]
+    before = c.lab.probes_from()
     proc = cluster_scan(c, args, tmp_path / "cluster.ndjson", background=True)
-    time.sleep(2.0)                       # about half the probes sent
+    # Mid-scan: the victim has sent 1500 probes (of about 8000), the others are at work too.
+    wait_for(lambda: c.lab.probes_from()[1] - before[1] > 1500, 30, "the scan to be under way")
     victim = c.workers[1]
     assert victim.poll() is None
     os.kill(victim.pid, signal.SIGKILL)
@@ -189,8 +191,9 @@ def test_scheduler_killed_mid_scan_leaves_a_resume_file(cluster, tmp_path):
     c = cluster
     args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.3"]
     out = tmp_path / "cluster.ndjson"
+    before = sum(c.lab.probes_from())
     proc = cluster_scan(c, args, out, cwd=str(tmp_path), background=True)
-    time.sleep(2.0)
+    wait_for(lambda: sum(c.lab.probes_from()) - before > 8000, 30, "the scan to be under way")
     c.scheduler.kill()
     c.scheduler.wait()
     _, err = proc.communicate(timeout=60)
@@ -201,25 +204,28 @@ def test_scheduler_killed_mid_scan_leaves_a_resume_file(cluster, tmp_path):
     assert resume.exists(), err
     partial, _ = read_ndjson(out)
     want = {k: v for k, v in c.lab.expected(PORTS).items() if v[1] != "no-response"}
-    assert 0 < len(partial) < len(want), len(partial)
+    assert 0 < len(partial) < len(want), (len(partial), err.splitlines())
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(resume, alone / "scanner-resume.json")
     shutil.copy(out, alone / "cluster.ndjson")
-    # On the cluster again.
+    # On the cluster again: the resume file holds the request, --cluster included.
     c.start_scheduler()
     c.wait_ready()
-    p = c.lab.run_in(0, [PY, "-m", "scanner.cluster", "--resume", str(resume), "--cluster", c.address],
+    p = c.lab.run_in(0, [PY, "-m", "scanner", "--resume", str(resume)],
                      capture_output=True, text=True, env=scanner_env(), timeout=120, cwd=str(tmp_path))
     assert p.returncode == 0, p.stderr
     got, _ = read_ndjson(out)
     assert got == want, diff(got, want)
     assert not resume.exists()
-    # On one machine: the resume file names the same outputs; this copy's go to the copy.
-    text = (alone / "scanner-resume.json").read_text().replace(str(out), str(alone / "cluster.ndjson"))
-    (alone / "scanner-resume.json").write_text(text)
-    p = c.lab.run_in(0, [PY, "-m", "scanner", "--resume", str(alone / "scanner-resume.json")],
+    # On one machine: the copy without its cluster (and writing to the copy of the output).
+    copy = alone / "scanner-resume.json"
+    doc = json.loads(copy.read_text())
+    doc["request"].update(cluster=None, json_out=str(alone / "cluster.ndjson"))
+    copy.write_text(json.dumps(doc))
+    p = c.lab.run_in(0, [PY, "-m", "scanner", "--resume", str(copy)],
                      capture_output=True, text=True, env=scanner_env(), timeout=120, cwd=str(alone))
     assert p.returncode == 0, p.stderr
+    assert "worker tcp://" not in p.stderr, p.stderr
     got, _ = read_ndjson(alone / "cluster.ndjson")
     assert got == want, diff(got, want)
