@@ -1,8 +1,8 @@
 """A namespace lab for cluster scans: one target namespace and several worker namespaces.
 
-    worker ns 1 (198.19.253.1/24) --veth--+
-    worker ns 2 (198.19.253.2/24) --veth--+-- bridge (198.19.253.254/24) in the target ns
-    worker ns 3 (198.19.253.3/24) --veth--+
+    worker ns 1 (198.19.252.1/24) --veth--+
+    worker ns 2 (198.19.252.2/24) --veth--+-- bridge (198.19.252.254/24) in the target ns
+    worker ns 3 (198.19.252.3/24) --veth--+
 
 The target answers for the whole ``LabSpec.prefix`` exactly as in scanner.lab's Lab (a local
 route on lo, real services, the same nftables table on the bridge); the workers reach it, and
@@ -22,8 +22,8 @@ from pathlib import Path
 from ..lab import (COMMON_SYSCTLS, OWNER_DIR, TARGET_SYSCTLS, Host, Lab, LabSpec, _delete_ns, _mac, _nsexec,
                    _pid_alive, _sh, _sysctl, _tx_csum_off)
 
-WORKER_LINK = ipaddress.ip_network("198.19.253.0/24")
-BRIDGE_ADDR = "198.19.253.254"
+WORKER_LINK = ipaddress.ip_network("198.19.252.0/24")
+BRIDGE_ADDR = "198.19.252.254"
 NAME_PREFIX = "scc"
 
 

@@ -177,7 +177,7 @@ def test_worker_killed_mid_scan(cluster, tmp_path):
         c.start_worker(1)
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
-    assert re.search(r"shard \d+/24 resumed on tcp://198\.19\.253\.[13]:\d+ from pass \d+ position \d+", err), err
+    assert re.search(r"shard \d+/24 resumed on tcp://198\.19\.252\.[13]:\d+ from pass \d+ position \d+", err), err
     got, _ = read_ndjson(tmp_path / "cluster.ndjson")       # no (ip, port) twice
     want = {k: v for k, v in c.lab.expected(PORTS).items() if v[1] != "no-response"}
     assert got == want, diff(got, want)
