@@ -20,15 +20,16 @@ import uuid
 
 import numpy as np
 
-from ..engine import StageCheckpoint, ScanSummary, Tracker, emit_rows
+from ..engine import ScanSummary, StageCheckpoint, Tracker
 from ..errors import InputError
-from ..states import RESULT_DTYPE
+from ..states import RESULT_DTYPE, STATE_NAMES
 from .shard import ShardTask, go_name, queue_name, run_shard, stop_name
 from .worker import PLUGIN_NAME, RESOURCE
 
 SHARDS_PER_WORKER = 8          # many more shards than workers: balance, and small failover units
 MIN_SHARD = 1024               # probes; smaller spaces get fewer shards
 QUEUE_SLOTS = 256              # batches held by the scheduler before workers wait (backpressure)
+SINK_BACKLOG = 64              # batches waiting for the outputs before the coordinator takes no more
 SCHEDULER_GRACE = 3.0          # seconds without the scheduler before the scan stops
 CONNECT_TIMEOUT = 10.0
 
@@ -55,7 +56,10 @@ def connect(address: str, security=None):
     if security is None and address.startswith("tls://"):
         from distributed.security import Security
         security = Security()           # Dask's configuration: distributed.comm.tls.*
+    import dask
     _quiet_dask(logging.WARNING)         # the command speaks for itself
+    # A scheduler that went away: calls fail within seconds rather than Dask's default 30 s.
+    dask.config.set({"distributed.comm.timeouts.connect": f"{CONNECT_TIMEOUT / 3:g}s"})
     try:
         return Client(address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False)
     except (OSError, TimeoutError) as e:
@@ -194,14 +198,17 @@ class ClusterScan:
         queue = Queue(queue_name(scan_id), client=client, maxsize=QUEUE_SLOTS)
         stop_event = Event(stop_name(scan_id), client=client)
         cfg = self.config
-        futures = {}
+        futures, tasks = {}, {}
         for s in range(n):
-            task = ShardTask(scan_id, s, n, self.space.targets, self.space.probes, cfg.seed, self.key,
-                             cfg.retries, cfg.wait, cfg.udp_rounds, cfg.list_unanswered, self.dry_run)
-            futures[s] = client.submit(run_shard, task, key=f"scanner-shard-{scan_id}-{s}",
+            tasks[s] = ShardTask(scan_id, s, n, self.space.targets, self.space.probes, cfg.seed, self.key,
+                                 cfg.retries, cfg.wait, cfg.udp_rounds, cfg.list_unanswered, self.dry_run)
+            futures[s] = client.submit(run_shard, tasks[s], key=f"scanner-shard-{scan_id}-{s}",
                                        resources={RESOURCE: 1}, pure=False)
         lost_since = None
         stop_sent_at = None
+        # The outputs' thread (Session's BackgroundSink) has a queue: while it is long, take
+        # nothing more from the cluster; the scheduler's queue then fills and the workers wait.
+        backlog = getattr(getattr(sink, "queue", None), "qsize", lambda: 0)
         try:
             while len(self.done) < n:
                 if self._stop.is_set() and stop_sent_at is None:
@@ -212,6 +219,9 @@ class ClusterScan:
                         break
                 if stop_sent_at is not None and time.monotonic() - stop_sent_at > cfg.wait + 5:
                     break
+                if backlog() > SINK_BACKLOG:
+                    time.sleep(0.01)
+                    continue
                 if client.status != "running":
                     lost_since = lost_since or time.monotonic()
                     if time.monotonic() - lost_since > SCHEDULER_GRACE:
@@ -219,13 +229,17 @@ class ClusterScan:
                     time.sleep(0.1)
                     continue
                 try:
-                    # callback_timeout: a call to a scheduler that went away returns too.
-                    messages = [queue.get(timeout=0.5, callback_timeout=2.0)]
-                    messages += queue.get(batch=True, callback_timeout=2.0)
+                    # No callback_timeout here: a get given up on after the scheduler took the
+                    # items would lose them. A scheduler gone fails the call within the connect
+                    # timeout (set short in connect()).
+                    messages = [queue.get(timeout=0.5)]
+                    messages += queue.get(batch=True)
                     lost_since = None
                 except Exception:   # noqa: BLE001 -- a timeout, or the scheduler gone
                     if client.status == "running":
                         self._check_failures(futures)
+                        if stop_sent_at is None:
+                            self._rerun_lost(client, futures, tasks)
                     if stop_sent_at is not None and all(f.done() for f in futures.values()):
                         break
                     continue
@@ -244,6 +258,15 @@ class ClusterScan:
                     except Exception:  # noqa: BLE001
                         pass
 
+    def _rerun_lost(self, client, futures, tasks) -> None:
+        """A shard whose task finished but whose last message never came (the queue has been
+        empty since): run it again; it goes on from its last cursor, repeats are dropped."""
+        for s, f in list(futures.items()):
+            if f.status == "finished" and s not in self.done:
+                self.note(f"shard {s + 1}/{self.n_shards} ended without its last batch: running it again")
+                futures[s] = client.submit(run_shard, tasks[s], key=f"scanner-shard-{self.scan_id}-{s}-"
+                                           f"{uuid.uuid4().hex[:6]}", resources={RESOURCE: 1}, pure=False)
+
     def _check_failures(self, futures) -> None:
         for s, f in futures.items():
             if f.status == "error" and s not in self.done:
@@ -261,11 +284,15 @@ class ClusterScan:
         worker = self.token_worker.get(token)
         rows = np.frombuffer(data, dtype=RESULT_DTYPE)
         if len(rows):
-            fresh = self.tracker.first_seen(rows)
+            fresh = self._first_seen(rows)
             self.duplicates += len(rows) - len(fresh)
             if len(fresh):
                 self.received += len(fresh)
-                emit_rows(self.summary, sink, fresh)
+                counts = np.bincount(fresh["state"], minlength=len(STATE_NAMES) + 1)
+                for code in np.flatnonzero(counts).tolist():
+                    name = STATE_NAMES[code]
+                    self.summary.states[name] = self.summary.states.get(name, 0) + int(counts[code])
+                sink(fresh)
                 if worker:
                     self.workers[worker]["results"] += len(fresh)
         sent, sending = stats.get("sent", 0), stats.get("sending") or 0.0
@@ -286,6 +313,18 @@ class ClusterScan:
             for name in ("pcap_received", "pcap_dropped"):
                 if stats.get(name) is not None:
                     setattr(self.summary, name, (getattr(self.summary, name) or 0) + int(stats[name]))
+
+    def _first_seen(self, rows: np.ndarray) -> np.ndarray:
+        """The rows whose probe had no result yet (the engine's Tracker without its sort: a
+        worker's batch never holds a probe twice, its own tracker saw to that)."""
+        index = rows["index"]
+        byte = index >> np.uint64(3)
+        bit = np.left_shift(np.uint8(1), (index & np.uint64(7)).astype(np.uint8))
+        fresh = (self.tracker.bitmap[byte] & bit) == 0
+        if not fresh.all():
+            rows, byte, bit = rows[fresh], byte[fresh], bit[fresh]
+        np.bitwise_or.at(self.tracker.bitmap, byte, bit)
+        return rows
 
     def _go(self, client, shard, token, worker) -> None:
         """A shard's run starts: tell it its rate, and where to go on from if it ran before."""

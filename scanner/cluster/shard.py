@@ -77,7 +77,7 @@ def run_shard(task: ShardTask) -> dict:
             if not alive():
                 raise ConnectionError("this worker lost its scheduler")
             try:
-                return queue.put(item, timeout=1.0, callback_timeout=5.0)
+                return queue.put(item, timeout=1.0)
             except TimeoutError:
                 if time.monotonic() > deadline:
                     raise
@@ -144,8 +144,16 @@ def run_shard(task: ShardTask) -> dict:
             scan.stop()
 
     began = time.monotonic()
+    def watchdog():
+        """Stops sending at once when the worker loses its scheduler (a put may be stuck)."""
+        while not done.wait(0.1):
+            if not alive():
+                scan.stop()
+                return
+
     thread = threading.Thread(target=flusher, name=f"shard-{task.shard}", daemon=True)
     thread.start()
+    threading.Thread(target=watchdog, name=f"shard-{task.shard}-watchdog", daemon=True).start()
     try:
         summary = scan.run(sink)
     finally:
@@ -180,7 +188,7 @@ class DryScan:
         self._stop.set()
 
     def run(self, sink):
-        from ..states import STATES
+        from ..states import REASONS, STATES
         from ..engine import emit_rows
         began = time.monotonic()
         start, step, count = self.config.positions()
@@ -197,7 +205,7 @@ class DryScan:
                 continue
             indices = indices[~self.tracker.answered(indices)]
             rows = self.space.rows(indices)
-            rows["state"] = STATES["open"]
+            rows["state"], rows["reason"], rows["ttl"] = STATES["open"], REASONS["syn-ack"], 64
             self.tracker.first_seen(rows)
             self.summary.sent += len(rows)
             self.summary.replies += len(rows)
