@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import threading
+from typing import Optional
 
 import pcapy
 
@@ -15,6 +16,7 @@ BATCH = 8192
 
 class Capture:
     def __init__(self, ifname: str, bpf: str, buffer_bytes: int = 64 << 20, snaplen: int = 256):
+        self.ifname = ifname
         try:
             self.handle = pcapy.create(ifname)
             self.handle.set_snaplen(snaplen)
@@ -32,8 +34,8 @@ class Capture:
             raise EnvironmentFault(f"cannot capture on {ifname}: unsupported link type {datalink}")
         self.link_header_len = LINK_HEADER_LEN[datalink]
         self._stop = threading.Event()
-        self._thread = None
-        self.error = None
+        self._thread: Optional[threading.Thread] = None
+        self.error: Optional[BaseException] = None
 
     def start(self, on_batch) -> None:
         """Calls on_batch(data, meta) from a capture thread for every non-empty batch."""
@@ -61,7 +63,7 @@ class Capture:
         if self._thread:
             self._thread.join()
         if self.error:
-            raise self.error
+            raise EnvironmentFault(f"capture on {self.ifname} failed: {self.error}")
 
     def stats(self):
         """(received, dropped by the kernel, dropped by the interface), as libpcap counts them."""

@@ -19,8 +19,11 @@ def lab(
     live_every: int = typer.Option(16, "--live-every", help="One host in N is up (a power of two)."),
     rate: float = typer.Option(10000.0, "--rate", help="Packets per second."),
     show_all: bool = typer.Option(False, "--show-all", help="List closed and filtered ports too."),
+    run: Optional[str] = typer.Option(None, "--run", help="Instead of the scan, run this command in the lab's "
+                                      "scanner namespace (e.g. 'python3 my_scan.py', a program using the API)."),
 ):
-    """Build a local lab of network namespaces, SYN-scan it for real, show the results, tear it down."""
+    """Build a local lab of network namespaces, SYN-scan it for real (or run a command of yours in
+    it), show the results, tear it down."""
     from .lab import Lab, LabSpec
 
     if os.geteuid() != 0:
@@ -34,14 +37,24 @@ def lab(
     except ValueError as e:
         raise InputError(f"bad lab: {e}") from None
     ports = "22,23,80,443,8080,8443"
+    if run is not None:
+        import shlex
+        command = shlex.split(run)
+        if not command:
+            raise InputError("--run needs a command")
     print(f"Lab: {prefix}, one host in {live_every} up; ports 22,80,443 open, 23 closed, "
-          f"8080 dropped, 8443 rejected (admin-prohibited). Scanning from its own namespace:", flush=True)
+          f"8080 dropped, 8443 rejected (admin-prohibited). "
+          f"{'Running' if run else 'Scanning'} from its own namespace:", flush=True)
     argv = [sys.executable, "-m", "scanner", prefix, "-p", ports, "--rate", str(rate), "--reason"]
     with Lab(spec) as the_lab:
-        print("$ scanner " + " ".join(argv[3:]), flush=True)
-        # This very installation of scanner, not a source tree that the current directory may hold.
-        env = dict(os.environ, PYTHONSAFEPATH="1")
-        result = the_lab.run(argv + (["--show-all"] if show_all else []), env=env)
+        if run is not None:
+            print(f"$ {run}", flush=True)
+            result = the_lab.run(command)
+        else:
+            print("$ scanner " + " ".join(argv[3:]), flush=True)
+            # This very installation of scanner, not a source tree that the current directory may hold.
+            env = dict(os.environ, PYTHONSAFEPATH="1")
+            result = the_lab.run(argv + (["--show-all"] if show_all else []), env=env)
     sys.exit(result.returncode)
 
 
@@ -54,7 +67,7 @@ DB_HELP = "The scan database (default: $XDG_DATA_HOME/scanner/scans.db)."
 @history_app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def history(
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    limit: int = typer.Option(20, "-n", "--limit", help="Show the N latest scans (0: all)."),
+    limit: int = typer.Option(20, "-n", "--limit", min=0, help="Show the N latest scans (0: all)."),
 ):
     """List the recorded scans, latest first."""
     from .store import Store, history_lines

@@ -10,6 +10,7 @@ import socket
 import struct
 import threading
 import time
+from typing import Any
 from collections import deque
 
 import numpy as np
@@ -48,7 +49,7 @@ class ConnectScan:
         self.timeout = timeout
         self.summary = ScanSummary()
         self._stop = threading.Event()
-        self._rows = []                 # (index, state, reason) not yet handed on
+        self._rows: list = []                 # (index, state, reason) not yet handed on
         self._started = 0
 
     def stop(self) -> None:
@@ -78,9 +79,9 @@ class ConnectScan:
         began = time.monotonic()
         sel = selectors.DefaultSelector()
         todo = self._targets()
-        retry = deque()                # (index, addr, port, tries) to connect again
-        pending = {}                   # socket -> (index, addr, port, tries, deadline)
-        order = deque()                # sockets in start order: all share one timeout
+        retry: deque = deque()         # (index, addr, port, tries) to connect again
+        pending: dict = {}             # socket -> (index, addr, port, tries, deadline)
+        order: deque = deque()         # sockets in start order: all share one timeout
         rate = self.config.rate
         started = 0
         last_flush = time.monotonic()
@@ -111,7 +112,7 @@ class ConnectScan:
                 order.popleft()
             timeout = min(0.05, max(0.0, pending[order[0]][4] - now)) if order else 0.05
             for key, _ in sel.select(timeout):
-                sock = key.fileobj
+                sock: Any = key.fileobj
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 self._finish(sel, pending, sock, OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
             now = time.monotonic()

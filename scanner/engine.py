@@ -9,6 +9,7 @@ import ipaddress
 import os
 import threading
 import time
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,10 +40,11 @@ class ScanConfig:
     rate: float = 10000.0          # packets per second; 0: as fast as possible
     retries: int = 1               # resends of the probes still unanswered
     wait: float = 2.0              # seconds to wait for late replies after the last probe
-    seed: int | None = None
+    seed: int = None               # type: ignore[assignment]  # None: drawn at random here
     shard: tuple = (1, 1)          # (k, n): this machine's slice of the permutation
     interface: str | None = None
     list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
+    list_silent: bool = True       # ... those of hosts that never answered too (else silent_rows() makes them)
     udp_rounds: int = 30           # at most this many slower rounds for ICMP-rate-limiting hosts
 
     def __post_init__(self):
@@ -78,6 +80,7 @@ class ScanSummary:
     sending: float = 0.0            # seconds spent in send passes (the rate is sent / sending)
     interrupted: bool = False
     states: dict = field(default_factory=dict)   # state name -> count, unanswered included
+    error: str | None = None        # why the scan ended early when it failed (a fault, not Ctrl-C)
 
 
 @dataclass
@@ -139,7 +142,7 @@ class Scan:
         self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
         self._stop = threading.Event()
         self.key = resume.key if resume else os.urandom(16)
-        self.sender = None
+        self.sender: Any = None
         start, _, _ = config.positions()
         self.cursor = (resume.attempt, resume.position) if resume else (0, start)
         # Whether every answer worth waiting for is in (no retry, no wait then); the default:
@@ -228,7 +231,7 @@ class Scan:
         finally:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
-            self.summary.sent = self.sender.sent
+            self.summary.sent = self.sender.sent if self.sender is not None else 0
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             received, dropped, _ = capture.stats()
@@ -298,15 +301,51 @@ class Scan:
             unanswered = count - self.summary.replies - self.answered_before
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
-        no_response = np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
+        answered = None if self.config.list_silent else self.answered_hosts()
         for indices in self.config.indices(1 << 20):
             indices = indices[~self.tracker.answered(indices)]
-            if not len(indices):
-                continue
-            rows = self.space.rows(indices)
-            rows["state"] = no_response[self.space.locate(indices)[1]]
-            rows["reason"] = REASONS["no-response"]
-            emit_rows(self.summary, sink, rows)
+            if answered is not None:       # hosts that said nothing: counted here, listed by silent_rows()
+                silent = ~np.isin(self.space.locate(indices)[0], answered)
+                self._count_unanswered(indices[silent])
+                indices = indices[~silent]
+            if len(indices):
+                emit_rows(self.summary, sink, self._no_response_rows(indices))
+
+    def _no_response_rows(self, indices: np.ndarray) -> np.ndarray:
+        rows = self.space.rows(indices)
+        rows["state"] = self._no_response_states()[self.space.locate(indices)[1]]
+        rows["reason"] = REASONS["no-response"]
+        return rows
+
+    def _no_response_states(self) -> np.ndarray:
+        return np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
+
+    def _count_unanswered(self, indices: np.ndarray) -> None:
+        for code, n in zip(*np.unique(self._no_response_states()[self.space.locate(indices)[1]],
+                                      return_counts=True)):
+            name = STATE_NAMES[int(code)]
+            self.summary.states[name] = self.summary.states.get(name, 0) + int(n)
+
+    def answered_hosts(self) -> np.ndarray:
+        """Sorted numbers of the hosts that answered any probe; memory grows with the answers,
+        not with the space (the bitmap is read a slice at a time)."""
+        found, n_slots, step = [], np.uint64(self.space.n_slots), 1 << 20
+        bitmap = self.tracker.bitmap
+        for offset in range(0, len(bitmap), step):
+            bits = np.flatnonzero(np.unpackbits(bitmap[offset:offset + step], bitorder="little"))
+            if len(bits):
+                found.append(np.unique((bits.astype(np.uint64) + np.uint64(offset * 8)) // n_slots))
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.uint64)
+
+    def silent_rows(self, answered: np.ndarray, chunk: int = 4096):
+        """The no-response rows of every host that never answered, one host at a time, in address
+        order (a whole scan of this one shard: -Pn output without a row per silent probe)."""
+        n_slots = np.uint64(self.space.n_slots)
+        slots = np.arange(self.space.n_slots, dtype=np.uint64)
+        for first in range(0, self.space.n_hosts, chunk):
+            hosts = np.arange(first, min(first + chunk, self.space.n_hosts), dtype=np.uint64)
+            for host in hosts[~np.isin(hosts, answered)].tolist():
+                yield self._no_response_rows(np.uint64(host) * n_slots + slots)
 
 
 def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None,

@@ -4,6 +4,7 @@ with --stats-every a plain line per interval, for logs."""
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 
 def format_duration(seconds: float) -> str:
@@ -49,7 +50,7 @@ class StatusLine:
         self.live = live and _isatty(self.stream)
         self.every = every
         self._shown = False
-        self._stage = None
+        self._stage: Optional[str] = None
 
     @property
     def active(self) -> bool:

@@ -17,12 +17,12 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
 from . import events as ev
-from .errors import InputError, ScannerError
+from .errors import EnvironmentFault, InputError, ScannerError
 from .request import ScanRequest
 from .states import RESULT_DTYPE, STATES
 
@@ -35,12 +35,13 @@ PROGRESS_TICK = 0.25
 class ScanResult:
     """What a finished (or interrupted) session found."""
     array: np.ndarray                       # RESULT_DTYPE rows, as the engine produced them
-    summary: object                         # engine.ScanSummary over every stage
+    summary: Any                            # engine.ScanSummary over every stage
     scan_id: Optional[int] = None           # the store's record (None with no_db)
     services: dict = field(default_factory=dict)     # -sV: {(addr, proto, port): ServiceInfo}
     os_guesses: dict = field(default_factory=dict)   # -O: {addr: OsGuess}
     errors: List[str] = field(default_factory=list)  # outputs or the store that failed mid-scan
     store_kept: str = ""                    # where the results are kept when an output failed
+    failure: Optional[str] = None           # why the scan stopped early, if a fault stopped it
 
     @property
     def interrupted(self) -> bool:
@@ -83,8 +84,8 @@ class Session:
         self._on_event = on_event
         self._emit_lock = threading.Lock()
         self._stopped = threading.Event()
-        self._current = None              # the running stage's scan (stop() reaches it)
-        self._checkpoint = None
+        self._current: Any = None         # the running stage's scan (stop() reaches it)
+        self._checkpoint: Any = None
         self.scan_id: Optional[int] = None
         self.notes: List[str] = []
         self._plan()
@@ -96,7 +97,7 @@ class Session:
         from .techniques import SYN_SCAN, TCP_TECHNIQUES, UDP_SCAN, Probes, parse_scanflags, with_flags
         r = self.request
         root = os.geteuid() == 0
-        technique = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
+        technique: Any = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
         no_ping = r.no_ping
         # With --cluster the workers send (as root); this machine only coordinates.
         root = root or r.cluster is not None
@@ -117,7 +118,7 @@ class Session:
             raise InputError(f"{wanted} sends raw packets and needs root: run as root, or use -sT")
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6)
         tcp_ports, udp_ports = port_lists(r.ports, r.top_ports, tcp=technique is not None, udp=r.udp)
-        self.discovery = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
+        self.discovery: Any = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
         jobs = []
         if not r.ping_only:
             if technique is not None and not technique.raw:
@@ -134,14 +135,20 @@ class Session:
         seed = self.resume.seed if self.resume else r.seed
         # One seed for every stage: a resumed scan must walk the same permutations.
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
-        self.common = dict(rate=r.rate, retries=r.retries, wait=r.wait, seed=self.seed, shard=r.shard,
-                           interface=r.interface, udp_rounds=r.max_udp_rounds,
-                           # Unanswered probes are listed for the per-host views and --show-all.
-                           list_unanswered=bool(r.show_all or self.grouped or self.table))
+        # -Pn into nmap's formats, a big raw scan: the hosts that never answered are made one at a
+        # time when the outputs are written (silent_rows), not held as a row per probe.
+        self.silent_made_late = bool(self.grouped and not r.show_all and not self.table and self.discovery is None
+                                     and r.shard == (1, 1) and [kind for kind, _ in jobs] == ["raw"])
+        self.common: Dict[str, Any] = dict(
+            rate=r.rate, retries=r.retries, wait=r.wait, seed=self.seed, shard=r.shard, interface=r.interface,
+            udp_rounds=r.max_udp_rounds,
+            # Unanswered probes are listed for the per-host views and --show-all.
+            list_unanswered=bool(r.show_all or self.grouped or self.table),
+            list_silent=not self.silent_made_late)
         from .engine import ScanConfig
         from .space import ScanSpace
-        self._first_config = ScanConfig(space=ScanSpace(targets, self.discovery if r.ping_only else jobs[0][1]),
-                                        **self.common)
+        first_probes: Any = self.discovery if r.ping_only else jobs[0][1]
+        self._first_config = ScanConfig(space=ScanSpace(targets, first_probes), **self.common)
         self.post = None
         if (r.version_scan or r.os_scan) and not r.ping_only and not r.dry_run:
             from .service import PostScan
@@ -225,9 +232,9 @@ class _Run:
         if post is not None and resume is not None:
             post.collector.write(resume.rows)
         total = ScanSummary(**(resume.summary if resume else {}))
-        total.interrupted = False
+        total.interrupted, total.error = False, None     # this run's own ending decides
         stages = ([("discovery", s.discovery)] if s.discovery is not None else []) + list(s.jobs)
-        at = {"stage": resume.stage if resume else 0, "scan": None, "started": False}
+        at: Dict[str, Any] = {"stage": resume.stage if resume else 0, "scan": None, "started": False}
         targets = s.targets
         if resume and resume.up is not None:
             from .targets import TargetSet
@@ -241,7 +248,7 @@ class _Run:
                 s.emit(ev.PortResults(resume.rows[~up], replayed=True))
 
         def run_stage(name, scan, consumer, count_states=True):
-            at["scan"] = scan
+            at["scan"], at["count_states"] = scan, count_states
             s._current = scan
             if s.stopping:
                 scan.stop()
@@ -284,10 +291,13 @@ class _Run:
                     if not summary.interrupted:
                         targets = up
                 else:
-                    scan = (ConnectScan(config, r.max_parallelism, resume=checkpoint) if kind == "connect"
-                            else Scan(config, checkpoint))
+                    scan: Any = (ConnectScan(config, r.max_parallelism, resume=checkpoint) if kind == "connect"
+                                 else Scan(config, checkpoint))
                     summary = run_stage(kind, scan, sink)
                     s.emit(ev.StageEnded(kind, summary, config.space.n_hosts, config.space.n_slots))
+                    if s.silent_made_late and not summary.interrupted:
+                        answered = scan.answered_hosts()
+                        outs.set_silent(lambda scan=scan, answered=answered: scan.silent_rows(answered))
                 if summary.interrupted:
                     break
             if post is not None and not total.interrupted:
@@ -296,12 +306,21 @@ class _Run:
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed
-        except ScannerError:
-            if recorder and not at["started"] and not resume:   # refused before sending: nothing to record
-                store.discard(recorder.scan_id)
-                recorder = None
-                s.scan_id = None
-            raise
+        except (ScannerError, OSError) as e:
+            failing = at["scan"]
+            if not (at["started"] or (failing is not None and failing.progress().get("sent", 0))):
+                if recorder and not resume:      # refused before sending: nothing to record
+                    store.discard(recorder.scan_id)   # type: ignore[union-attr]
+                    recorder = None
+                    s.scan_id = None
+                if isinstance(e, OSError):
+                    raise EnvironmentFault(fault_text(e)) from None
+                raise
+            # A fault mid-scan (interface down, network gone, ...): every result received is kept,
+            # the outputs and the store say the scan failed, and a checkpoint is left to resume.
+            if failing is not None and failing.summary is not None:
+                merge_summary(total, failing.summary, at.get("count_states", True))
+            total.interrupted, total.error = True, fault_text(e)
         finally:
             try:
                 sink.close()
@@ -327,7 +346,7 @@ class _Run:
                    if recorder and not recorder.error else "")
         array = kept.rows() if kept is not None else np.zeros(0, dtype=RESULT_DTYPE)
         result = ScanResult(array, total, s.scan_id, post.services if post else {},
-                            post.os_guesses if post else {}, errors, kept_in)
+                            post.os_guesses if post else {}, errors, kept_in, total.error)
         s.emit(ev.Finished(result))
         return result
 
@@ -455,6 +474,13 @@ def record_config(s: Session, info) -> dict:
             "wait": c["wait"], "seed": c["seed"], "shard": list(c["shard"]),
             "interface": c["interface"], "show_all": s.request.show_all, "version": info.version,
             "request": s.request.to_json()}
+
+
+def fault_text(e: BaseException) -> str:
+    """One line for a fault: an OSError's own words (the sender's "sending probes failed: ...")."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def merge_summary(total, summary, count_states=True) -> None:

@@ -2,7 +2,10 @@
 that answered, its ports listed or folded ("Not shown: ..."), and the lines of one host."""
 from __future__ import annotations
 
+import heapq
+import ipaddress
 from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -65,6 +68,26 @@ def host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False):
                 folded.append((STATE_NAMES[st], PROTO_NAMES[proto], len(these), why))
         views.append(HostView(addresses(rows[s:s + 1])[0], mine, mine[keep], folded, up))
     return views, silent
+
+
+def all_host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False,
+                   silent: Optional[Callable[[], Iterator[np.ndarray]]] = None) -> Iterator[HostView]:
+    """The hosts to show, in address order: those in rows, and with silent (a -Pn scan that did
+    not list the probes of hosts that never answered) those hosts too, made one at a time from
+    the scan's space, so that memory does not grow with the hosts that said nothing."""
+    views, _ = host_views(rows, show_all, assume_up)
+    if silent is None:
+        return iter(views)
+
+    def quiet() -> Iterator[HostView]:
+        for host_rows in silent():
+            yield from host_views(host_rows, show_all, True)[0]
+    return heapq.merge(views, quiet(), key=_address_key)
+
+
+def _address_key(view: HostView) -> tuple:
+    a = ipaddress.ip_address(view.addr)
+    return a.version, int(a)
 
 
 def host_block(view: HostView, reason: bool, title: str = "Scan report for", services=None, os_guess=None) -> list:

@@ -44,7 +44,7 @@ async def tcp_exchange(host: str, port: int, payload: bytes, wait: float, tls: O
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=tls, server_hostname=None if tls is None else "",
-                                    **({"ssl_handshake_timeout": CONNECT_TIMEOUT} if tls else {})),
+                                    ssl_handshake_timeout=CONNECT_TIMEOUT if tls else None),
             CONNECT_TIMEOUT)
     except (OSError, asyncio.TimeoutError, ssl.SSLError, EOFError):
         out.refused = True

@@ -34,7 +34,7 @@ class ServiceInfo:
         return text
 
     def to_dict(self) -> dict:
-        d = {"name": self.name}
+        d: dict = {"name": self.name}
         for k in ("product", "version", "extrainfo", "hostname", "ostype", "devicetype", "tunnel"):
             if getattr(self, k):
                 d[k] = getattr(self, k)

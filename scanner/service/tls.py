@@ -23,7 +23,7 @@ def parse_certificate(der: bytes) -> dict:
     try:
         alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        alt = []
+        alt = []          # type: ignore[assignment]
     names = [f"DNS:{g.value}" if isinstance(g, x509.DNSName) else f"IP Address:{g.value}"
              for g in alt if isinstance(g, (x509.DNSName, x509.IPAddress))]
     iso = "%Y-%m-%dT%H:%M:%S"
