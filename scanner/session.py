@@ -267,9 +267,10 @@ class _Run:
             from .connect import ConnectScan
             from .engine import Scan, ScanConfig, discover_hosts
             from .space import ScanSpace
+            engine: Any = Scan
             if r.cluster is not None:        # the raw stages run on the cluster's workers
                 from .cluster.coordinator import engine_for
-                Scan = engine_for(r.cluster, lambda text: s.emit(ev.Note(text)))  # noqa: N806
+                engine = engine_for(r.cluster, lambda text: s.emit(ev.Note(text)))
             for number, (kind, probes) in enumerate(stages):
                 if number < at["stage"] or targets is None:
                     continue
@@ -285,14 +286,14 @@ class _Run:
                     up, summary = discover_hosts(
                         config, probes, up_sink,
                         runner=lambda scan, consumer: run_stage("discovery", scan, consumer, not s.jobs),
-                        resume=checkpoint, engine=Scan)
+                        resume=checkpoint, engine=engine)
                     s.emit(ev.StageEnded("discovery", summary, targets.count, len(probes.slots),
                                          up=up.count if up else 0))
                     if not summary.interrupted:
                         targets = up
                 else:
                     scan: Any = (ConnectScan(config, r.max_parallelism, resume=checkpoint) if kind == "connect"
-                                 else Scan(config, checkpoint))
+                                 else engine(config, checkpoint))
                     summary = run_stage(kind, scan, sink)
                     s.emit(ev.StageEnded(kind, summary, config.space.n_hosts, config.space.n_slots))
                     if s.silent_made_late and not summary.interrupted:

@@ -110,20 +110,20 @@ class ClusterScan:
         self.answered_before = self.tracker.count if resume else 0
         self.received = 0                       # unique results merged
         self.duplicates = 0                     # results that arrived twice (a shard resumed)
-        self.workers = {}                       # address -> {"sent", "results", "shards", "rate", "info"}
-        self.cursors = {}                       # shard -> (attempt, position) last received
-        self.done = set()
-        self.runs = {}                          # shard -> current run's token
-        self.token_sent = {}                    # token -> probes that run sent
-        self.token_busy = {}                    # token -> seconds that run spent sending
-        self.token_worker = {}
-        self.shard_summaries = {}
+        self.workers: dict = {}                 # address -> {"sent", "results", "shards", "rate", "info"}
+        self.cursors: dict = {}                 # shard -> (attempt, position) last received
+        self.done: set = set()
+        self.runs: dict = {}                    # shard -> current run's token
+        self.token_sent: dict = {}              # token -> probes that run sent
+        self.token_busy: dict = {}              # token -> seconds that run spent sending
+        self.token_worker: dict = {}
+        self.shard_summaries: dict = {}
         self.complete = lambda: False
         self.note = lambda text: None           # where lines for the user go (the CLI: stderr)
         self._stop = threading.Event()
         self.n_shards = 0
-        self.scan_id = None
-        self.started = None
+        self.scan_id: str = ""
+        self.started: float | None = None
 
     # -- the Scan interface -------------------------------------------------
     def stop(self) -> None:
@@ -159,7 +159,7 @@ class ClusterScan:
 
     # -- running -----------------------------------------------------------
     def run(self, sink) -> ScanSummary:
-        client = self.client or connect(self.address)
+        client = self.client or connect(self.address or "")
         owns_client = self.client is None
         began = self.started = time.monotonic()
         try:
@@ -338,7 +338,7 @@ class ClusterScan:
         if cursor is None and self.resume is not None:
             cursor = (self.resume.attempt, shard)      # a resumed scan: each shard from its start
         answered = self._answered_in(shard) if cursor is not None else np.zeros(0, dtype=np.uint64)
-        if shard in self.cursors:
+        if shard in self.cursors and cursor is not None:
             self.note(f"shard {shard + 1}/{self.n_shards} resumed on {worker} from pass {cursor[0] + 1} "
                       f"position {cursor[1]} ({len(answered)} of its probes already answered)")
         self.runs[shard] = token

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,8 @@ class ShardTask:
     scan: str                  # the scan's id: names its queue and variables
     shard: int                 # 0 .. n_shards-1
     n_shards: int
-    targets: object            # TargetSet
-    probes: object             # Probes
+    targets: Any               # TargetSet
+    probes: Any                # Probes
     seed: int
     key: bytes                 # cookie key, shared by the whole scan
     retries: int
@@ -61,7 +62,7 @@ def run_shard(task: ShardTask) -> dict:
     from .worker import PLUGIN_NAME
 
     worker = get_worker()
-    plugin = worker.plugins.get(PLUGIN_NAME)
+    plugin: Any = worker.plugins.get(PLUGIN_NAME)
     queue, token = Queue(queue_name(task.scan)), uuid.uuid4().hex
     stop_event = Event(stop_name(task.scan))
 

@@ -37,7 +37,7 @@ def _plugin_class():
             self.interface = interface
             self.max_rate = max_rate
             self.source = interface_address(interface) if interface else None
-            self.live = {}                     # running shard -> its progress snapshot
+            self.live: dict = {}               # running shard -> its progress snapshot
 
         def setup(self, worker):
             self.worker = worker
