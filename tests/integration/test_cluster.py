@@ -119,12 +119,11 @@ def test_cluster_equals_single_machine_and_shares_the_rate(cluster, tmp_path):
     worker sent about a third (the target's own per-source counters say so); and the rate, the
     sum of each worker's rate while sending, is --rate within 10%."""
     c = cluster
-    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.3",
-            "--seed", "7"]
+    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--wait", "0.3", "--seed", "7"]
     before = c.lab.probes_from()
-    p = cluster_scan(c, [*args, "--stats-every", "60"], tmp_path / "cluster.ndjson")
+    p = cluster_scan(c, [*args, "--rate", RATE], tmp_path / "cluster.ndjson")
     per_worker = [b - a for a, b in zip(before, c.lab.probes_from())]
-    single_scan(c, args, tmp_path / "single.ndjson")
+    single_scan(c, [*args, "--rate", 0], tmp_path / "single.ndjson")
     got, rows = read_ndjson(tmp_path / "cluster.ndjson")     # asserts: no (ip, port) twice
     want, _ = read_ndjson(tmp_path / "single.ndjson")
     assert got == want, diff(got, want)
@@ -189,7 +188,8 @@ def test_scheduler_killed_mid_scan_leaves_a_resume_file(cluster, tmp_path):
     It finishes the scan on the cluster again (a new scheduler; the workers find it by
     themselves) and, from a copy, on one machine: every result once, both ways."""
     c = cluster
-    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.3"]
+    args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--rate", RATE, "--wait", "0.3",
+            "--retries", "0"]
     out = tmp_path / "cluster.ndjson"
     before = sum(c.lab.probes_from())
     proc = cluster_scan(c, args, out, cwd=str(tmp_path), background=True)
