@@ -127,7 +127,6 @@ def main() -> None:
               "shards": scan.n_shards, "workers": len(scan.workers)}
 
     # Peers on the same rows, in this process: the NDJSON writer alone; the merge without output.
-    rows = np.zeros(0)
     with open(out, "rb") as f:
         sample = [json.loads(next(f)) for _ in range(3)]
     indices = np.concatenate(list(config.indices(1 << 20)))[: min(space.size, 4 << 20)]
@@ -148,7 +147,12 @@ def main() -> None:
     dedup_alone = len(rows) / (cpu() - c0)
     merged.update(ndjson_writer_alone_per_cpu_s=round(ndjson_alone), dedup_alone_per_cpu_s=round(dedup_alone),
                   sample=sample[0])
+    merged["argv"] = sys.argv[1:]
     print(json.dumps(merged, indent=1))
+    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, time.strftime("cluster-merge-%Y%m%dT%H%M%SZ.json", time.gmtime())), "w") as f:
+        json.dump(merged, f, indent=1)
     assert lines == space.size == scan.received, "every result once"
     if not args.out:
         os.unlink(out)

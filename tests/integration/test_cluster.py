@@ -106,22 +106,31 @@ def cluster_scan(c, args, out, cwd=None, timeout=120.0, background=False):
     return p
 
 
-def single_scan(c, args, out):
-    p = c.lab.run_in(0, [PY, "-m", "scanner", *map(str, args), "--no-db", "-q", "-oJ", str(out)],
+def single_scan(c, args, out, quiet=True):
+    p = c.lab.run_in(0, [PY, "-m", "scanner", *map(str, args), "--no-db", *["-q"] * quiet, "-oJ", str(out)],
                      capture_output=True, text=True, env=scanner_env(), timeout=120)
     assert p.returncode == 0, p.stderr
     return p
 
 
+def sending_rate(stderr: str) -> float:
+    """The packets per second "while sending" of a scan's summary line."""
+    m = [line for line in stderr.splitlines() if "while sending" in line]
+    assert m, stderr
+    return float(m[-1].split("(")[-1].split("/s")[0].replace(",", ""))
+
+
 def test_cluster_equals_single_machine_and_shares_the_rate(cluster, tmp_path):
     """-Pn SYN scan of a /20 x 6 ports (24576 probes) at --rate 6000 on three workers: the
     union of the shards is the single-machine scan of the same space, result for result; every
-    worker sent about a third (the target's own per-source counters say so); and the rate, the
-    sum of each worker's rate while sending, is --rate within 10%."""
+    worker sent about a third (the target's own per-source counters say so); the rate, the sum
+    of each worker's rate while sending, is --rate within 10%; progress names every worker.
+    (The engine paces without bursts: on a machine so loaded that one scanner alone misses a
+    worker's share of the rate by more than 5%, the cluster is held to three times what it reached.)"""
     c = cluster
     args = ["198.18.0.0/20", "-Pn", "-p", ",".join(map(str, PORTS)), "--wait", "0.3", "--seed", "7"]
     before = c.lab.probes_from()
-    p = cluster_scan(c, [*args, "--rate", RATE], tmp_path / "cluster.ndjson")
+    p = cluster_scan(c, [*args, "--rate", RATE, "--stats-every", "1"], tmp_path / "cluster.ndjson")
     per_worker = [b - a for a, b in zip(before, c.lab.probes_from())]
     single_scan(c, [*args, "--rate", 0], tmp_path / "single.ndjson")
     got, rows = read_ndjson(tmp_path / "cluster.ndjson")     # asserts: no (ip, port) twice
@@ -130,15 +139,21 @@ def test_cluster_equals_single_machine_and_shares_the_rate(cluster, tmp_path):
     assert got == {k: v for k, v in c.lab.expected(PORTS).items() if v[1] != "no-response"}, \
         diff(got, c.lab.expected(PORTS))
     total = 4096 * len(PORTS)
-    # Every probe once, plus one retry of the unanswered (dead hosts, dropped port).
+    # Every probe once, plus one retry of the unanswered (dead hosts, dropped port; and on a
+    # loaded machine the few whose answer came after the retry pass began).
     unanswered = sum(1 for v in c.lab.expected(PORTS).values() if v[1] == "no-response")
-    assert sum(per_worker) == total + unanswered, per_worker
+    assert total + unanswered <= sum(per_worker) <= 1.01 * (total + unanswered), per_worker
     for n in per_worker:
         assert n > 0.2 * total, f"a worker sent too small a share: {per_worker}"
-    m = [line for line in p.stderr.splitlines() if "while sending" in line]
-    assert m, p.stderr
-    rate = float(m[-1].split("(")[-1].split("/s")[0].replace(",", ""))
-    assert abs(rate - RATE) <= 0.1 * RATE, m[-1]
+    share = RATE / len(per_worker)
+    peer = single_scan(c, [*args, "--rate", share, "--shard", "1/8"], tmp_path / "peer.ndjson", quiet=False)
+    rate, alone = sending_rate(p.stderr), sending_rate(peer.stderr)
+    reference = RATE if alone >= 0.95 * share else alone * len(per_worker)
+    assert abs(rate - reference) <= 0.1 * reference, (rate, alone)
+    # Progress: each worker's probes, rate and results, while scanning and at the end.
+    assert re.search(r"scanner:   worker tcp://198\.19\.252\.\d:\d+: \d+ sent \([\d.]+-kpps\), \d+ results",
+                     p.stderr), p.stderr
+    assert len(re.findall(r"scanner: worker tcp://198\.19\.252\.\d:\d+ \(scc\w+w\d\): \d+ sent", p.stderr)) == 3
 
 
 def test_cluster_host_discovery_then_port_scan(cluster, tmp_path):
