@@ -21,7 +21,7 @@ import uuid
 import numpy as np
 
 from ..engine import ScanSummary, StageCheckpoint, Tracker
-from ..errors import InputError
+from ..errors import EnvironmentFault, InputError, ScannerError
 from ..states import RESULT_DTYPE, STATE_NAMES
 from .shard import ShardTask, go_name, queue_name, run_shard, stop_name
 from .worker import PLUGIN_NAME, RESOURCE
@@ -50,7 +50,7 @@ def connect(address: str, security=None):
     try:
         from distributed import Client
     except ImportError:
-        raise InputError("--cluster needs Dask: pip install 'scanner[cluster]'") from None
+        raise EnvironmentFault("--cluster needs Dask: pip install 'scanner[cluster]'") from None
     if not (address.startswith("tcp://") or address.startswith("tls://")):
         raise InputError(f"bad --cluster '{address}': expected tcp://HOST:PORT or tls://HOST:PORT")
     if security is None and address.startswith("tls://"):
@@ -63,7 +63,7 @@ def connect(address: str, security=None):
     try:
         return Client(address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False)
     except (OSError, TimeoutError) as e:
-        raise InputError(f"cannot reach the Dask scheduler at {address}: {e}") from None
+        raise EnvironmentFault(f"cannot reach the Dask scheduler at {address}: {e}") from None
 
 
 def scanner_workers(client) -> dict:
@@ -191,7 +191,7 @@ class ClusterScan:
         from distributed import Event, Queue
         workers = scanner_workers(client)
         if not workers:
-            raise InputError(f"no scanner workers at {self.address or client.scheduler.address}: "
+            raise EnvironmentFault(f"no scanner workers at {self.address or client.scheduler.address}: "
                              "start `scanner worker ADDR` on the scanning machines")
         self.scan_id = scan_id = uuid.uuid4().hex[:12]
         self.n_shards = n = max(1, min(self.shards_per_worker * len(workers), -(-self.space.size // MIN_SHARD)))
@@ -271,9 +271,9 @@ class ClusterScan:
         for s, f in futures.items():
             if f.status == "error" and s not in self.done:
                 error = f.exception()
-                if isinstance(error, InputError):
+                if isinstance(error, ScannerError):
                     raise error
-                raise InputError(f"shard {s + 1} failed on the cluster: {type(error).__name__}: {error}")
+                raise EnvironmentFault(f"shard {s + 1} failed on the cluster: {type(error).__name__}: {error}")
 
     def _handle(self, client, message, sink) -> None:
         kind, shard, token = message[:3]

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import InputError
+from ..errors import EnvironmentFault, InputError
 
 PLUGIN_NAME = "scanner"
 RESOURCE = "scanner"          # tasks that send probes ask for one unit of it
@@ -145,7 +145,7 @@ def worker(
     try:
         import distributed  # noqa: F401
     except ImportError:
-        raise InputError("the cluster needs Dask: pip install 'scanner[cluster]'") from None
+        raise EnvironmentFault("the cluster needs Dask: pip install 'scanner[cluster]'") from None
     security = security_from(tls_ca_file, tls_cert, tls_key, scheduler)
     plugin = _plugin_class()(interface, max_rate)
 

@@ -93,3 +93,14 @@ def test_cluster_in_the_scan_request():
                           (["--cluster", "tcp://h:8786", "-sT"], "not -sT, -sV or -O")):
         with pytest.raises(InputError, match=message):
             ScanRequest.from_argv(["198.18.0.0/24", *argv])
+
+
+def test_a_cluster_without_scanner_workers_is_an_environment_fault():
+    from distributed import Client, LocalCluster
+
+    from scanner.errors import EnvironmentFault
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      silence_logs=40) as cluster, Client(cluster) as c:
+        scan = ClusterScan(ScanConfig(space=space(), rate=0, seed=1), client=c, dry_run=True)
+        with pytest.raises(EnvironmentFault, match="no scanner workers"):
+            scan.run(lambda rows: None)
