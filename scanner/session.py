@@ -298,7 +298,7 @@ class _Run:
                     s.emit(ev.StageEnded(kind, summary, config.space.n_hosts, config.space.n_slots))
                     if s.silent_made_late and not summary.interrupted:
                         answered = scan.answered_hosts()
-                        outs.set_silent(lambda scan=scan, answered=answered: scan.silent_rows(answered))
+                        outs.set_more_hosts(lambda scan=scan, answered=answered: scan.silent_rows(answered))
                 if summary.interrupted:
                     break
             if post is not None and not total.interrupted:

@@ -71,18 +71,18 @@ def host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False):
 
 
 def all_host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False,
-                   silent: Optional[Callable[[], Iterator[np.ndarray]]] = None) -> Iterator[HostView]:
-    """The hosts to show, in address order: those in rows, and with silent (a -Pn scan that did
-    not list the probes of hosts that never answered) those hosts too, made one at a time from
-    the scan's space, so that memory does not grow with the hosts that said nothing."""
+                   more: Optional[Callable[[], Iterator[np.ndarray]]] = None) -> Iterator[HostView]:
+    """The hosts to show, in address order: those in rows, and those whose rows more() makes
+    one host at a time (a -Pn scan's hosts that never answered, made from the scan's space; a
+    stored scan read back host by host), so that memory does not grow with them."""
     views, _ = host_views(rows, show_all, assume_up)
-    if silent is None:
+    if more is None:
         return iter(views)
 
-    def quiet() -> Iterator[HostView]:
-        for host_rows in silent():
-            yield from host_views(host_rows, show_all, True)[0]
-    return heapq.merge(views, quiet(), key=_address_key)
+    def streamed() -> Iterator[HostView]:
+        for host_rows in more():
+            yield from host_views(host_rows, show_all, assume_up)[0]
+    return heapq.merge(views, streamed(), key=_address_key)
 
 
 def _address_key(view: HostView) -> tuple:
