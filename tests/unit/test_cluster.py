@@ -104,3 +104,20 @@ def test_a_cluster_without_scanner_workers_is_an_environment_fault():
         scan = ClusterScan(ScanConfig(space=space(), rate=0, seed=1), client=c, dry_run=True)
         with pytest.raises(EnvironmentFault, match="no scanner workers"):
             scan.run(lambda rows: None)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["worker", "198.18.255.1:8786"], "bad scheduler address"),
+    (["worker", "tcp://198.18.255.1:8786", "--max-rate", "-5"], "bad --max-rate"),
+    (["worker", "tcp://198.18.255.1:8786", "--tls-cert", "x.pem"], "go together"),
+])
+def test_worker_command_refuses_bad_input_in_one_line(argv, message, capsys):
+    import os
+
+    from scanner.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    if message == "go together" and os.geteuid() != 0:
+        message = "needs root"
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
