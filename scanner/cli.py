@@ -192,6 +192,7 @@ SUBCOMMANDS = {
     "show": "scanner.commands:show_app",
     "diff": "scanner.commands:diff_app",
     "web": "scanner.web.cli:web_app",
+    "worker": "scanner.cluster.worker:worker_app",
 }
 
 

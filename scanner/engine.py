@@ -350,14 +350,16 @@ class Scan:
                 yield self._no_response_rows(np.uint64(host) * n_slots + slots)
 
 
-def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None):
+def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None,
+                   engine=None):
     """nmap-style host discovery over config.space's targets with the given probes; returns
     (TargetSet of the hosts that answered or None if none did, the discovery summary).
     sink, if given, receives the first reply of each host (state "up"); runner(scan, sink),
-    if given, runs the scan (e.g. with a progress line) instead of scan.run(sink)."""
+    if given, runs the scan (e.g. with a progress line) instead of scan.run(sink); engine, if
+    given, replaces Scan (e.g. the cluster's)."""
     from dataclasses import replace
     space = ScanSpace(config.space.targets, probes)
-    scan = Scan(replace(config, space=space, list_unanswered=False), resume)
+    scan = (engine or Scan)(replace(config, space=space, list_unanswered=False), resume)
     # Hosts that answered any probe (a resumed scan's bitmap already knows some).
     answered = np.unpackbits(scan.tracker.bitmap, bitorder="little")[:space.size]
     seen = answered.reshape(space.n_hosts, space.n_slots).any(axis=1)

@@ -100,6 +100,8 @@ class Session:
         root = os.geteuid() == 0
         technique: Any = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
         no_ping = r.no_ping
+        # With --cluster the workers send (as root); this machine only coordinates.
+        root = root or r.cluster is not None
         if technique is None and not r.udp and not r.ping_only:
             technique = SYN_SCAN if root or r.dry_run else TCP_TECHNIQUES["-sT"]
             if technique.key == "connect":
@@ -266,6 +268,10 @@ class _Run:
             from .connect import ConnectScan
             from .engine import Scan, ScanConfig, discover_hosts
             from .space import ScanSpace
+            engine: Any = Scan
+            if r.cluster is not None:        # the raw stages run on the cluster's workers
+                from .cluster.coordinator import engine_for
+                engine = engine_for(r.cluster, lambda text: s.emit(ev.Note(text)))
             for number, (kind, probes) in enumerate(stages):
                 if number < at["stage"] or targets is None:
                     continue
@@ -281,14 +287,14 @@ class _Run:
                     up, summary = discover_hosts(
                         config, probes, up_sink,
                         runner=lambda scan, consumer: run_stage("discovery", scan, consumer, not s.jobs),
-                        resume=checkpoint)
+                        resume=checkpoint, engine=engine)
                     s.emit(ev.StageEnded("discovery", summary, targets.count, len(probes.slots),
                                          up=up.count if up else 0))
                     if not summary.interrupted:
                         targets = up
                 else:
                     scan: Any = (ConnectScan(config, r.max_parallelism, resume=checkpoint) if kind == "connect"
-                                 else Scan(config, checkpoint))
+                                 else engine(config, checkpoint))
                     summary = run_stage(kind, scan, sink)
                     s.emit(ev.StageEnded(kind, summary, config.space.n_hosts, config.space.n_slots))
                     if s.silent_made_late and not summary.interrupted:
