@@ -23,6 +23,7 @@ import numpy as np
 
 from . import events as ev
 from .errors import EnvironmentFault, InputError, ScannerError
+from .privileges import can_raw_scan
 from .request import ScanRequest
 from .states import RESULT_DTYPE, STATES
 
@@ -97,7 +98,7 @@ class Session:
         from .targets import TargetSet
         from .techniques import SYN_SCAN, TCP_TECHNIQUES, UDP_SCAN, Probes, parse_scanflags, with_flags
         r = self.request
-        root = os.geteuid() == 0
+        root = can_raw_scan()               # root, or a user granted CAP_NET_RAW: not the uid
         technique: Any = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
         no_ping = r.no_ping
         # With --cluster the workers send (as root); this machine only coordinates.
@@ -116,7 +117,8 @@ class Session:
             chosen = [f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else []
             wanted = " ".join(chosen + ["-sU"] * r.udp + ["-sn"] * r.ping_only) or \
                 "host discovery (use -Pn to skip it)"
-            raise InputError(f"{wanted} sends raw packets and needs root: run as root, or use -sT")
+            raise InputError(f"{wanted} sends raw packets and needs root (or CAP_NET_RAW): run as root, "
+                             "or use -sT")
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6)
         tcp_ports, udp_ports = port_lists(r.ports, r.top_ports, tcp=technique is not None, udp=r.udp)
         self.discovery: Any = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
@@ -304,7 +306,7 @@ class _Run:
                     break
             if post is not None and not total.interrupted:
                 sink.close()                 # every row in: then -sV / -O
-                if post.os_detect and os.geteuid() == 0:
+                if post.os_detect and can_raw_scan():
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed

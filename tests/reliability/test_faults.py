@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import make_lab, read_ndjson, require_lab_tools, require_root, scanner_argv, scanner_env
+from integration_helpers import make_lab, read_ndjson, require_lab_tools, require_root, scanner_argv, scanner_env
 
 PREFIX = "198.18.0.0/22"
 PORTS = "22,23,80,443"
