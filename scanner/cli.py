@@ -164,11 +164,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         resume = None
         if argv[0] == "--resume":
             # The interrupted scan again, with its state: nothing else may change.
+            import dataclasses
+
             from .resume import Checkpoint
-            if len(argv) != 2:
-                raise InputError("--resume takes the resume file and nothing else: scanner --resume FILE")
+            if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--cluster"):
+                raise InputError("--resume takes the resume file and nothing else (but --cluster ADDR|none): "
+                                 "scanner --resume FILE")
             resume = Checkpoint.load(argv[1])
             request = resume.request
+            if len(argv) == 4:              # go on with another scheduler, or on this machine alone
+                request = dataclasses.replace(request, cluster=None if argv[3] == "none" else argv[3])
+                resume.request = request
         else:
             from .request import ScanRequest
             request = ScanRequest.from_argv(argv)
