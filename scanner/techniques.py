@@ -137,7 +137,10 @@ def udp_payloads() -> dict:
 
 class Probes:
     """The probes one scan sends to every host: a list of slots, each a (technique, port), and
-    the distinct probe kinds (technique + payload) the slots use."""
+    the distinct probe kinds (technique + payload) the slots use. ttl and padding (--ttl,
+    --data-length) change every template."""
+    ttl = 64
+    padding = b""
 
     def __init__(self, slots):
         self.slots = list(slots)                      # [(technique, port)]
@@ -181,12 +184,19 @@ class Probes:
     def protos(self) -> set:
         return {t.proto for t, _ in self.kinds}
 
+    def shaped(self, ttl=None, data_length: int = 0) -> "Probes":
+        """These probes with nmap's --ttl and --data-length (random bytes after the header or payload)."""
+        import os
+        self.ttl = 64 if ttl is None else ttl
+        self.padding = os.urandom(data_length)
+        return self
+
     def compile(self, family: int, src_mac: bytes, dst_mac: bytes, saddr: bytes):
         """(template blob, PROBE_KIND_DTYPE array, link header length) for the sender/parser."""
         kinds = np.zeros(len(self.kinds), dtype=PROBE_KIND_DTYPE)
         blob = b""
         for i, (technique, payload) in enumerate(self.kinds):
-            frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr)
+            frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr, self.ttl, self.padding)
             if technique.proto == "arp" and family != 4:
                 raise InputError("-PR (ARP ping) is for IPv4 targets")
             kinds[i] = (technique.ip_proto(family),
@@ -221,9 +231,10 @@ def icmp_type(technique: Technique, family: int) -> int:
 
 
 def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, dst_mac: bytes,
-             saddr: bytes):
+             saddr: bytes, ttl: int = 64, padding: bytes = b""):
     """One frame of a probe kind with the per-probe fields zero; returns (frame, offset of the
-    TCP timestamp value in the frame or -1)."""
+    TCP timestamp value in the frame or -1). ttl: the IP TTL (hop limit); padding: bytes
+    appended to the probe (--data-length)."""
     ts_offset = -1
     if technique.proto == "arp":     # who-has <target> tell <us>, to the broadcast address
         arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src_mac, saddr, bytes(6), bytes(4))
@@ -238,12 +249,15 @@ def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, 
         kind = icmp_type(technique, family)
         body = bytes(12) if kind == ICMP_TIMESTAMP else bytes(4) + b"scanner!"   # cookie in the first 4
         l4 = struct.pack("!BBHHH", kind, 0, 0, 0, 0) + body
+    if padding and technique.proto == "udp":
+        l4 = l4[:4] + struct.pack("!H", len(l4) + len(padding)) + l4[6:]
+    l4 += padding
     proto = technique.ip_proto(family)
     if family == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0, saddr, bytes(4))
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, ttl, proto, 0, saddr, bytes(4))
         ethertype = b"\x08\x00"
     else:
-        ip = struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64, saddr, bytes(16))
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, ttl, saddr, bytes(16))
         ethertype = b"\x86\xdd"
     eth = dst_mac + src_mac + ethertype
     if technique.proto == "tcp" and technique.tcp_flags & SYN:

@@ -94,10 +94,12 @@ class Writer:
     errno = None
     services: dict = {}      # -sV: {(addr, proto, port): ServiceInfo}, set before close()
     os_guesses: dict = {}    # -O: {addr: OsGuess}
+    names: dict = {}         # -R: {addr: name}
     details = False          # -sV/-O on: streams hold open ports back until close(), to add them
 
     def __init__(self, path: str, info: Optional[ScanInfo] = None, buffer: Optional[RowBuffer] = None,
-                 show_all: bool = False, append: bool = False, reason: bool = False, details: bool = False):
+                 show_all: bool = False, append: bool = False, reason: bool = False, details: bool = False,
+                 append_output: bool = False):
         """append: a resumed scan's streaming output goes on after what the first run wrote
         (the formats grouped by host are written anew, from every row). reason: show why each
         port has its state (normal output). details: -sV/-O results will be set (set_details)
@@ -111,7 +113,8 @@ class Writer:
             self.file, self._close = sys.stdout, False
         else:
             try:
-                self.file, self._close = open(path, "a" if append else "w", encoding="utf-8", newline=""), True
+                mode = "a" if append or append_output else "w"
+                self.file, self._close = open(path, mode, encoding="utf-8", newline=""), True
             except OSError as e:
                 raise InputError(f"cannot write {self.option} output '{path}': {e.strerror}") from None
         if not append:
@@ -144,12 +147,14 @@ class Writer:
         if len(rows) and not self.grouped:
             self._guard(self.write_rows, rows)
 
-    def set_details(self, services=None, os_guesses=None) -> None:
-        """-sV/-O results, known once the port scan is over; used by close()."""
+    def set_details(self, services=None, os_guesses=None, names=None) -> None:
+        """-sV/-O results and -R's names, known once the port scan is over; used by close()."""
         if services is not None:
             self.services = services
         if os_guesses is not None:
             self.os_guesses = os_guesses
+        if names is not None:
+            self.names = names
 
     def close(self, summary=None) -> None:
         held = self.__dict__.pop("_held", None)

@@ -67,11 +67,12 @@ def host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False):
     return views, silent
 
 
-def host_block(view: HostView, reason: bool, title: str = "Scan report for", services=None, os_guess=None) -> list:
+def host_block(view: HostView, reason: bool, title: str = "Scan report for", services=None, os_guess=None,
+               name: str = "") -> list:
     """The nmap-like lines of one host: the one home of that layout (terminal and -oN).
     services: {(addr, proto, port): ServiceInfo} from -sV (adds nmap's VERSION column and script
     lines); os_guess: this host's OsGuess from -O (adds nmap's OS lines)."""
-    out = [f"{title} {view.addr}"]
+    out = [f"{title} {name} ({view.addr})" if name else f"{title} {view.addr}"]
     for state, proto, n, why in view.folded:
         out.append(f"Not shown: {n} {state} {proto} ports ({', '.join(f'{c} {r}' for r, c, _ in why)})")
     services = services or {}

@@ -21,7 +21,7 @@ class NormalWriter(Writer):
         out = []
         for v in views:
             reason, ttl = v.status_reason
-            out += host_block(v, self.reason, title="Nmap scan report for")[:1]
+            out += host_block(v, self.reason, title="Nmap scan report for", name=self.names.get(v.addr, ""))[:1]
             out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
             out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))[1:] + [""]
         if summary.interrupted:
@@ -58,7 +58,8 @@ class XmlWriter(Writer):
             reason, ttl = v.status_reason
             w(f'<host starttime="{start}" endtime="{end}"><status state="up" reason="{reason}" '
               f'reason_ttl="{ttl}"/>\n<address addr="{v.addr}" addrtype="{"ipv6" if v.ipv6 else "ipv4"}"/>\n'
-              '<hostnames>\n</hostnames>\n<ports>')
+              '<hostnames>\n' + (f'<hostname name={quoteattr(self.names[v.addr])} type="PTR"/>\n'
+                                  if v.addr in self.names else "") + '</hostnames>\n<ports>')
             for state, proto, n, why in v.folded:
                 w(f'<extraports state="{state}" count="{n}">\n')
                 for r, c, ports in why:
@@ -92,10 +93,11 @@ class GrepableWriter(Writer):
         views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
         out = []
         for v in views:
-            out.append(f"Host: {v.addr} ()\tStatus: Up")
+            name = self.names.get(v.addr, "")
+            out.append(f"Host: {v.addr} ({name})\tStatus: Up")
             ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{self._service(v.addr, d)}/"
                               for d in rows_to_dicts(v.shown))
-            line = f"Host: {v.addr} ()\tPorts: {ports}"
+            line = f"Host: {v.addr} ({name})\tPorts: {ports}"
             if v.folded:   # nmap names only one ignored state; the largest
                 state, _, n, _ = max(v.folded, key=lambda f: f[2])
                 line += f"\tIgnored State: {state} ({n})"
