@@ -16,6 +16,7 @@ class ReplyParser:
     kind's table from reply kind to state."""
 
     bad_cookie: int
+    data_length: int        # --data-length: RSTs may acknowledge the probe's data as well
     not_in_scan: int
     parsed: int
     def __init__(self, k0: int, k1: int, saddr: bytes, l2_len: int, kinds: npt.NDArray[np.void],

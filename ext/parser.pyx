@@ -112,6 +112,7 @@ cdef class ReplyParser:
     cdef const ProbeKind* kinds
     cdef object _keep
     cdef readonly uint64_t bad_cookie, not_in_scan, parsed
+    cdef public uint32_t data_length     # --data-length: a RST then acknowledges the probe's data too
 
     def __init__(self, uint64_t k0, uint64_t k1, bytes saddr, int l2_len, cnp.ndarray kinds, dict space):
         self.k0, self.k1, self.l2_len = k0, k1, l2_len
@@ -137,7 +138,8 @@ cdef class ReplyParser:
             return False
         if probe_flags & TCP_ACK:                   # a RST to an ACK carries our ack as its seq
             return get32(tcp + 4) == seq
-        return get32(tcp + 8) == seq + (1 if probe_flags & TCP_SYN else 0) + (1 if probe_flags & TCP_FIN else 0)
+        seq = seq + (1 if probe_flags & TCP_SYN else 0) + (1 if probe_flags & TCP_FIN else 0)
+        return get32(tcp + 8) == seq or (self.data_length != 0 and get32(tcp + 8) == seq + self.data_length)
 
     cdef int _quoted(self, const uint8_t* q, uint32_t left, Result* out,
                      const uint8_t** target, uint32_t* target4) noexcept nogil:

@@ -224,6 +224,7 @@ class Scan:
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
         capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring)
         parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays())
+        parser.data_length = len(space.probes.padding)
 
         trace, began = cfg.trace, time.monotonic()
         window = self.window = Window(cfg.timing) if cfg.windowed else None

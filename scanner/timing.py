@@ -4,8 +4,9 @@ one Timing, and the Window that paces an adaptive scan (no --rate) from what it 
 The window works as nmap's congestion control does, over the whole scan rather than per host:
 probes in flight are limited to the window; every genuine reply grows it (by one in slow start,
 so it doubles each round trip, then by 1/window); a reply to a *retransmitted* probe means the
-first one was lost, and halves it (at most once per round trip). A probe whose timeout passes
-(srtt + 4 rttvar, clamped to the RTT-timeout options) leaves the window and is retried at once.
+first one was lost, and halves it (at most once per probe timeout: a loss shows only when a
+resend is answered). A probe whose timeout passes (srtt + 4 rttvar, clamped to the RTT-timeout
+options) leaves the window and is retried at once.
 --max-rate/--scan-delay cap the pace, --min-rate/--max-scan-delay floor it, the parallelism
 options bound the window. --rate N bypasses all of this: exactly N packets a second."""
 from __future__ import annotations
@@ -130,7 +131,9 @@ class Window:
                     self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
                     self.srtt = 0.875 * self.srtt + 0.125 * sample
             self.max_successful_try = max(self.max_successful_try, max_try)
-            if retried and now - self.last_backoff > (self.srtt or self.t.initial_rtt):
+            # A loss shows only when a resend is answered, a probe timeout after the drop: the
+            # drops of one probe timeout are one congestion event.
+            if retried and now - self.last_backoff > self.timeout:
                 self.threshold = max(self.t.min_window, self.size / 2)
                 self.size = self.threshold
                 self.last_backoff = now
