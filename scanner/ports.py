@@ -4,13 +4,14 @@ from __future__ import annotations
 import fnmatch
 import re
 from functools import lru_cache
-from importlib import resources
+import os
 from typing import Optional
 
 import numpy as np
 
 from .errors import InputError
 
+DATA = os.path.join(os.path.dirname(__file__), "data")   # shipped with the package (no importlib.resources: start-up)
 DEFAULT_TOP_PORTS = 1000  # nmap scans its top 1000 TCP ports when no -p is given
 _NUM = re.compile(r"[0-9]+")
 
@@ -18,7 +19,8 @@ _NUM = re.compile(r"[0-9]+")
 @lru_cache(maxsize=2)
 def _services(proto: str = "tcp") -> dict:
     """Port -> usual service name, most frequent first (shipped data files, never /usr/share/nmap)."""
-    text = resources.files("scanner").joinpath(f"data/top-ports-{proto}.txt").read_text(encoding="ascii")
+    with open(os.path.join(DATA, f"top-ports-{proto}.txt"), encoding="ascii") as f:
+        text = f.read()
     rows = (line.split() for line in text.split("\n") if line.strip() and not line.startswith("#"))
     return {int(port): name for port, name in rows}
 

@@ -256,9 +256,10 @@ class _Run:
     def execute(self) -> ScanResult:
         from .engine import ScanSummary
         from .output import BackgroundSink, Outputs, RowBuffer
-        from .store import Recorder, Store
         s, r, resume = self.s, self.s.request, self.s.resume
         info = scan_info(s)
+        if not r.no_db:
+            from .store import Recorder, Store
         store = None if r.no_db else Store(r.db)
         outs = recorder = None
         try:

@@ -7,7 +7,6 @@ import ipaddress
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 
@@ -125,7 +124,9 @@ LOCAL_LINK_DISCOVERY = (("PR", 0),)
 @lru_cache(maxsize=1)
 def udp_payloads() -> dict:
     """UDP port -> the payload its service answers (scanner/data/udp-payloads.txt)."""
-    text = resources.files("scanner").joinpath("data/udp-payloads.txt").read_text(encoding="ascii")
+    from .ports import DATA
+    with open(f"{DATA}/udp-payloads.txt", encoding="ascii") as f:
+        text = f.read()
     payloads = {}
     for line in text.splitlines():
         if line.strip() and not line.startswith("#"):
@@ -149,16 +150,21 @@ class Probes:
         if len(self.slots) > 65535:
             raise InputError("too many probes per host (at most 65535 ports and probe types)")
         self.kinds = []                               # [(technique, payload)]
-        kind_of = {}
+        kind_of: dict = {}
         slot_kind = []
-        for technique, port in self.slots:
-            payload = udp_payloads().get(port, b"") if technique.proto == "udp" else b""
-            key = (technique, payload)
-            if key not in kind_of:
-                kind_of[key] = len(self.kinds)
+        techniques = [t for t, _ in self.slots]
+        if len(set(techniques)) == 1 and techniques[0].proto != "udp":    # one kind: most scans
+            self.kinds.append((techniques[0], b""))
+            slot_kind = np.zeros(len(self.slots), dtype=np.uint16)
+        payloads = udp_payloads() if any(t.proto == "udp" for t in techniques) else {}
+        for technique, port in (self.slots if not self.kinds else ()):
+            key = (technique, payloads.get(port, b"") if technique.proto == "udp" else b"")
+            kind = kind_of.get(key)
+            if kind is None:
+                kind = kind_of[key] = len(self.kinds)
                 self.kinds.append(key)
-            slot_kind.append(kind_of[key])
-        self.slot_kind = np.array(slot_kind, dtype=np.uint16)
+            slot_kind.append(kind)
+        self.slot_kind = np.asarray(slot_kind, dtype=np.uint16)
         self.slot_port = np.array([port for _, port in self.slots], dtype=np.uint16)
         self.tcp_slot = self._slot_map("tcp")
         self.udp_slot = self._slot_map("udp")
@@ -169,16 +175,19 @@ class Probes:
 
     def _slot_map(self, proto) -> np.ndarray:
         table = np.full(65536, -1, dtype=np.int32)
-        for i, (technique, port) in enumerate(self.slots):
-            if technique.proto == proto:
-                if table[port] >= 0:
-                    raise InputError(f"two probes to {proto} port {port} in one scan")
-                table[port] = i
+        mine = np.array([t.proto == proto for t, _ in self.slots], dtype=bool)
+        slots = np.flatnonzero(mine)
+        ports = self.slot_port[slots]
+        unique, counts = np.unique(ports, return_counts=True)
+        if len(unique) < len(ports):
+            raise InputError(f"two probes to {proto} port {int(unique[counts > 1][0])} in one scan")
+        table[ports] = slots
         return table
 
     @classmethod
     def ports(cls, technique: Technique, tcp_ports, udp_ports=()) -> "Probes":
-        return cls([(technique, int(p)) for p in tcp_ports] + [(UDP_SCAN, int(p)) for p in udp_ports])
+        return cls([(technique, p) for p in np.asarray(tcp_ports, dtype=np.int64).tolist()]
+                   + [(UDP_SCAN, p) for p in np.asarray(udp_ports, dtype=np.int64).tolist()])
 
     @property
     def protos(self) -> set:

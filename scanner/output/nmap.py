@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import io
-from xml.sax.saxutils import escape as xml_escape, quoteattr
+
 
 from ..ports import format_ports as port_ranges, service_name
 from .base import Writer, done_line, nmap_time, register, rows_to_dicts
@@ -115,6 +115,19 @@ class GrepableWriter(Writer):
             return f"{service_name(d['port'], d['proto'])}//"
         name = f"ssl|{svc.name}" if svc.tunnel == "ssl" else svc.name
         return f"{name}//{svc.version_text.replace('/', '|')}"
+
+
+def xml_escape(text: str) -> str:
+    """&, < and > as entities (xml.sax.saxutils.escape, without its import cost at start-up)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quoteattr(text: str) -> str:
+    """An XML attribute value in double quotes (as xml.sax.saxutils.quoteattr writes it)."""
+    text = xml_escape(text).replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    if '"' not in text:
+        return f'"{text}"'
+    return f"'{text}'" if "'" not in text else '"' + text.replace('"', "&quot;") + '"'
 
 
 def _comment(text: str) -> str:
