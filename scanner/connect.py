@@ -46,7 +46,14 @@ class ConnectScan:
         # Connections that reached a verdict; a resumed scan skips them.
         self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
         self.concurrency = concurrency or default_concurrency()
-        self.timeout = timeout
+        t = config.timing
+        # The template's RTT bounds clamp the connect timeout (-T5: 0.3 s); --max-parallelism
+        # (the template's, for -T0..-T2) caps the connections open at once.
+        self.timeout = timeout if t is None else min(max(timeout, t.min_rtt), t.max_rtt)
+        if t is not None:
+            self.concurrency = min(self.concurrency, t.max_window)
+        self.max_successful_try = 0     # nmap's rule: resend more than once only if resends get answers
+        self.timed_out = False
         self.summary = ScanSummary()
         self._stop = threading.Event()
         self._rows: list = []                 # (index, state, reason) not yet handed on
@@ -86,8 +93,13 @@ class ConnectScan:
         started = 0
         last_flush = time.monotonic()
         exhausted = False
+        t = self.config.timing
+        deadline = began + t.host_timeout if t is not None and t.host_timeout else None
         while not self._stop.is_set():
             now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.timed_out = True
+                break
             allowed = self.concurrency - len(pending)
             if rate > 0:
                 allowed = min(allowed, int((now - began) * rate) + 1 - started)
@@ -120,7 +132,7 @@ class ConnectScan:
                 sock = order.popleft()
                 if sock in pending:             # timed out: try again, or call it filtered
                     index, addr, port, tries, _ = pending[sock]
-                    again = tries < self.config.retries
+                    again = tries < min(self.config.retries, self.max_successful_try + 1)
                     self._finish(sel, pending, sock, None if again else TIMEOUT)
                     if again:
                         retry.append((index, addr, port, tries + 1))
@@ -150,7 +162,9 @@ class ConnectScan:
             self._finish(None, pending, sock, OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
 
     def _finish(self, sel, pending, sock, result):
-        index, _, _, _, _ = pending.pop(sock)
+        index, _, _, tries, _ = pending.pop(sock)
+        if result is not None and result is not TIMEOUT and tries > self.max_successful_try:
+            self.max_successful_try = tries
         if sel is not None:
             try:
                 sel.unregister(sock)
