@@ -15,12 +15,15 @@ BATCH = 8192
 
 
 class Capture:
-    def __init__(self, ifname: str, bpf: str, buffer_bytes: int = 64 << 20, snaplen: int = 256):
+    def __init__(self, ifname: str, bpf: str, buffer_bytes: int = 64 << 20, snaplen: int = 256,
+                 timeout_ms: int = 10):
+        """timeout_ms: the kernel hands over a partly filled block after this long (the latency
+        of replies, which the adaptive window measures)."""
         try:
             self.handle = pcapy.create(ifname)
             self.handle.set_snaplen(snaplen)
             self.handle.set_buffer_size(buffer_bytes)
-            self.handle.set_timeout(10)
+            self.handle.set_timeout(timeout_ms)
             self.handle.activate()
             self.handle.setfilter(bpf)
         except pcapy.PcapError as e:
@@ -51,7 +54,7 @@ class Capture:
         try:
             while not self._stop.is_set():
                 if self._drain(on_batch) == 0:
-                    select.select([self.fd], [], [], 0.02)
+                    select.select([self.fd], [], [], 0.005)    # stop() waits at most this
             while self._drain(on_batch):      # what arrived before stop() was called
                 pass
         except Exception as e:   # reported by stop(): a capture failure must not pass silently

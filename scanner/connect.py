@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import resource
-import selectors
+import select
 import socket
 import struct
 import threading
@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 
 from .engine import StageCheckpoint, ScanSummary, Tracker, emit_rows
+from .timing import Window
 from .states import REASONS, STATES, addresses
 
 # Reply-less outcomes as nmap reports them for -sT.
@@ -47,9 +48,12 @@ class ConnectScan:
         self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
         self.concurrency = concurrency or default_concurrency()
         t = config.timing
-        # The template's RTT bounds clamp the connect timeout (-T5: 0.3 s); --max-parallelism
-        # (the template's, for -T0..-T2) caps the connections open at once.
-        self.timeout = timeout if t is None else min(max(timeout, t.min_rtt), t.max_rtt)
+        # The connect timeout follows the round trips measured (as nmap's does), within the RTT
+        # timeout options; --max-parallelism (the template's, for -T0..-T2) caps the connections
+        # open at once. IPv6 keeps `timeout` as a floor (the ICMPv6 reject case, see README).
+        self.rtt = self.window = Window(t) if t is not None else None
+        self.floor = timeout if self.space.family == 6 or t is None else 0.0
+        self.timeout = timeout
         if t is not None:
             self.concurrency = min(self.concurrency, t.max_window)
         self.max_successful_try = 0     # nmap's rule: resend more than once only if resends get answers
@@ -84,17 +88,22 @@ class ConnectScan:
 
     def run(self, sink) -> ScanSummary:
         began = time.monotonic()
-        sel = selectors.DefaultSelector()
+        poller = select.epoll()
         todo = self._targets()
         retry: deque = deque()         # (index, addr, port, tries) to connect again
-        pending: dict = {}             # socket -> (index, addr, port, tries, deadline)
-        order: deque = deque()         # sockets in start order: all share one timeout
+        pending: dict = {}             # fd -> [socket, index, addr, port, tries, deadline]
+        order: deque = deque()         # fds in start order: all share one timeout
         rate = self.config.rate
         started = 0
         last_flush = time.monotonic()
         exhausted = False
         t = self.config.timing
         deadline = began + t.host_timeout if t is not None and t.host_timeout else None
+        # Plain epoll on descriptors, no selectors, one flag-set socket call, a linger only for
+        # connections that opened: the Python work per port is what bounds -sT.
+        family = {}
+        stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+        watch = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
         while not self._stop.is_set():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -105,16 +114,27 @@ class ConnectScan:
                 allowed = min(allowed, int((now - began) * rate) + 1 - started)
             while allowed > 0:
                 if retry:
-                    item = retry.popleft()
+                    index, addr, port, tries = retry.popleft()
                 elif not exhausted:
                     item = next(todo, None)
                     if item is None:
                         exhausted = True
                         continue
-                    item = item + (0,)
+                    (index, addr, port), tries = item, 0
                 else:
                     break
-                self._start(sel, pending, order, item, now)
+                fam = family.get(addr)
+                if fam is None:
+                    fam = family[addr] = socket.AF_INET6 if ":" in addr else socket.AF_INET
+                sock = socket.socket(fam, stream)
+                err = sock.connect_ex((addr, port))
+                if err in (errno.EINPROGRESS, errno.EAGAIN):
+                    fd = sock.fileno()
+                    pending[fd] = [sock, index, addr, port, tries, now]
+                    poller.register(fd, watch)
+                    order.append(fd)
+                else:
+                    self._result(sock, index, tries, OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
                 started += 1
                 self._started = started
                 allowed -= 1
@@ -122,64 +142,67 @@ class ConnectScan:
                 break
             while order and order[0] not in pending:
                 order.popleft()
-            timeout = min(0.05, max(0.0, pending[order[0]][4] - now)) if order else 0.05
-            for key, _ in sel.select(timeout):
-                sock: Any = key.fileobj
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                self._finish(sel, pending, sock, OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
+            limit = self.connect_timeout()
+            timeout = min(0.05, max(0.0, pending[order[0]][5] + limit - now)) if order else 0.05
+            events = poller.poll(timeout)
             now = time.monotonic()
-            while order and (order[0] not in pending or pending[order[0]][4] <= now):
-                sock = order.popleft()
-                if sock in pending:             # timed out: try again, or call it filtered
-                    index, addr, port, tries, _ = pending[sock]
-                    again = tries < min(self.config.retries, self.max_successful_try + 1)
-                    self._finish(sel, pending, sock, None if again else TIMEOUT)
-                    if again:
-                        retry.append((index, addr, port, tries + 1))
+            rtts = []
+            for fd, _ in events:
+                entry = pending.pop(fd)
+                poller.unregister(fd)
+                sock = entry[0]
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if entry[4] == 0:
+                    rtts.append(now - entry[5])
+                self._result(sock, entry[1], entry[4], OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
+            if self.rtt is not None and events:
+                self.rtt.replies(now, np.array(rtts), 0, 0, 0)
+            limit = self.connect_timeout()
+            while order and (order[0] not in pending or pending[order[0]][5] + limit <= now):
+                fd = order.popleft()
+                entry = pending.pop(fd, None)
+                if entry is None:
+                    continue
+                poller.unregister(fd)           # timed out: try again, or call it filtered
+                sock, index, addr, port, tries, _ = entry
+                again = tries < min(self.config.retries, self.max_successful_try + 1)
+                self._result(sock, index, tries, None if again else TIMEOUT)
+                if again:
+                    retry.append((index, addr, port, tries + 1))
             if now - last_flush > 0.1:
                 self._flush(sink)
                 last_flush = now
         self.summary.interrupted = self._stop.is_set()
-        for sock in list(pending):
-            self._finish(sel, pending, sock, None)
+        for entry in pending.values():
+            entry[0].close()
+        pending.clear()
         self._flush(sink)
-        sel.close()
+        poller.close()
         self.summary.sent = started
         self.summary.elapsed = self.summary.sending = time.monotonic() - began
         return self.summary
 
-    def _start(self, sel, pending, order, item, now):
-        index, addr, port, tries = item
-        sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-        err = sock.connect_ex((addr, port))
-        pending[sock] = (index, addr, port, tries, now + self.timeout)
-        if err in (errno.EINPROGRESS, errno.EAGAIN):
-            sel.register(sock, selectors.EVENT_WRITE)
-            order.append(sock)
-        else:
-            self._finish(None, pending, sock, OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
+    def connect_timeout(self) -> float:
+        """How long a connection may take before it is tried again (or called filtered)."""
+        return self.timeout if self.rtt is None else max(self.rtt.timeout, self.floor)
 
-    def _finish(self, sel, pending, sock, result):
-        index, _, _, tries, _ = pending.pop(sock)
-        if result is not None and result is not TIMEOUT and tries > self.max_successful_try:
-            self.max_successful_try = tries
-        if sel is not None:
-            try:
-                sel.unregister(sock)
-            except KeyError:
-                pass
+    def _result(self, sock, index, tries, result):
+        """A connection's verdict (None: none yet, it is retried); the socket is closed."""
+        if result is OPEN:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)   # no TIME_WAIT pile-up
         sock.close()
         if result is not None:
-            self.tracker.mark(index)
+            if tries > self.max_successful_try and result is not TIMEOUT:
+                self.max_successful_try = tries
             self._rows.append((index, STATES[result[0]], REASONS[result[1]]))
 
     def _flush(self, sink):
         if self._rows:
             index, state, reason = zip(*self._rows)
             self._rows = []
-            rows = self.space.rows(np.array(index, dtype=np.uint64))
+            indices = np.array(index, dtype=np.uint64)
+            self.tracker.mark_all(indices)        # reached a verdict: skipped on resume
+            rows = self.space.rows(indices)
             rows["state"], rows["reason"] = state, reason
             silent = rows["reason"] == REASONS["no-response"]
             self.summary.replies += int(np.count_nonzero(~silent))

@@ -137,6 +137,11 @@ class Tracker:
     def answered(self, indices: np.ndarray) -> np.ndarray:
         return (self.bitmap[indices >> 3] >> (indices & 7).astype(np.uint8)) & 1 == 1
 
+    def mark_all(self, index: np.ndarray) -> None:
+        """Marks these indices answered (the connect scan's verdicts, a batch at a time)."""
+        byte, bit = index >> 3, (np.uint8(1) << (index & 7).astype(np.uint8))
+        np.bitwise_or.at(self.bitmap, byte, bit)
+
     def mark(self, index: int) -> None:
         self.bitmap[index >> 3] |= np.uint8(1 << (index & 7))
 
@@ -221,8 +226,10 @@ class Scan:
         except PermissionError:
             raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
-        ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
-        capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring)
+        ring = (2 << 20) if space.size <= (1 << 12) else (8 << 20) if space.size <= (1 << 20) else (64 << 20)
+        # The adaptive window wants replies as they come (its round trips include this latency).
+        capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring,
+                          timeout_ms=1 if cfg.windowed else 10)
         parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays())
         parser.data_length = len(space.probes.padding)
 
