@@ -226,10 +226,10 @@ class Scan:
         except PermissionError:
             raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
-        ring = (2 << 20) if space.size <= (1 << 12) else (8 << 20) if space.size <= (1 << 20) else (64 << 20)
+        ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
         # The adaptive window wants replies as they come (its round trips include this latency).
-        capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring,
-                          timeout_ms=1 if cfg.windowed else 10)
+        capture = Capture.open(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring,
+                               timeout_ms=1 if cfg.windowed else 10)
         parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays())
         parser.data_length = len(space.probes.padding)
 
@@ -283,6 +283,7 @@ class Scan:
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             received, dropped, _ = capture.stats()
             self.summary.pcap_received, self.summary.pcap_dropped = received, dropped
+            capture.release()
         if not self.summary.interrupted and not self.timed_out:
             self._emit_unanswered(sink, count)
         self.summary.elapsed = time.monotonic() - began

@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -383,6 +384,8 @@ class _Run:
                 s.scan_id = None
             raise
         finally:
+            if "scanner.capture" in sys.modules:
+                sys.modules["scanner.capture"].close_idle()
             try:
                 sink.close()
             finally:
