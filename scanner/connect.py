@@ -10,7 +10,6 @@ import socket
 import struct
 import threading
 import time
-from typing import Any
 from collections import deque
 
 import numpy as np
@@ -101,7 +100,7 @@ class ConnectScan:
         deadline = began + t.host_timeout if t is not None and t.host_timeout else None
         # Plain epoll on descriptors, no selectors, one flag-set socket call, a linger only for
         # connections that opened: the Python work per port is what bounds -sT.
-        family = {}
+        family: dict = {}
         stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
         watch = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
         while not self._stop.is_set():

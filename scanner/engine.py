@@ -236,8 +236,8 @@ class Scan:
         trace, began = cfg.trace, time.monotonic()
         window = self.window = Window(cfg.timing) if cfg.windowed else None
         # Per probe, for the window: when it was first sent and how many times (small scans).
-        self._sent_at = np.zeros(space.size, np.float32) if window and space.size <= PER_PROBE_UP_TO else None
-        self._tries = np.zeros(space.size, np.uint8) if self._sent_at is not None else None
+        self._sent_at: Any = np.zeros(space.size, np.float32) if window and space.size <= PER_PROBE_UP_TO else None
+        self._tries: Any = np.zeros(space.size, np.uint8) if self._sent_at is not None else None
         self._replied = threading.Event()
 
         def on_batch(data, meta):

@@ -444,7 +444,7 @@ class ScanRequest:
         for flag, intensity in (("version_light", 2), ("version_all", 9)):
             if values.pop(flag, False):
                 put(f"--{flag.replace('_', '-')}", "version_intensity", intensity)
-        bounds = {fld: (kind, low, high) for fld, _, kind, low, high in _CHECKED}
+        bounds: dict = {fld: (kind, low, high) for fld, _, kind, low, high in _CHECKED}
         bounds.update(seed=(int, None, None), top_ports=(int, None, None), version_intensity=(int, None, None),
                       max_udp_rounds=(int, None, None))
         for fld, value in values.items():

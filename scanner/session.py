@@ -101,8 +101,10 @@ class Session:
         if r.list_scan:         # -sL: the targets are the whole plan
             self.targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file,
                                                 r.ipv6)
-            self.jobs, self.discovery, self.post, self.table = [], None, None, False
-            self.output_plan, self.grouped, self.seed, self.common = [], False, 0, {}
+            self.discovery: Any = None
+            self.jobs, self.post, self.table = [], None, False
+            self.output_plan, self.grouped, self.seed = [], False, 0
+            self.common: Dict[str, Any] = {}
             return
         root = os.geteuid() == 0
         technique: Any = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
@@ -125,7 +127,7 @@ class Session:
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6)
         top = 100 if r.fast else r.top_ports
         tcp_ports, udp_ports = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp)
-        self.discovery: Any = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
+        self.discovery = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
         jobs = []
         if not r.ping_only:
             if technique is not None and not technique.raw:
@@ -147,7 +149,7 @@ class Session:
         # One seed for every stage: a resumed scan must walk the same permutations.
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
         t = self.timing
-        self.common: Dict[str, Any] = dict(
+        self.common = dict(
             rate=t.rate, retries=t.retries, wait=t.wait or 0.0, seed=self.seed, shard=r.shard,
             interface=r.interface, udp_rounds=r.max_udp_rounds, timing=t, sequential=r.sequential,
             trace=self._trace if r.packet_trace else None,
@@ -198,8 +200,14 @@ class Session:
         if r.list_scan:
             return self._list_targets()
         if r.dry_run:
-            for text in dry_run_lines(self._first_config):
-                self.emit(ev.DryRun(text))
+            # Every stage the real run would send, in its order: host discovery first.
+            from .engine import ScanConfig
+            from .space import ScanSpace
+            stages = ([self.discovery] if self.discovery is not None else []) + [p for _, p in self.jobs]
+            for probes in stages:
+                config = ScanConfig(space=ScanSpace(self.targets, probes), **self.common)
+                for text in dry_run_lines(config):
+                    self.emit(ev.DryRun(text))
             result = ScanResult(np.zeros(0, dtype=RESULT_DTYPE), ScanSummary())
             self.emit(ev.Finished(result))
             return result

@@ -51,7 +51,9 @@ class Timing:
     def from_request(cls, r) -> "Timing":
         (min_rtt, max_rtt, initial_rtt, retries, delay, max_delay, host_timeout, max_par,
          window0, window_max) = TEMPLATES[r.timing]
-        pick = (lambda value, default: default if value is None else value)
+
+        def pick(value, default):
+            return default if value is None else value
         delay = pick(r.scan_delay, delay)
         max_delay = pick(r.max_scan_delay, max_delay)
         adaptive = r.rate is None

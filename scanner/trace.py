@@ -27,12 +27,12 @@ def describe_frame(frame: bytes, l2_len: int = 14) -> str:
     if ip[0] >> 4 == 4:
         hl = (ip[0] & 15) * 4
         iplen, ident, ttl, proto = struct.unpack("!H H 2x B B", ip[2:10])
-        src, dst = ipaddress.IPv4Address(ip[12:16]), ipaddress.IPv4Address(ip[16:20])
+        src, dst = ipaddress.ip_address(ip[12:16]), ipaddress.ip_address(ip[16:20])
         extra = f"ttl={ttl} id={ident} iplen={iplen}"
     elif ip[0] >> 4 == 6:
         hl = 40
         plen, proto, ttl = struct.unpack("!H B B", ip[4:8])
-        src, dst = ipaddress.IPv6Address(ip[8:24]), ipaddress.IPv6Address(ip[24:40])
+        src, dst = ipaddress.ip_address(ip[8:24]), ipaddress.ip_address(ip[24:40])
         extra = f"hlim={ttl} tclass=0 flowlabel=0 payloadlen={plen}"
     else:       # ARP
         return f"ARP who-has {ipaddress.IPv4Address(frame[38:42])} tell {ipaddress.IPv4Address(frame[28:32])}"
