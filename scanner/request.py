@@ -532,7 +532,8 @@ def help_text() -> str:
     for opt in OPTIONS:
         sections.setdefault(opt.section, []).append(opt)
     sections["TARGET SPECIFICATION"].insert(0, Option(("TARGETS",), "targets", help="Addresses, CIDR "
-                                            "blocks, ranges, hostnames, IPv6 addresses and prefixes"))
+                                            "blocks, ranges, octet patterns (198.51.100.*, .1,3,5, "
+                                            "0-3.1-10), hostnames, IPv6 addresses and prefixes"))
     for section, opts in sections.items():
         lines.append(f"{section}:")
         for opt in opts:
@@ -547,5 +548,7 @@ def help_text() -> str:
               "  scanner 192.0.2.0/24 -p 22,80,443",
               "  scanner -sSV -p- 192.0.2.7 -oA audit",
               "  scanner 198.51.100.0/22 -Pn -p 80 --rate 100000 -oJ results.ndjson",
-              "  scanner history; scanner show last -f xml; scanner diff 3 4"]
+              "  scanner -T4 -F -v --open 192.0.2.0/24",
+              "  scanner history; scanner show last -f xml; scanner diff 3 4",
+              "  source <(scanner --completion bash)"]
     return "\n".join(lines) + "\n"

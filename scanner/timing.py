@@ -63,10 +63,12 @@ class Timing:
         floor = max(r.min_rate or 0.0, 1 / max_delay if max_delay and r.timing >= 3 else 0.0)
         if cap and floor > cap:
             floor = cap
-        max_par = pick(r.max_parallelism, max_par)
         if not adaptive:            # a fixed rate: no window, unless --max-parallelism asks for one
-            max_par, window0, window_max = r.max_parallelism, 1 << 30, 1 << 30
-        window_max = min(window_max, max_par) if max_par else window_max
+            max_par, window0, window_max = None, 1 << 30, 1 << 30
+        if r.max_parallelism:       # the user's bound replaces the template's largest window
+            window_max = r.max_parallelism
+        elif max_par:               # -T0..-T2: one probe at a time
+            window_max = min(window_max, max_par)
         min_window = min(r.min_parallelism or 1, window_max)
         min_rtt = pick(r.min_rtt_timeout, min_rtt)
         max_rtt = max(pick(r.max_rtt_timeout, max_rtt), min_rtt)

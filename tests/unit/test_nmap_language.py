@@ -91,6 +91,8 @@ def test_options_override_the_template():
     fixed = Timing.from_request(parse("--rate", "300"))
     assert not fixed.adaptive and fixed.rate == 300.0 and fixed.retries == 1 and fixed.wait == 2.0
     assert Timing.from_request(parse("--rate", "300", "--max-parallelism", "4")).max_window == 4
+    assert Timing.from_request(parse("--max-parallelism", "50000")).max_window == 50000   # past -T3's own
+    assert Timing.from_request(parse("-T2", "--max-parallelism", "8")).max_window == 8
 
 
 def test_window_grows_while_replies_keep_up_and_halves_on_loss():
