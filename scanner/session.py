@@ -566,9 +566,11 @@ def dry_run_lines(config) -> Iterator[str]:
 def scan_info(s: Session):
     """What the output headers say about the session's scan."""
     from .output import ScanInfo
-    scaninfo = tuple((probes.slots[0][0].key if kind == "connect" else t.key, t.proto,
-                      tuple(int(p) for tt, p in probes.slots if tt is t))
-                     for kind, probes in s.jobs for t in dict.fromkeys(tt for tt, _ in probes.slots))
+    def ports_of(probes, t) -> tuple:
+        kinds = [k for k, (tt, _) in enumerate(probes.kinds) if tt is t]
+        return tuple(probes.slot_port[np.isin(probes.slot_kind, kinds)].tolist())
+    scaninfo = tuple((probes.slots[0][0].key if kind == "connect" else t.key, t.proto, ports_of(probes, t))
+                     for kind, probes in s.jobs for t in dict.fromkeys(tt for tt, _ in probes.kinds))
     first = scaninfo[0] if scaninfo else ("ping", "ip", ())
     return ScanInfo(command=s.request.command_line(), scan_type=first[0], protocol=first[1], ports=first[2],
                     n_hosts=s.targets.count, scaninfo=scaninfo, assume_up=s.discovery is None)

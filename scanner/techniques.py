@@ -152,11 +152,13 @@ class Probes:
         self.kinds = []                               # [(technique, payload)]
         kind_of: dict = {}
         slot_kind = []
-        techniques = [t for t, _ in self.slots]
-        if len(set(techniques)) == 1 and techniques[0].proto != "udp":    # one kind: most scans
+        techniques, ports = zip(*self.slots)
+        distinct = set(techniques)
+        protos = {t: t.proto for t in distinct}
+        if len(distinct) == 1 and techniques[0].proto != "udp":    # one kind: most scans
             self.kinds.append((techniques[0], b""))
             slot_kind = np.zeros(len(self.slots), dtype=np.uint16)
-        payloads = udp_payloads() if any(t.proto == "udp" for t in techniques) else {}
+        payloads = udp_payloads() if "udp" in protos.values() else {}
         for technique, port in (self.slots if not self.kinds else ()):
             key = (technique, payloads.get(port, b"") if technique.proto == "udp" else b"")
             kind = kind_of.get(key)
@@ -165,17 +167,19 @@ class Probes:
                 self.kinds.append(key)
             slot_kind.append(kind)
         self.slot_kind = np.asarray(slot_kind, dtype=np.uint16)
-        self.slot_port = np.array([port for _, port in self.slots], dtype=np.uint16)
-        self.tcp_slot = self._slot_map("tcp")
-        self.udp_slot = self._slot_map("udp")
-        arp = [i for i, (t, _) in enumerate(self.slots) if t.proto == "arp"]
+        self.slot_port = np.array(ports, dtype=np.uint16)
+        proto_of = np.array([protos[t] for t in techniques]) if len(distinct) > 1 else \
+            np.full(len(ports), techniques[0].proto)
+        self.tcp_slot = self._slot_map(proto_of == "tcp", "tcp")
+        self.udp_slot = self._slot_map(proto_of == "udp", "udp")
+        arp = np.flatnonzero(proto_of == "arp").tolist()
         if arp and len(self.slots) > 1:
             raise InputError("-PR (ARP ping) cannot be combined with other probes")
         self.arp_slot = arp[0] if arp else -1
 
-    def _slot_map(self, proto) -> np.ndarray:
+    def _slot_map(self, mine: np.ndarray, proto: str) -> np.ndarray:
+        """port -> slot of this protocol's probes (-1: none); mine: which slots are of it."""
         table = np.full(65536, -1, dtype=np.int32)
-        mine = np.array([t.proto == proto for t, _ in self.slots], dtype=bool)
         slots = np.flatnonzero(mine)
         ports = self.slot_port[slots]
         unique, counts = np.unique(ports, return_counts=True)
