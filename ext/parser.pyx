@@ -113,6 +113,7 @@ cdef class ReplyParser:
     cdef object _keep
     cdef readonly uint64_t bad_cookie, not_in_scan, parsed
     cdef public uint32_t data_length     # --data-length: a RST then acknowledges the probe's data too
+    cdef public uint16_t source_port     # -g: our probes' fixed source port (0: the cookie's)
 
     def __init__(self, uint64_t k0, uint64_t k1, bytes saddr, int l2_len, cnp.ndarray kinds, dict space):
         self.k0, self.k1, self.l2_len = k0, k1, l2_len
@@ -131,10 +132,14 @@ cdef class ReplyParser:
     cdef inline int64_t _host(self, const uint8_t* target, uint32_t target4) noexcept nogil:
         return space_host4(&self.space, target4) if self.space.family == 4 else space_host6(&self.space, target)
 
+    cdef inline uint16_t _sport(self, uint64_t c) noexcept nogil:
+        """Our probe's source port: the cookie's, or -g's (replies then rest on the sequence cookie)."""
+        return self.source_port if self.source_port else cookie_sport(c)
+
     cdef inline bint _tcp_echo_ok(self, const uint8_t* tcp, uint8_t probe_flags, uint64_t c) noexcept nogil:
         """Whether a TCP reply echoes the cookie of the probe it answers."""
         cdef uint32_t seq = cookie_seq(c)
-        if get16(tcp + 2) != cookie_sport(c):
+        if get16(tcp + 2) != self._sport(c):
             return False
         if probe_flags & TCP_ACK:                   # a RST to an ACK carries our ack as its seq
             return get32(tcp + 4) == seq
@@ -180,10 +185,10 @@ cdef class ReplyParser:
             return -1
         c = self._cookie(target[0], target4[0], self.space.slot_port[slot])
         if proto == PROTO_TCP:
-            if get16(ql4) != cookie_sport(c) or get32(ql4 + 4) != cookie_seq(c):
+            if get16(ql4) != self._sport(c) or get32(ql4 + 4) != cookie_seq(c):
                 slot = -2
         elif proto == PROTO_UDP:
-            if get16(ql4) != cookie_sport(c):
+            if get16(ql4) != self._sport(c):
                 slot = -2
         elif get16(ql4 + 4) != <uint16_t>c:
             slot = -2
@@ -309,7 +314,7 @@ cdef class ReplyParser:
                 self.not_in_scan += 1
                 return 0
             c = self._cookie(target, target4, sport)
-            if get16(l4 + 2) != cookie_sport(c):
+            if get16(l4 + 2) != self._sport(c):
                 self.bad_cookie += 1
                 return 0
             rk, reason = RK_UDP_REPLY, RS_UDP_RESPONSE

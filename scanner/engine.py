@@ -232,6 +232,7 @@ class Scan:
                                timeout_ms=1 if cfg.windowed else 10)
         parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays())
         parser.data_length = len(space.probes.padding)
+        parser.source_port = space.probes.source_port
 
         trace, began = cfg.trace, time.monotonic()
         window = self.window = Window(cfg.timing) if cfg.windowed else None

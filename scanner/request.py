@@ -29,7 +29,7 @@ SCAN_LETTERS_MISSING = {"C": "scripts", "O": "IP protocol scan", "Y": "SCTP INIT
 # nmap options that scanner does not implement: named in the error instead of "unknown option".
 NMAP_MISSING = {
     "--min-hostgroup", "--max-hostgroup", "-b", "--badsum", "-f", "--mtu", "-D", "-S",
-    "-g", "--source-port", "--data", "--data-string", "--ip-options",
+    "--data", "--data-string", "--ip-options",
     "--spoof-mac", "--proxies", "--traceroute", "--script", "--script-args", "-sC",
     "--version-trace", "--max-os-tries", "--privileged", "--unprivileged", "-oS",
     "--stylesheet", "--webxml", "--no-stylesheet", "--datadir", "--send-eth", "--send-ip",
@@ -141,6 +141,8 @@ OPTIONS = (
          "N"),
     _opt("--data-length", "data_length", "value", "Append N random bytes to each probe",
          "FIREWALL/IDS EVASION AND SPOOFING", "N"),
+    _opt("-g --source-port", "source_port", "value", "Fixed source port of raw TCP/UDP probes (replies "
+         "then checked by the sequence cookie alone)", "FIREWALL/IDS EVASION AND SPOOFING", "PORT"),
     _opt("-oN", "normal_out", "value", "nmap's normal output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oX", "xml_out", "value", "nmap's XML output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oG", "grepable_out", "value", "nmap's grepable output", "OUTPUT", "FILE"),
@@ -199,7 +201,7 @@ _CHECKED = (
     ("min_parallelism", "--min-parallelism", int, 1, 100000),
     ("max_parallelism", "--max-parallelism", int, 1, 100000),
     ("stats_every", "--stats-every", float, 0.001, None), ("ttl", "--ttl", int, 1, 255),
-    ("data_length", "--data-length", int, 0, 1400), ("verbose", "-v", int, 0, 10), ("debug", "-d", int, 0, 10),
+    ("data_length", "--data-length", int, 0, 1400), ("source_port", "-g", int, 1, 65535), ("verbose", "-v", int, 0, 10), ("debug", "-d", int, 0, 10),
 )
 TIME_FIELDS = {"wait", "min_rtt_timeout", "max_rtt_timeout", "initial_rtt_timeout", "host_timeout", "scan_delay",
                "max_scan_delay", "stats_every"}
@@ -290,6 +292,7 @@ class ScanRequest:
     dry_run: bool = False
     ttl: Optional[int] = None
     data_length: int = 0
+    source_port: Optional[int] = None
     normal_out: Optional[str] = None
     xml_out: Optional[str] = None
     grepable_out: Optional[str] = None

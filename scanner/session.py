@@ -136,10 +136,12 @@ class Session:
                     jobs.append(("raw", Probes.ports(UDP_SCAN, (), udp_ports)))
             else:
                 jobs.append(("raw", Probes.ports(technique, tcp_ports if technique else (), udp_ports)))
+        if r.source_port and any(kind == "connect" for kind, _ in jobs):
+            raise InputError("-g (a fixed source port) is for raw scans: the connect scan's ports are the kernel's")
         for _, probes in jobs:
-            probes.shaped(r.ttl, r.data_length)
+            probes.shaped(r.ttl, r.data_length, r.source_port)
         if self.discovery is not None:
-            self.discovery.shaped(r.ttl, r.data_length)
+            self.discovery.shaped(r.ttl, r.data_length, r.source_port)
         self.targets, self.jobs = targets, jobs
         from .output import plan_outputs
         self.output_plan = plan_outputs(r.outputs, r.all_out)

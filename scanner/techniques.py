@@ -142,6 +142,7 @@ class Probes:
     --data-length) change every template."""
     ttl = 64
     padding = b""
+    source_port = 0             # -g (0: each probe's cookie chooses it)
 
     def __init__(self, slots):
         self.slots = list(slots)                      # [(technique, port)]
@@ -197,11 +198,13 @@ class Probes:
     def protos(self) -> set:
         return {t.proto for t, _ in self.kinds}
 
-    def shaped(self, ttl=None, data_length: int = 0) -> "Probes":
-        """These probes with nmap's --ttl and --data-length (random bytes after the header or payload)."""
+    def shaped(self, ttl=None, data_length: int = 0, source_port=None) -> "Probes":
+        """These probes with nmap's --ttl, --data-length (random bytes after the header or
+        payload) and -g (a fixed source port for TCP and UDP probes)."""
         import os
         self.ttl = 64 if ttl is None else ttl
         self.padding = os.urandom(data_length)
+        self.source_port = source_port or 0
         return self
 
     def compile(self, family: int, src_mac: bytes, dst_mac: bytes, saddr: bytes):
@@ -209,7 +212,8 @@ class Probes:
         kinds = np.zeros(len(self.kinds), dtype=PROBE_KIND_DTYPE)
         blob = b""
         for i, (technique, payload) in enumerate(self.kinds):
-            frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr, self.ttl, self.padding)
+            frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr, self.ttl, self.padding,
+                                        self.source_port)
             if technique.proto == "arp" and family != 4:
                 raise InputError("-PR (ARP ping) is for IPv4 targets")
             kinds[i] = (technique.ip_proto(family),
@@ -222,6 +226,8 @@ class Probes:
         """Kernel filter for replies: to our cookie source ports, and ICMP."""
         from ._ext.cookie import SOURCE_PORT_RANGE
         low, high = SOURCE_PORT_RANGE
+        if self.source_port:                # -g: every reply comes back to that one port
+            low = high = self.source_port
         if "arp" in self.protos:    # ARP replies (operation 2) for our address
             return f"arp and arp[6:2] == 2 and arp[24:4] == {int(ipaddress.IPv4Address(saddr)):#x}"
         ip = "ip" if family == 4 else "ip6"
@@ -244,7 +250,7 @@ def icmp_type(technique: Technique, family: int) -> int:
 
 
 def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, dst_mac: bytes,
-             saddr: bytes, ttl: int = 64, padding: bytes = b""):
+             saddr: bytes, ttl: int = 64, padding: bytes = b"", sport: int = 0):
     """One frame of a probe kind with the per-probe fields zero; returns (frame, offset of the
     TCP timestamp value in the frame or -1). ttl: the IP TTL (hop limit); padding: bytes
     appended to the probe (--data-length)."""
@@ -254,10 +260,10 @@ def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, 
         return b"\xff" * 6 + src_mac + b"\x08\x06" + arp, -1
     if technique.proto == "tcp":
         options = SYN_OPTIONS if technique.tcp_flags & SYN else b""
-        l4 = struct.pack("!HHIIBBHHH", 0, 0, 0, 0, ((20 + len(options)) // 4) << 4, technique.tcp_flags,
+        l4 = struct.pack("!HHIIBBHHH", sport, 0, 0, 0, ((20 + len(options)) // 4) << 4, technique.tcp_flags,
                          64240 if technique.tcp_flags & SYN else 1024, 0, 0) + options
     elif technique.proto == "udp":
-        l4 = struct.pack("!HHHH", 0, 0, 8 + len(payload), 0) + payload
+        l4 = struct.pack("!HHHH", sport, 0, 8 + len(payload), 0) + payload
     else:
         kind = icmp_type(technique, family)
         body = bytes(12) if kind == ICMP_TIMESTAMP else bytes(4) + b"scanner!"   # cookie in the first 4

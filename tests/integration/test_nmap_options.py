@@ -130,3 +130,14 @@ def test_adaptive_window_backs_off_on_loss_and_coverage_holds():
         # 10% loss each way: a port is wrong only if every one of its tries was lost.
         wrong = [k for k in want if got.get(k, (None,))[0] != want[k][0]]
         assert len(wrong) <= 1, diff(got, want)
+
+
+def test_fixed_source_port(lab):
+    """-g: every probe leaves from that port; the replies, checked by the sequence cookie alone,
+    give the same states as a scan with cookie ports."""
+    out = run(lab, HOST, "-Pn", "-g", "53", "-p", "20-25,80,443,8080", "--packet-trace", "--max-retries", "1").stdout
+    sent = trace_lines(out, "SENT")
+    assert sent and all(re.match(r"TCP [\d.]+:53 > ", text) for _, text in sent)
+    proc, got = scan(lab, [HOST, "-Pn", "-g", "53", "-p", "20-25,80,443,8080", "--no-db", "--show-all"])
+    want = {k: v for k, v in lab.expected([20, 21, 22, 23, 24, 25, 80, 443, 8080]).items() if k[0] == HOST}
+    assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in want.items()}, diff(got, want)

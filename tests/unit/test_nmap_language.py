@@ -41,6 +41,7 @@ def test_verbosity_counts_as_nmap_does():
     (["-O", "--osscan-guess"], "osscan_guess", True), (["-O", "--osscan-limit"], "osscan_limit", True),
     (["--append-output"], "append_output", True), (["--packet-trace"], "packet_trace", True),
     (["--ttl", "7"], "ttl", 7), (["--data-length", "20"], "data_length", 20), (["--iflist"], "iflist", True),
+    (["-g", "53"], "source_port", 53), (["--source-port=53"], "source_port", 53),
 ])
 def test_option_sets_its_field_and_round_trips(argv, field, value):
     r = parse(*argv)
@@ -55,7 +56,7 @@ def test_option_sets_its_field_and_round_trips(argv, field, value):
     (["--rate", "5", "--max-rate", "9"], "fixed pace"), (["--min-rate", "9", "--max-rate", "5"], "above"),
     (["--min-parallelism", "9", "--max-parallelism", "5"], "above"), (["--host-timeout", "soon"], "bad --host-timeout"),
     (["--scan-delay", "-1s"], "bad --scan-delay"), (["--ttl", "0"], "bad --ttl"), (["--data-length", "9999"], "bad --data-length"),
-    (["-g", "53"], "does not implement nmap's -g"), (["--source-port", "53"], "does not implement"),
+    (["-g", "0"], "bad -g"), (["--source-port", "70000"], "bad --source-port"), (["--ip-options", "R"], "does not implement"),
     (["--badsum"], "does not implement nmap's --badsum"),
 ])
 def test_bad_nmap_options(argv, message):
@@ -177,3 +178,23 @@ def test_fields_are_checked_when_replaced():
         dataclasses.replace(r, timing=9)
     with pytest.raises(InputError, match="--min-rate"):
         dataclasses.replace(r, min_rate=-1)
+
+
+def test_source_port_is_fixed_in_the_frames_and_the_filter():
+    import ipaddress
+    from scanner._ext.cookie import split_key
+    from scanner._ext.sender import ProbeSender
+    from scanner.space import ScanSpace
+    from scanner.techniques import SYN_SCAN, UDP_SCAN, Probes
+    saddr = ipaddress.IPv4Address("198.18.0.1").packed
+    for fixed in (0, 53):
+        probes = Probes([(SYN_SCAN, 22), (UDP_SCAN, 161)]).shaped(source_port=fixed or None)
+        space = ScanSpace(TargetSet.from_specs(["198.18.0.5"]), probes)
+        blob, kinds, l2 = probes.compile(4, bytes(6), bytes(6), saddr)
+        k0, k1 = split_key(bytes(16))
+        sender = ProbeSender(None, False, l2, blob, kinds, k0, k1, saddr, space.arrays(), 1, 0)
+        sports = {int.from_bytes(sender.build(i)[14 + 20:14 + 22], "big") for i in range(2)}
+        if fixed:
+            assert sports == {53} and "portrange 53-53" in probes.bpf(4, "198.18.0.1")
+        else:
+            assert 53 not in sports and all(s >= 1024 for s in sports)    # the cookie's ports
