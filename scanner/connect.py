@@ -1,13 +1,11 @@
 """The TCP connect scan (-sT): a full connection to each (address, port) through the kernel's own
-sockets, many at once, so it needs no raw-socket privileges. Not the compiled path: the kernel
-does the packet work, Python only multiplexes non-blocking sockets."""
+sockets, many at once, so it needs no raw-socket privileges. The kernel does the packet work; the
+compiled ConnectLoop (ext/connect.pyx) opens, polls and closes the sockets; Python decides."""
 from __future__ import annotations
 
 import errno
 import resource
-import select
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -16,7 +14,7 @@ import numpy as np
 
 from .engine import StageCheckpoint, ScanSummary, Tracker, emit_rows
 from .timing import Window
-from .states import REASONS, STATES, addresses
+from .states import REASONS, STATES
 
 # Reply-less outcomes as nmap reports them for -sT.
 ERRNO_RESULT = {
@@ -28,7 +26,6 @@ ERRNO_RESULT = {
 }
 OPEN = ("open", "syn-ack")
 TIMEOUT = ("filtered", "no-response")
-LINGER_RESET = struct.pack("ii", 1, 0)    # close with a RST: no TIME_WAIT pile-up on big scans
 
 
 def default_concurrency() -> int:
@@ -79,127 +76,119 @@ class ConnectScan:
                 "replies": self.summary.replies, "open": self.summary.states.get("open", 0)}
 
     def _targets(self):
-        """(index, address, port) in the scan's permuted order, this shard's slice only."""
+        """Index arrays in the scan's permuted order, this shard's slice only, what reached a
+        verdict before (a resumed scan) left out."""
         self.summary.probes = self.config.positions()[2]
         for indices in self.config.indices(4096):
-            rows = self.space.rows(indices[~self.tracker.answered(indices)])
-            yield from zip(rows["index"].tolist(), addresses(rows), rows["port"].tolist())
+            yield indices[~self.tracker.answered(indices)]
+
+    def _sockaddrs(self, indices: np.ndarray) -> np.ndarray:
+        """sockaddr_in / sockaddr_in6 of each index, as the kernel lays them out (28 bytes)."""
+        rows = self.space.rows(indices)
+        out = np.zeros((len(indices), 28), dtype=np.uint8)
+        out[:, 0] = socket.AF_INET6 if self.space.family == 6 else socket.AF_INET    # little-endian family
+        out[:, 2:4] = rows["port"].astype(">u2").view(np.uint8).reshape(-1, 2)
+        if self.space.family == 6:
+            out[:, 8:24] = rows["ip6"]
+        else:
+            out[:, 4:8] = rows["ip"].astype(">u4").view(np.uint8).reshape(-1, 4)
+        return out
 
     def run(self, sink) -> ScanSummary:
+        from ._ext.connect import TIMED_OUT, ConnectLoop
         began = time.monotonic()
-        poller = select.epoll()
+        loop = ConnectLoop(self.concurrency)
+        ipv6 = self.space.family == 6
         todo = self._targets()
-        retry: deque = deque()         # (index, addr, port, tries) to connect again
-        pending: dict = {}             # fd -> [socket, index, addr, port, tries, deadline]
-        order: deque = deque()         # fds in start order: all share one timeout
+        retry: deque = deque()         # (indices, tries) to connect again
+        current = (np.zeros(0, np.uint64), 0)
         rate = self.config.rate
         started = 0
         last_flush = time.monotonic()
         exhausted = False
         t = self.config.timing
         deadline = began + t.host_timeout if t is not None and t.host_timeout else None
-        # Plain epoll on descriptors, no selectors, one flag-set socket call, a linger only for
-        # connections that opened: the Python work per port is what bounds -sT.
-        family: dict = {}
-        stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
-        watch = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+        errno_codes = {e: (STATES[st], REASONS[why]) for e, (st, why) in ERRNO_RESULT.items()}
         while not self._stop.is_set():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self.timed_out = True
                 break
-            allowed = self.concurrency - len(pending)
+            allowed = loop.room
             if rate > 0:
                 allowed = min(allowed, int((now - began) * rate) + 1 - started)
             while allowed > 0:
-                if retry:
-                    index, addr, port, tries = retry.popleft()
-                elif not exhausted:
-                    item = next(todo, None)
-                    if item is None:
-                        exhausted = True
-                        continue
-                    (index, addr, port), tries = item, 0
-                else:
-                    break
-                fam = family.get(addr)
-                if fam is None:
-                    fam = family[addr] = socket.AF_INET6 if ":" in addr else socket.AF_INET
-                sock = socket.socket(fam, stream)
-                err = sock.connect_ex((addr, port))
-                if err in (errno.EINPROGRESS, errno.EAGAIN):
-                    fd = sock.fileno()
-                    pending[fd] = [sock, index, addr, port, tries, now]
-                    poller.register(fd, watch)
-                    order.append(fd)
-                else:
-                    self._result(sock, index, tries, OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
-                started += 1
-                self._started = started
-                allowed -= 1
-            if exhausted and not retry and not pending:
-                break
-            while order and order[0] not in pending:
-                order.popleft()
-            limit = self.connect_timeout()
-            timeout = min(0.05, max(0.0, pending[order[0]][5] + limit - now)) if order else 0.05
-            events = poller.poll(timeout)
-            now = time.monotonic()
-            rtts = []
-            for fd, _ in events:
-                entry = pending.pop(fd)
-                poller.unregister(fd)
-                sock = entry[0]
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if entry[4] == 0:
-                    rtts.append(now - entry[5])
-                self._result(sock, entry[1], entry[4], OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
-            if self.rtt is not None and events:
-                self.rtt.replies(now, np.array(rtts), 0, 0, 0)
-            limit = self.connect_timeout()
-            while order and (order[0] not in pending or pending[order[0]][5] + limit <= now):
-                fd = order.popleft()
-                entry = pending.pop(fd, None)
-                if entry is None:
+                if not len(current[0]):
+                    if retry:
+                        current = retry.popleft()
+                    elif not exhausted:
+                        nxt = next(todo, None)
+                        if nxt is None:
+                            exhausted = True
+                            continue
+                        current = (nxt, 0)
+                    else:
+                        break
                     continue
-                poller.unregister(fd)           # timed out: try again, or call it filtered
-                sock, index, addr, port, tries, _ = entry
-                again = tries < min(self.config.retries, self.max_successful_try + 1)
-                self._result(sock, index, tries, None if again else TIMEOUT)
-                if again:
-                    retry.append((index, addr, port, tries + 1))
+                indices, tries = current
+                n = min(allowed, len(indices))
+                tags = (indices[:n].astype(np.int64) << 8) | tries
+                used = loop.start(self._sockaddrs(indices[:n]), tags, ipv6)
+                current = (indices[used:], tries)
+                started += used
+                allowed -= used
+                if used < n:
+                    break
+            self._started = started
+            if exhausted and not retry and not len(current[0]) and not loop.in_flight:
+                break
+            busy = loop.room == 0 or (exhausted and not retry and not len(current[0]))
+            tags, errs, rtts = loop.poll(0.005 if busy else 0.0, self.connect_timeout())
+            if len(tags):
+                self._verdicts(tags, errs, rtts, retry, errno_codes, TIMED_OUT)
             if now - last_flush > 0.1:
                 self._flush(sink)
                 last_flush = now
         self.summary.interrupted = self._stop.is_set()
-        for entry in pending.values():
-            entry[0].close()
-        pending.clear()
+        del loop                        # closes what is still in flight
         self._flush(sink)
-        poller.close()
         self.summary.sent = started
         self.summary.elapsed = self.summary.sending = time.monotonic() - began
         return self.summary
+
+    def _verdicts(self, tags, errs, rtts, retry, errno_codes, timed_out_code) -> None:
+        """A batch of verdicts: RTT samples of first tries, resends of the timed out, rows."""
+        indices, tries = (tags >> 8).astype(np.uint64), (tags & 255).astype(np.int64)
+        timed = errs == timed_out_code
+        if self.rtt is not None and (~timed).any():
+            self.rtt.replies(time.monotonic(), rtts[~timed & (tries == 0)], 0, 0, 0)
+        if (~timed).any():
+            self.max_successful_try = max(self.max_successful_try, int(tries[~timed].max()))
+        again = timed & (tries < min(self.config.retries, self.max_successful_try + 1))
+        for n in np.unique(tries[again]).tolist():
+            retry.append((indices[again & (tries == n)], n + 1))
+        final = ~again
+        if not final.any():
+            return
+        errs, indices = errs[final], indices[final]
+        state = np.full(len(errs), STATES[TIMEOUT[0]], dtype=np.uint8)
+        reason = np.full(len(errs), REASONS[TIMEOUT[1]], dtype=np.uint8)
+        state[errs == 0], reason[errs == 0] = STATES[OPEN[0]], REASONS[OPEN[1]]
+        for code, (st, why) in errno_codes.items():
+            mine = errs == code
+            state[mine], reason[mine] = st, why
+        self._rows.append((indices, state, reason))
 
     def connect_timeout(self) -> float:
         """How long a connection may take before it is tried again (or called filtered)."""
         return self.timeout if self.rtt is None else max(self.rtt.timeout, self.floor)
 
-    def _result(self, sock, index, tries, result):
-        """A connection's verdict (None: none yet, it is retried); the socket is closed."""
-        if result is OPEN:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)   # no TIME_WAIT pile-up
-        sock.close()
-        if result is not None:
-            if tries > self.max_successful_try and result is not TIMEOUT:
-                self.max_successful_try = tries
-            self._rows.append((index, STATES[result[0]], REASONS[result[1]]))
-
     def _flush(self, sink):
         if self._rows:
-            index, state, reason = zip(*self._rows)
+            indices = np.concatenate([i for i, _, _ in self._rows])
+            state = np.concatenate([s for _, s, _ in self._rows])
+            reason = np.concatenate([r for _, _, r in self._rows])
             self._rows = []
-            indices = np.array(index, dtype=np.uint64)
             self.tracker.mark_all(indices)        # reached a verdict: skipped on resume
             rows = self.space.rows(indices)
             rows["state"], rows["reason"] = state, reason
