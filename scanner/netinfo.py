@@ -7,6 +7,7 @@ import json
 import socket
 import struct
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,10 @@ def _neighbour(ifname: str, addr: str) -> bytes | None:
 def _arp(ifname: str, src: str, addr: str, timeout: float) -> bytes | None:
     """One ARP request for addr on ifname; the MAC from the reply, or None."""
     mac = interface_mac(ifname)
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as s:
+    # Protocol 0, then bind to ARP: no packet hook is replaced on bind, and the close (which
+    # waits for the kernel's RCU grace period, ~15 ms) happens off the path to the first probe.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
         s.bind((ifname, 0x0806))
         s.settimeout(0.2)
         request = (b"\xff" * 6 + mac + b"\x08\x06" +
@@ -78,6 +82,8 @@ def _arp(ifname: str, src: str, addr: str, timeout: float) -> bytes | None:
                         return frame[22:28]
             except socket.timeout:
                 continue
+    finally:
+        threading.Thread(target=s.close, name="arp-close", daemon=True).start()
     return None
 
 
