@@ -131,8 +131,8 @@ cdef class ConnectLoop:
 
     def start(self, cnp.ndarray addrs, cnp.ndarray tags, bint ipv6):
         """Opens connections for the rows of addrs (n x 28 uint8) in order, while there is room;
-        returns how many rows were used. Refused at once (no room in the kernel for sockets):
-        an OSError."""
+        returns how many rows were used (fewer when the process is out of descriptors: the
+        connections in flight free some). No socket at all, with none in flight: OSError."""
         cdef const uint8_t* base = <const uint8_t*>cnp.PyArray_DATA(addrs)
         cdef const int64_t* tag = <const int64_t*>cnp.PyArray_DATA(tags)
         cdef Py_ssize_t n = addrs.shape[0], i = 0
@@ -165,7 +165,7 @@ cdef class ConnectLoop:
                 else:
                     self._verdict(slot, errno, now)
                 i += 1
-        if err and i == 0:
+        if err and i == 0 and self.n_free == self.capacity:     # none in flight to wait for
             raise OSError(err, "cannot open a socket for the connect scan")
         return i
 

@@ -13,6 +13,7 @@ from collections import deque
 import numpy as np
 
 from .engine import StageCheckpoint, ScanSummary, Tracker, emit_rows
+from .errors import EnvironmentFault
 from .timing import Window
 from .states import REASONS, STATES
 
@@ -133,7 +134,10 @@ class ConnectScan:
                 indices, tries = current
                 n = min(allowed, len(indices))
                 tags = (indices[:n].astype(np.int64) << 8) | tries
-                used = loop.start(self._sockaddrs(indices[:n]), tags, ipv6)
+                try:
+                    used = loop.start(self._sockaddrs(indices[:n]), tags, ipv6)
+                except OSError as e:
+                    raise EnvironmentFault(f"the connect scan cannot open sockets: {e.strerror}") from None
                 current = (indices[used:], tries)
                 started += used
                 allowed -= used
