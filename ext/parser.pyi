@@ -16,6 +16,8 @@ class ReplyParser:
     kind's table from reply kind to state."""
 
     bad_cookie: int
+    source_port: int        # -g: the probes' fixed source port (0: the cookie's)
+    data_length: int        # --data-length: RSTs may acknowledge the probe's data as well
     not_in_scan: int
     parsed: int
     forged: int

@@ -215,6 +215,8 @@ cdef class ReplyParser:
     cdef uint8_t* taint            # TAINT_BITS bits, or NULL without UDP probes
     cdef object _keep
     cdef readonly uint64_t bad_cookie, not_in_scan, parsed, forged
+    cdef public uint32_t data_length     # --data-length: a RST then acknowledges the probe's data too
+    cdef public uint16_t source_port     # -g: our probes' fixed source port (0: the cookie's)
 
     def __init__(self, uint64_t k0, uint64_t k1, bytes saddr, int l2_len, cnp.ndarray kinds, dict space,
                  bytes templates, int template_l2_len=14):
@@ -285,14 +287,19 @@ cdef class ReplyParser:
             n = sent_len - self.template_l2 - sent_hl
         return memcmp(q + qhl, sent + sent_hl, n) == 0
 
+    cdef inline uint16_t _sport(self, uint64_t c) noexcept nogil:
+        """Our probe's source port: the cookie's, or -g's (replies then rest on the sequence cookie)."""
+        return self.source_port if self.source_port else cookie_sport(c)
+
     cdef inline bint _tcp_echo_ok(self, const uint8_t* tcp, uint8_t probe_flags, uint64_t c) noexcept nogil:
         """Whether a TCP reply echoes the cookie of the probe it answers."""
         cdef uint32_t seq = cookie_seq(c)
-        if get16(tcp + 2) != cookie_sport(c):
+        if get16(tcp + 2) != self._sport(c):
             return False
         if probe_flags & TCP_ACK:                   # a RST to an ACK carries our ack as its seq
             return get32(tcp + 4) == seq
-        return get32(tcp + 8) == seq + (1 if probe_flags & TCP_SYN else 0) + (1 if probe_flags & TCP_FIN else 0)
+        seq = seq + (1 if probe_flags & TCP_SYN else 0) + (1 if probe_flags & TCP_FIN else 0)
+        return get32(tcp + 8) == seq or (self.data_length != 0 and get32(tcp + 8) == seq + self.data_length)
 
     cdef int _quoted(self, const uint8_t* q, uint32_t left, Result* out,
                      const uint8_t** target, uint32_t* target4) noexcept nogil:
@@ -336,10 +343,10 @@ cdef class ReplyParser:
             return -1
         c = self._cookie(target[0], target4[0], self.space.slot_port[slot])
         if proto == PROTO_TCP:
-            if get16(ql4) != cookie_sport(c) or get32(ql4 + 4) != cookie_seq(c):
+            if get16(ql4) != self._sport(c) or get32(ql4 + 4) != cookie_seq(c):
                 slot = -2
         elif proto == PROTO_UDP:
-            if get16(ql4) != cookie_sport(c):
+            if get16(ql4) != self._sport(c):
                 slot = -2
             elif not self._udp_quote_ok(q, qhl, left, slot, target[0], target4[0], c):
                 self.forged += 1                # the port guessed right, the rest of the probe not
@@ -473,7 +480,7 @@ cdef class ReplyParser:
                 self.not_in_scan += 1
                 return 0
             c = self._cookie(target, target4, sport)
-            if get16(l4 + 2) != cookie_sport(c):
+            if get16(l4 + 2) != self._sport(c):
                 self.bad_cookie += 1
                 self._set_taint(target, target4, slot)
                 return 0

@@ -3,7 +3,7 @@
 only addresses, ports, cookie, timestamp and checksums are filled in."""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t
 from libc.string cimport memcpy
-from checksum cimport put16, put32, csum_add, csum_fold, ipv4_header_checksum
+from checksum cimport get16, put16, put32, csum_add, csum_fold, ipv4_header_checksum
 from cookie cimport cookie_sport, cookie_seq, cookie_flow
 from codes cimport RK_COUNT
 
@@ -80,7 +80,8 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
         put32(ip, 0x60000000 | cookie_flow(c))       # flow label: quoted back in ICMPv6 errors
         pseudo = csum_add(0, ip + 8, 32) + k.proto + <uint64_t>l4_len
     if k.proto == PROTO_TCP:
-        put16(l4, cookie_sport(c))
+        if get16(l4) == 0:                           # else -g: the template's fixed source port
+            put16(l4, cookie_sport(c))
         put16(l4 + 2, dport)
         put32(l4 + 4, cookie_seq(c))
         if k.tcp_flags & TCP_ACK:
@@ -90,7 +91,8 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
         sum = csum_fold(csum_add(pseudo, l4, l4_len))
         put16(l4 + 16, sum)
     elif k.proto == PROTO_UDP:
-        put16(l4, cookie_sport(c))
+        if get16(l4) == 0:
+            put16(l4, cookie_sport(c))
         put16(l4 + 2, dport)
         if k.ck_len == 4:                            # cookie bits where the protocol echoes them
             put32(l4 + 8 + k.ck_at, payload_cookie(k, c))

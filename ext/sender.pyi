@@ -18,5 +18,7 @@ class ProbeSender:
              answered: npt.NDArray[np.uint8] | None = None) -> int:
         """Sends probes for positions position, position+step, ... < stop, skipping indices whose
         bit is set in answered, until max_probes were sent; returns the next position."""
+    def send_indices(self, indices: npt.NDArray[np.uint64]) -> None:
+        """Sends the probes of these indices, in order, paced like send()."""
     def build(self, index: int, tsval: int = 0) -> bytes:
         """The frame the send loop writes for an index (tests, debugging)."""

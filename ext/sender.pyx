@@ -235,6 +235,35 @@ cdef class ProbeSender:
             raise OSError(err, "sending probes failed: " + strerror(err).decode())
         return position
 
+    def send_indices(self, cnp.ndarray indices):
+        """Sends the probes of these indices (a uint64 array), in order, paced like send():
+        the adaptive scan chooses them itself (its window, its retries, -r's order)."""
+        cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(self.frames)
+        cdef const uint64_t* idx
+        cdef uint64_t n, i = 0
+        cdef uint32_t tsval
+        cdef int want, nf, err = 0, skip = self.l2_len if self.l3 else 0
+        if self.fd < 0:
+            raise ValueError("this sender has no socket")
+        indices = np.ascontiguousarray(indices, dtype=np.uint64)
+        idx = <const uint64_t*>cnp.PyArray_DATA(indices)
+        n = <uint64_t>indices.shape[0]
+        with nogil:
+            while i < n and err == 0:
+                want = self.batch
+                if <uint64_t>want > n - i:
+                    want = <int>(n - i)
+                want = self._await_tokens(want)
+                tsval = <uint32_t>(now_ns() // 1000000)
+                for nf in range(want):
+                    self.iovs[nf].iov_len = self._write(base + nf * self.stride, idx[i + nf], tsval, nf) - skip
+                err = self._flush(want)
+                self.paced += want
+                self.sent += want
+                i += want
+        if err:
+            raise OSError(err, "sending probes failed: " + strerror(err).decode())
+
     def build(self, uint64_t index, uint32_t tsval=0):
         """The frame the send loop writes for an index (for tests and debugging)."""
         cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(self.frames)

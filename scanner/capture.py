@@ -14,14 +14,46 @@ LINK_HEADER_LEN = {pcapy.DLT_EN10MB: 14, pcapy.DLT_RAW: 0, pcapy.DLT_LINUX_SLL: 
 BATCH = 8192
 
 
+# A capture kept open between the stages of a scan (discovery, then the port scan): opening one
+# costs ~30 ms (pcap_activate), reopening it would delay the next stage's first probe.
+_IDLE: dict = {}
+
+
 class Capture:
-    def __init__(self, ifname: str, bpf: str, buffer_bytes: int = 64 << 20, snaplen: int = 256):
+    @classmethod
+    def open(cls, ifname: str, bpf: str, buffer_bytes: int = 64 << 20, timeout_ms: int = 10) -> "Capture":
+        """A capture with this filter: the one the previous stage released, if it matches, else new."""
+        key = (ifname, buffer_bytes, timeout_ms)
+        cap = _IDLE.pop(key, None)
+        if cap is None:
+            cap = cls(ifname, bpf, buffer_bytes, timeout_ms=timeout_ms)
+            cap.key = key
+            return cap
+        try:
+            cap.handle.setfilter(bpf)
+        except pcapy.PcapError as e:
+            raise EnvironmentFault(f"cannot capture on {ifname}: {e}") from None
+        while cap._drain(lambda data, meta: None):     # the previous stage's leftovers
+            pass
+        cap._stop, cap._thread, cap.error = threading.Event(), None, None
+        cap._base = cap.handle.stats()
+        return cap
+
+    def release(self) -> None:
+        """After stop(): kept for the next stage of the scan."""
+        if self.error is None:
+            _IDLE[self.key] = self
+
+    def __init__(self, ifname: str, bpf: str, buffer_bytes: int = 64 << 20, snaplen: int = 256,
+                 timeout_ms: int = 10):
+        """timeout_ms: the kernel hands over a partly filled block after this long (the latency
+        of replies, which the adaptive window measures)."""
         self.ifname = ifname
         try:
             self.handle = pcapy.create(ifname)
             self.handle.set_snaplen(snaplen)
             self.handle.set_buffer_size(buffer_bytes)
-            self.handle.set_timeout(10)
+            self.handle.set_timeout(timeout_ms)
             self.handle.activate()
             self.handle.setfilter(bpf)
         except pcapy.PcapError as e:
@@ -36,6 +68,8 @@ class Capture:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.error: Optional[BaseException] = None
+        self.key: tuple = (ifname, buffer_bytes, timeout_ms)
+        self._base = (0, 0, 0)          # the counters when this stage took the capture
 
     def start(self, on_batch) -> None:
         """Calls on_batch(data, meta) from a capture thread for every non-empty batch."""
@@ -52,7 +86,7 @@ class Capture:
         try:
             while not self._stop.is_set():
                 if self._drain(on_batch) == 0:
-                    select.select([self.fd], [], [], 0.02)
+                    select.select([self.fd], [], [], 0.005)    # stop() waits at most this
             while self._drain(on_batch):      # what arrived before stop() was called
                 pass
         except Exception as e:   # reported by stop(): a capture failure must not pass silently
@@ -67,4 +101,9 @@ class Capture:
 
     def stats(self):
         """(received, dropped by the kernel, dropped by the interface), as libpcap counts them."""
-        return self.handle.stats()
+        return tuple(now - then for now, then in zip(self.handle.stats(), self._base))
+
+
+def close_idle() -> None:
+    """At the end of a session: nothing is kept across scans (an interface may be gone)."""
+    _IDLE.clear()

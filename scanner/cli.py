@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 from typing import Any, List, Optional
 
 from .errors import InputError, ScannerError
@@ -26,9 +27,29 @@ class TerminalView:
     def attach(self, session) -> None:
         from .output import HostTable, OpenPortLines
         r = self.request
+        self.session = session
+        # nmap's running commentary (-v, --packet-trace, -d) goes to stdout, unless an output does.
+        self.talk = sys.stderr if self.stdout_taken or sys.stdout is None else sys.stdout
         if not self.stdout_taken and sys.stdout is not None:    # None: started with stdout closed
-            self.screen = (HostTable(show_all=r.show_all, reason=r.reason, assume_up=session.discovery is None)
+            # -vv shows why each port has its state, as nmap's does.
+            self.screen = (HostTable(show_all=r.show_all, reason=r.reason or r.verbose >= 2,
+                                     assume_up=session.discovery is None)
                            if session.table else OpenPortLines(show_all=r.show_all))
+
+    def say(self, text: str) -> None:
+        self.talk.write(text + "\n")
+        self.talk.flush()
+
+    def stage_name(self, stage: str) -> str:
+        """nmap's name of a stage ("SYN Stealth Scan", "Ping Scan", ...)."""
+        if stage == "discovery":
+            return "Ping Scan"
+        if stage == "service":
+            return "Service scan"
+        for kind, probes in getattr(self.session, "jobs", ()):
+            if kind == stage:
+                return " and ".join(dict.fromkeys(t.name for t, _ in probes.slots))
+        return stage
 
     def note(self, text: str) -> None:
         if not self.quiet:
@@ -41,9 +62,20 @@ class TerminalView:
         elif kind == "port-results":
             if self.screen is not None:
                 self.screen.write(event.rows)
+            if self.request.verbose and not event.replayed and (self.screen is None or self.screen.grouped):
+                self.discovered(event.rows)
         elif kind == "hosts-up":
-            if self.screen is not None and self.screen.grouped:
+            if self.screen is not None and self.screen.grouped and not self.request.open_only:
                 self.screen.write(event.rows)
+        elif kind == "packet":
+            self.status.end()
+            self.say(f"{event.direction} ({event.elapsed:.4f}s) {event.text}")
+        elif kind == "debug":
+            if self.request.debug >= event.level or (self.request.verbose >= 2 and event.level <= 1):
+                self.status.end()
+                self.say(event.text)
+        elif kind == "list-scan":
+            sys.stdout.write(event.text)
         elif kind == "dry-run":
             sys.stdout.write(event.text)
         elif kind == "note":
@@ -54,19 +86,41 @@ class TerminalView:
             print(f"scanner: {event.text}", file=sys.stderr, flush=True)
         elif kind == "stage-ended":
             self.status.end()
+            if self.request.verbose and event.stage != "os-probe":
+                self.say(f"Completed {self.stage_name(event.stage)} at {time.strftime('%H:%M')}, "
+                         f"{event.summary.elapsed:.2f}s elapsed ("
+                         + (f"{event.hosts} total hosts)" if event.stage == "discovery" else
+                            f"{event.hosts * event.slots} total ports)"))
             if event.stage == "discovery":
                 self.note(f"host discovery: {event.up} of {event.hosts} hosts up ({event.summary.elapsed:.2f}s)")
             elif event.stage in ("raw", "connect"):
                 self.note(summary_line(event).removeprefix("scanner: "))
         elif kind == "stage-started":
             self.status.end()
+            if self.request.verbose and event.stage != "os-probe":
+                self.say(f"Initiating {self.stage_name(event.stage)} at {time.strftime('%H:%M')}")
+                if event.stage in ("raw", "connect"):
+                    self.say(f"Scanning {event.hosts} host{'s' if event.hosts != 1 else ''} "
+                             f"[{event.probes // max(event.hosts, 1)} ports/host]")
         elif kind == "details":
             if self.screen is not None and hasattr(self.screen, "set_details"):
-                self.screen.set_details(event.services, event.os_guesses)
+                self.screen.set_details(event.services, event.os_guesses, event.names)
         elif kind == "finished":
             self.status.end()
             if self.screen is not None:
                 self.screen.close(event.result.summary)
+
+
+    def discovered(self, rows) -> None:
+        """-v: nmap's "Discovered open port 22/tcp on 198.18.0.5" as each is found."""
+        from .output import rows_to_dicts
+        from .states import STATES
+        opened = rows[rows["state"] == STATES["open"]]
+        if len(opened):
+            self.status.end()
+            self.talk.write("".join(f"Discovered open port {d['port']}/{d['proto']} on {d['ip']}\n"
+                                    for d in rows_to_dicts(opened)))
+            self.talk.flush()
 
 
 def summary_line(event) -> str:
@@ -156,6 +210,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             from .request import help_text
             sys.stdout.write(help_text())
             sys.exit(0)
+        if argv[0] == "--completion":
+            from .completion import completion_script
+            if len(argv) != 2:
+                raise InputError("--completion takes a shell: scanner --completion bash|zsh")
+            sys.stdout.write(completion_script(argv[1]))
+            sys.exit(0)
         if argv[0] in ("-V", "--version"):
             from . import __version__
             print(f"scanner version {__version__}")
@@ -178,6 +238,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         else:
             from .request import ScanRequest
             request = ScanRequest.from_argv(argv)
+            if request.iflist:
+                from .netinfo import iflist_text
+                sys.stdout.write(iflist_text())
+                sys.exit(0)
         sys.exit(run_scan(request, resume))
     except ScannerError as e:
         print(f"scanner: error: {e}", file=sys.stderr)

@@ -9,7 +9,8 @@ import ipaddress
 import os
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import Any, Callable, Optional
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,8 @@ from .errors import EnvironmentFault, InputError
 from .space import ScanSpace
 from .states import REASONS, STATE_NAMES, STATES
 from .targets import TargetSet
+from .timing import Window
+from .trace import describe_frame, reply_lines
 
 # Past this many probes the bitmap of answered probes (one bit each) would not fit comfortably.
 MAX_SPACE = 1 << 34
@@ -32,6 +35,8 @@ UDP_SLOW_UP_TO = 1 << 22
 # Linux answers about one ICMP error per second per destination after a short burst: the pace
 # of the extra rounds that collect UDP port-unreachables from hosts that rate-limit them.
 UDP_SLOW_RATE_PER_HOST = 1.0
+# The window keeps per-probe send times and tries (5 bytes a probe) up to this many probes.
+PER_PROBE_UP_TO = 1 << 22
 
 
 @dataclass
@@ -46,6 +51,9 @@ class ScanConfig:
     list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
     list_silent: bool = True       # ... those of hosts that never answered too (else silent_rows() makes them)
     udp_rounds: int = 30           # at most this many slower rounds for ICMP-rate-limiting hosts
+    timing: Any = None             # timing.Timing; None: the fixed rate, retries and wait above
+    sequential: bool = False       # -r: indices in order (hosts in order, each host's ports in order)
+    trace: Optional[Callable] = None   # --packet-trace: trace(direction, seconds, text) per packet
 
     def __post_init__(self):
         if self.seed is None:
@@ -62,9 +70,25 @@ class ScanConfig:
     def indices(self, chunk: int = 1 << 16):
         """This shard's probe indices in sending order, chunk by chunk (uint64 arrays)."""
         start, step, count = self.positions()
-        perm = Permutation(self.space.size, self.seed)
         for offset in range(0, count, chunk):
-            yield perm.fill(start + offset * step, min(chunk, count - offset), step)
+            yield self.at(start + offset * step, min(chunk, count - offset))
+
+    def at(self, position: int, count: int) -> np.ndarray:
+        """The indices of count positions from position on (this shard's step apart)."""
+        step = self.shard[1]
+        if self.sequential:         # -r: the identity order; index = host * slots + slot, ports sorted
+            return np.arange(position, position + count * step, step, dtype=np.uint64)
+        if getattr(self, "_perm", None) is None:
+            self._perm = Permutation(self.space.size, self.seed)
+        return self._perm.fill(position, count, step)
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the window loop sends (adaptive pace, -r's order, a parallelism cap, the
+        packet trace) rather than the compiled permutation walk at a fixed rate."""
+        t = self.timing
+        return t is not None and (t.adaptive or self.sequential or self.trace is not None
+                                  or t.max_window < (1 << 30) or t.host_timeout is not None)
 
 
 @dataclass
@@ -116,6 +140,11 @@ class Tracker:
     def answered(self, indices: np.ndarray) -> np.ndarray:
         return (self.bitmap[indices >> 3] >> (indices & 7).astype(np.uint8)) & 1 == 1
 
+    def mark_all(self, index: np.ndarray) -> None:
+        """Marks these indices answered (the connect scan's verdicts, a batch at a time)."""
+        byte, bit = index >> 3, (np.uint8(1) << (index & 7).astype(np.uint8))
+        np.bitwise_or.at(self.bitmap, byte, bit)
+
     def mark(self, index: int) -> None:
         self.bitmap[index >> 3] |= np.uint8(1 << (index & 7))
 
@@ -144,6 +173,8 @@ class Scan:
         self._stop = threading.Event()
         self.key = resume.key if resume else os.urandom(16)
         self.sender: Any = None
+        self.window: Any = None
+        self.timed_out = False          # --host-timeout ended the scan
         start, _, _ = config.positions()
         self.cursor = (resume.attempt, resume.position) if resume else (0, start)
         # Whether every answer worth waiting for is in (no retry, no wait then); the default:
@@ -199,8 +230,19 @@ class Scan:
             raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
-        capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring)
+        # The adaptive window wants replies as they come (its round trips include this latency).
+        capture = Capture.open(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring,
+                               timeout_ms=1 if cfg.windowed else 10)
         parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays(), templates, l2_len)
+        parser.data_length = len(space.probes.padding)
+        parser.source_port = space.probes.source_port
+
+        trace, began = cfg.trace, time.monotonic()
+        window = self.window = Window(cfg.timing) if cfg.windowed else None
+        # Per probe, for the window: when it was first sent and how many times (small scans).
+        self._sent_at: Any = np.zeros(space.size, np.float32) if window and space.size <= PER_PROBE_UP_TO else None
+        self._tries: Any = np.zeros(space.size, np.uint8) if self._sent_at is not None else None
+        self._replied = threading.Event()
 
         def on_batch(data, meta):
             rows = parser.parse(data, meta)
@@ -208,16 +250,24 @@ class Scan:
                 fresh = self.tracker.first_seen(rows)
                 self.summary.duplicates += len(rows) - len(fresh)
                 if len(fresh):
+                    if window is not None:
+                        self._account(window, fresh["index"], time.monotonic() - began)
+                    if trace is not None:
+                        for text in reply_lines(fresh, route.src):
+                            trace("RCVD", time.monotonic() - began, text)
                     self.summary.replies += len(fresh)
                     emit_rows(self.summary, sink, fresh)
 
         start, step, count = cfg.positions()
         self.summary.probes = count
-        began = time.monotonic()
         capture.start(on_batch)
         try:
             first_attempt, position = self.cursor
+            if window is not None:
+                self._send_windowed(window, began, start)
             for attempt in range(first_attempt, cfg.retries + 1):
+                if window is not None:
+                    break
                 if attempt > first_attempt:
                     self._wait(min(cfg.wait, 0.5))       # let replies to the last pass arrive
                 if self._stop.is_set() or (attempt and self.complete()):
@@ -238,10 +288,98 @@ class Scan:
             self.summary.suspected_forgeries = parser.forged
             received, dropped, _ = capture.stats()
             self.summary.pcap_received, self.summary.pcap_dropped = received, dropped
-        if not self.summary.interrupted:
+            capture.release()
+        if not self.summary.interrupted and not self.timed_out:
             self._emit_unanswered(sink, count)
         self.summary.elapsed = time.monotonic() - began
         return self.summary
+
+    def _account(self, window, index: np.ndarray, now: float) -> None:
+        """Replies to the window (capture thread): RTT samples of first sends, losses seen as
+        answers to resends."""
+        rtts, retried, max_try = np.zeros(0), 0, 0
+        if self._tries is not None:
+            tries = self._tries[index]
+            rtts = now - self._sent_at[index[tries == 1]]
+            retried = int(np.count_nonzero(tries > 1))
+            max_try = int(tries.max()) - 1 if len(tries) else 0
+        window.replies(now, rtts, len(index), retried, max_try)
+        self._replied.set()
+
+    def _send_windowed(self, window, began: float, start: int) -> None:
+        """Sends while the window has room: fresh probes in order, each probe resent as soon as
+        its timeout passes (as often as the window allows), until every probe is answered or
+        out of tries; --host-timeout ends it early, --min-rate sends past a full window."""
+        cfg, t, sender = self.config, self.config.timing, self.sender
+        size, step = self.space.size, cfg.shard[1]
+        sender.set_rate(t.rate)
+        attempt, position = self.cursor
+        # After a resumed first pass: one more sweep over every position for what is unanswered.
+        skip_answered = bool(self.resume)
+        pending: deque = deque()        # (sent at, indices, try) in sending order
+        resend: deque = deque()         # (indices, try) whose timeout passed unanswered
+        deadline = began + t.host_timeout if t.host_timeout else None
+        sending = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.timed_out = True
+                break
+            timeout = window.timeout
+            while pending and pending[0][0] + timeout <= now:
+                _, idx, tries = pending.popleft()
+                idx = idx[~self.tracker.answered(idx)]
+                window.expired(len(idx))
+                if len(idx) and tries <= window.tries_allowed():
+                    resend.append((idx, tries + 1))
+            if self.complete():
+                break
+            room = window.room()
+            if t.min_rate:
+                room = max(room, int(t.min_rate * (now - began)) + 1 - sender.sent)
+            if room <= 0:
+                self._replied.clear()
+                next_due = pending[0][0] + timeout - now if pending else 0.001
+                self._replied.wait(min(max(next_due, 0.0002), 0.005))
+                continue
+            room = min(room, 4096)
+            if resend:
+                idx, tries = resend.popleft()
+                if len(idx) > room:
+                    resend.appendleft((idx[room:], tries))
+                    idx = idx[:room]
+                idx = idx[~self.tracker.answered(idx)]
+            elif position < size:
+                n = min(room, (size - position + step - 1) // step)
+                idx, tries = cfg.at(position, n), attempt + 1
+                position += n * step
+                self.cursor = (attempt, position)
+                if skip_answered or attempt:
+                    idx = idx[~self.tracker.answered(idx)]
+            elif attempt < 1 and skip_answered:
+                attempt, position = 1, start
+                continue
+            elif pending:
+                self._replied.clear()
+                self._replied.wait(min(max(pending[0][0] + timeout - now, 0.0002), 0.005))
+                continue
+            else:
+                break
+            if not len(idx):
+                continue
+            if self._tries is not None:
+                first = self._tries[idx] == 0
+                self._sent_at[idx[first]] = now - began
+                self._tries[idx] = np.minimum(self._tries[idx].astype(np.uint16) + 1, 255)
+            window.sent(len(idx))
+            tick = time.monotonic()
+            sender.send_indices(idx)
+            sending += time.monotonic() - tick
+            pending.append((time.monotonic(), idx, tries))
+            if cfg.trace is not None:
+                for i in idx.tolist():
+                    cfg.trace("SENT", time.monotonic() - began, describe_frame(sender.build(i)))
+        self.summary.sending += sending
 
     def _send_pass(self, rate, start, step, skip, attempt=None):
         """Sends this shard's probes from position start on whose bit is not set in skip (None:

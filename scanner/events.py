@@ -84,9 +84,11 @@ class StageEnded(Event):
 
 @dataclass
 class Details(Event):
-    """-sV's {(addr, proto, port): ServiceInfo} and -O's {addr: OsGuess}."""
-    services: dict = field(default_factory=dict)
-    os_guesses: dict = field(default_factory=dict)
+    """-sV's {(addr, proto, port): ServiceInfo}, -O's {addr: OsGuess}, -R's {addr: name}
+    (None: not part of this event)."""
+    services: Optional[dict] = field(default_factory=dict)
+    os_guesses: Optional[dict] = field(default_factory=dict)
+    names: Optional[dict] = None
     kind = "details"
 
 
@@ -95,6 +97,30 @@ class DryRun(Event):
     """--dry-run: the probes that would be sent, in order, as "address port" lines."""
     text: str
     kind = "dry-run"
+
+
+@dataclass
+class Listed(Event):
+    """-sL: targets as nmap lists them ("Nmap scan report for ..." lines), a chunk at a time."""
+    text: str
+    kind = "list-scan"
+
+
+@dataclass
+class Packet(Event):
+    """--packet-trace: one probe sent ("SENT") or reply received ("RCVD"), seconds into the stage."""
+    direction: str
+    elapsed: float
+    text: str
+    kind = "packet"
+
+
+@dataclass
+class Debug(Event):
+    """-d: a timing decision or measurement (level 1 and up)."""
+    text: str
+    level: int = 1
+    kind = "debug"
 
 
 @dataclass

@@ -7,6 +7,7 @@ import json
 import socket
 import struct
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,10 @@ def _neighbour(ifname: str, addr: str) -> bytes | None:
 def _arp(ifname: str, src: str, addr: str, timeout: float) -> bytes | None:
     """One ARP request for addr on ifname; the MAC from the reply, or None."""
     mac = interface_mac(ifname)
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as s:
+    # Protocol 0, then bind to ARP: no packet hook is replaced on bind, and the close (which
+    # waits for the kernel's RCU grace period, ~15 ms) happens off the path to the first probe.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
         s.bind((ifname, 0x0806))
         s.settimeout(0.2)
         request = (b"\xff" * 6 + mac + b"\x08\x06" +
@@ -78,6 +82,8 @@ def _arp(ifname: str, src: str, addr: str, timeout: float) -> bytes | None:
                         return frame[22:28]
             except socket.timeout:
                 continue
+    finally:
+        threading.Thread(target=s.close, name="arp-close", daemon=True).start()
     return None
 
 
@@ -122,3 +128,30 @@ def next_hop_mac(route: Route, timeout: float = 3.0) -> bytes:
         kind = "neighbour advertisement" if v6 else "ARP reply"
         raise EnvironmentFault(f"no {kind} from next hop {route.next_hop} on {route.ifname}")
     return mac
+
+
+def iflist_text() -> str:
+    """--iflist: interfaces and routes, laid out as nmap's are."""
+    links = _ip_json("addr", "show")
+    out = ["************************INTERFACES************************",
+           f"{'DEV':<12} {'(SHORT)':<12} {'IP/MASK':<42} {'TYPE':<9} {'UP':<5} {'MTU':<6} MAC"]
+    for link in links:
+        kind = "loopback" if link.get("link_type") == "loopback" else "ethernet"
+        up = "up" if "UP" in link.get("flags", ()) else "down"
+        mac = link.get("address", "").upper() if kind != "loopback" else ""
+        for a in link.get("addr_info", []) or [{"local": "(none)", "prefixlen": 0}]:
+            out.append(f"{link['ifname']:<12} {'(' + link['ifname'] + ')':<12} "
+                       f"{a['local'] + '/' + str(a['prefixlen']):<42} {kind:<9} {up:<5} {link.get('mtu', 0):<6} {mac}")
+    out += ["", "**************************ROUTES**************************",
+            f"{'DST/MASK':<42} {'DEV':<12} {'METRIC':<7} GATEWAY"]
+    for family in ("-4", "-6"):
+        for r in _ip_json(family, "route", "show", "table", "all"):
+            dst = r.get("dst", "")
+            if r.get("type", "unicast") not in ("unicast", "local") or dst.startswith(("ff00::", "fe80::")):
+                continue
+            if dst == "default":
+                dst = "0.0.0.0/0" if family == "-4" else "::/0"
+            elif "/" not in dst:
+                dst += "/32" if family == "-4" else "/128"
+            out.append(f"{dst:<42} {r.get('dev', ''):<12} {r.get('metric', 0):<7} {r.get('gateway', '')}")
+    return "\n".join(out) + "\n"

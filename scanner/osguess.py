@@ -16,6 +16,7 @@ INITIAL_TTLS = (32, 64, 128, 255)
 # How much each piece of evidence weighs.
 WEIGHTS = {"ttl": 25, "options": 30, "window": 20, "wscale": 10, "df": 5, "rst_window": 5, "rst_ttl": 5}
 SHOW_ABOVE = 50          # accuracy below which a signature is not listed
+GUESS_ABOVE = 20         # --osscan-guess: nmap guesses more aggressively, down to here
 MAX_MATCHES = 3
 FAMILY_OS_NAMES = {"Linux": ("linux", "debian", "ubuntu", "unix"), "Windows": ("windows",),
                    "BSD": ("freebsd", "openbsd", "netbsd", "mac os", "macos", "ios", "bsd"),
@@ -186,8 +187,11 @@ def score(sig: Signature, fp: Fingerprint) -> int:
     return round(100 * got / total)
 
 
-def guess(fp: Fingerprint, signatures=None, service_os: Optional[set] = None) -> Optional[OsGuess]:
-    """The best signatures for a fingerprint; service_os: OS names services reported (ostype)."""
+def guess(fp: Fingerprint, signatures=None, service_os: Optional[set] = None,
+          show_above: Optional[int] = None) -> Optional[OsGuess]:
+    """The best signatures for a fingerprint; service_os: OS names services reported (ostype);
+    show_above: the lowest score shown (--osscan-guess: GUESS_ABOVE)."""
+    show_above = SHOW_ABOVE if show_above is None else show_above
     sigs = signatures if signatures is not None else load_signatures()
     ranked = []
     for sig in sigs:
@@ -199,7 +203,7 @@ def guess(fp: Fingerprint, signatures=None, service_os: Optional[set] = None) ->
                 s = min(100, s + 4)
         ranked.append((s, sig))
     ranked.sort(key=lambda x: -x[0])
-    ranked = [(s, sig) for s, sig in ranked if s >= SHOW_ABOVE][:MAX_MATCHES]
+    ranked = [(s, sig) for s, sig in ranked if s >= show_above][:MAX_MATCHES]
     if not ranked:
         return None
     s, best = ranked[0]
@@ -238,8 +242,11 @@ def hosts_without_rst(rows: np.ndarray) -> list:
     return [addr for addr, fp in fingerprints(rows).items() if not fp.rst_ttl]
 
 
-def guess_hosts(rows: np.ndarray, services: Optional[dict] = None, signatures=None) -> dict:
-    """{addr: OsGuess} for every host with an open TCP port among the rows."""
+def guess_hosts(rows: np.ndarray, services: Optional[dict] = None, signatures=None, limit: bool = False,
+                aggressive: bool = False) -> dict:
+    """{addr: OsGuess} for every host with an open TCP port among the rows; limit
+    (--osscan-limit): only hosts that also showed a closed port; aggressive (--osscan-guess):
+    guesses down to GUESS_ABOVE."""
     sigs = signatures if signatures is not None else load_signatures()
     svc_os: dict = {}
     for (addr, _proto, _port), info in (services or {}).items():
@@ -247,7 +254,9 @@ def guess_hosts(rows: np.ndarray, services: Optional[dict] = None, signatures=No
             svc_os.setdefault(addr, set()).add(info.ostype)
     out = {}
     for addr, fp in fingerprints(rows).items():
-        g = guess(fp, sigs, svc_os.get(addr))
+        if limit and not fp.rst_ttl:
+            continue
+        g = guess(fp, sigs, svc_os.get(addr), GUESS_ABOVE if aggressive else SHOW_ABOVE)
         if g is not None:
             out[addr] = g
     return out

@@ -1,15 +1,17 @@
 """nmap-style TCP port specs and the top-ports frequency list."""
 from __future__ import annotations
 
+import fnmatch
 import re
 from functools import lru_cache
-from importlib import resources
+import os
 from typing import Optional
 
 import numpy as np
 
 from .errors import InputError
 
+DATA = os.path.join(os.path.dirname(__file__), "data")   # shipped with the package (no importlib.resources: start-up)
 DEFAULT_TOP_PORTS = 1000  # nmap scans its top 1000 TCP ports when no -p is given
 _NUM = re.compile(r"[0-9]+")
 
@@ -17,7 +19,8 @@ _NUM = re.compile(r"[0-9]+")
 @lru_cache(maxsize=2)
 def _services(proto: str = "tcp") -> dict:
     """Port -> usual service name, most frequent first (shipped data files, never /usr/share/nmap)."""
-    text = resources.files("scanner").joinpath(f"data/top-ports-{proto}.txt").read_text(encoding="ascii")
+    with open(os.path.join(DATA, f"top-ports-{proto}.txt"), encoding="ascii") as f:
+        text = f.read()
     rows = (line.split() for line in text.split("\n") if line.strip() and not line.startswith("#"))
     return {int(port): name for port, name in rows}
 
@@ -73,6 +76,21 @@ def _parse_spec(spec: str) -> dict:
             protos = ("tcp",) if prefix == "T" else ("udp",)
         if not item:
             raise InputError(f"bad port spec '{spec}': empty entry")
+        known = None
+        if item.startswith("[") and item.endswith("]"):
+            # nmap: [1-1024] is the ports of the range that have a service name
+            item, known = item[1:-1].strip(), True
+            if not item:
+                raise InputError(f"bad port spec '{spec}': empty []")
+        if re.search(r"[A-Za-z*?]", item):       # service names (ssh, http*), as nmap-services names them
+            matched = False
+            for proto in protos:
+                ports = [p for p, name in _services(proto).items() if fnmatch.fnmatchcase(name, item.lower())]
+                masks[proto][ports] = True
+                matched |= bool(ports)
+            if not matched:
+                raise InputError(f"bad port spec '{spec}': no service is named '{item}'")
+            continue
         if "-" in item:
             lo_text, _, hi_text = item.partition("-")
             # Open ends like nmap: '-' is 1-65535, '-1024' is 1-1024, '60000-' is 60000-65535.
@@ -84,7 +102,12 @@ def _parse_spec(spec: str) -> dict:
         else:
             selected = _port(item, item, spec)  # type: ignore[assignment]
         for proto in protos:
-            masks[proto][selected] = True
+            if known:
+                named = np.zeros(65536, dtype=bool)
+                named[list(_services(proto))] = True
+                masks[proto][selected] |= named[selected]
+            else:
+                masks[proto][selected] = True
     return masks
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Tuple
@@ -21,20 +22,16 @@ from .errors import InputError
 TCP_SCAN_LETTERS = {"S": "syn", "T": "connect", "A": "ack", "W": "window", "N": "null", "F": "fin",
                     "X": "xmas", "M": "maimon"}
 TCP_SCAN_FLAG = {key: f"-s{letter}" for letter, key in TCP_SCAN_LETTERS.items()}
-SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only"}
+SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only", "L": "list_scan"}
 # nmap's -s letters that scanner does not implement (yet).
-SCAN_LETTERS_MISSING = {"L": "list scan", "C": "scripts", "O": "IP protocol scan", "Y": "SCTP INIT scan",
+SCAN_LETTERS_MISSING = {"C": "scripts", "O": "IP protocol scan", "Y": "SCTP INIT scan",
                         "Z": "SCTP COOKIE-ECHO scan", "I": "idle scan", "R": "RPC scan"}
 # nmap options that scanner does not implement: named in the error instead of "unknown option".
 NMAP_MISSING = {
-    "-T0", "-T1", "-T2", "-T3", "-T4", "-T5", "-v", "-vv", "-d", "-n", "-R", "--open", "-F", "-r",
-    "--min-rate", "--max-rate", "--max-retries", "--host-timeout", "--scan-delay", "--max-scan-delay",
-    "--min-rtt-timeout", "--max-rtt-timeout", "--initial-rtt-timeout", "--min-parallelism",
     "--min-hostgroup", "--max-hostgroup", "-b", "--badsum", "-f", "--mtu", "-D", "-S",
-    "-g", "--source-port", "--data", "--data-string", "--data-length", "--ip-options", "--ttl",
-    "--spoof-mac", "--proxies", "--traceroute", "--script", "--script-args", "-sC", "--version-light",
-    "--version-all", "--version-trace", "--osscan-limit", "--osscan-guess", "--max-os-tries",
-    "--iflist", "--packet-trace", "--append-output", "--privileged", "--unprivileged", "-oS",
+    "--data", "--data-string", "--ip-options",
+    "--spoof-mac", "--proxies", "--traceroute", "--script", "--script-args", "-sC",
+    "--version-trace", "--max-os-tries", "--privileged", "--unprivileged", "-oS",
     "--stylesheet", "--webxml", "--no-stylesheet", "--datadir", "--send-eth", "--send-ip",
     "--defeat-rst-ratelimit", "--defeat-icmp-ratelimit", "--nsock-engine", "--release-memory",
     "--min-rtt", "-PY", "-PO", "-PM", "--disable-arp-ping", "--discovery-ignore-rst", "--dns-servers",
@@ -48,7 +45,7 @@ NMAP_MISSING = {
 class Option:
     names: Tuple[str, ...]        # as typed; the first is the canonical one (to_argv, --help)
     field: str                    # the ScanRequest field it sets
-    takes: str = "flag"           # flag | value | multi (repeatable, comma lists) | glued (-PS22)
+    takes: str = "flag"           # flag | value | multi (repeatable, comma lists) | glued (-PS22) | count (-vv)
     help: str = ""
     section: str = "OTHER"
     metavar: str = ""
@@ -65,6 +62,7 @@ OPTIONS = (
          "FILE"),
     _opt("-6", "ipv6", "flag", "Resolve hostnames to IPv6 (IPv6 addresses need no flag)",
          "TARGET SPECIFICATION"),
+    _opt("-sL", "list_scan", "flag", "List the targets, send nothing", "HOST DISCOVERY"),
     _opt("-sn", "ping_only", "flag", "Host discovery only, no port scan", "HOST DISCOVERY"),
     _opt("-Pn -PN -P0", "no_ping", "flag", "Skip host discovery: treat every host as up", "HOST DISCOVERY"),
     _opt("-PE", "ping_echo", "flag", "Discovery: ICMP echo", "HOST DISCOVERY"),
@@ -73,6 +71,8 @@ OPTIONS = (
     _opt("-PA", "ping_ack", "glued", "Discovery: TCP ACK to these ports", "HOST DISCOVERY", "PORTS"),
     _opt("-PU", "ping_udp", "glued", "Discovery: UDP to these ports", "HOST DISCOVERY", "PORTS"),
     _opt("-PR", "ping_arp", "flag", "Discovery: ARP (the default on the local link)", "HOST DISCOVERY"),
+    _opt("-n", "no_resolve", "flag", "Never resolve addresses to names (the default)", "HOST DISCOVERY"),
+    _opt("-R", "reverse_dns", "flag", "Reverse DNS lookups of the hosts found up", "HOST DISCOVERY"),
     _opt("-sS", "tcp_scan", "flag", "SYN (half-open) scan, the default as root", "SCAN TECHNIQUES"),
     _opt("-sT", "tcp_scan", "flag", "TCP connect scan, the default without root", "SCAN TECHNIQUES"),
     _opt("-sA", "tcp_scan", "flag", "ACK scan: filtered or unfiltered", "SCAN TECHNIQUES"),
@@ -86,22 +86,52 @@ OPTIONS = (
     _opt("-p", "ports", "value", "Ports: 22,80,1000-2000, - for all, T:/U: per protocol",
          "PORT SPECIFICATION", "PORTS"),
     _opt("--top-ports", "top_ports", "value", "Scan the N most common ports", "PORT SPECIFICATION", "N"),
+    _opt("-F", "fast", "flag", "Fast mode: the 100 most common ports", "PORT SPECIFICATION"),
+    _opt("-r", "sequential", "flag", "Ports in order (hosts and ports are not randomized)", "PORT SPECIFICATION"),
     _opt("-sV", "version_scan", "flag", "Service/version detection of open ports",
          "SERVICE/VERSION AND OS DETECTION"),
     _opt("--version-intensity", "version_intensity", "value", "-sV: 0 (light) to 9 (all probes)",
          "SERVICE/VERSION AND OS DETECTION", "N"),
+    _opt("--version-light", "version_light", "flag", "-sV: --version-intensity 2",
+         "SERVICE/VERSION AND OS DETECTION"),
+    _opt("--version-all", "version_all", "flag", "-sV: --version-intensity 9", "SERVICE/VERSION AND OS DETECTION"),
     _opt("--service-db", "service_db", "value", "-sV: probes and matches from this file (ours, or "
          "nmap's nmap-service-probes)", "SERVICE/VERSION AND OS DETECTION", "FILE"),
     _opt("-O", "os_scan", "flag", "OS detection from the SYN-ACKs and RSTs seen",
          "SERVICE/VERSION AND OS DETECTION"),
+    _opt("--osscan-limit", "osscan_limit", "flag", "-O: only hosts with an open and a closed port",
+         "SERVICE/VERSION AND OS DETECTION"),
+    _opt("--osscan-guess --fuzzy", "osscan_guess", "flag", "-O: show guesses of low confidence too",
+         "SERVICE/VERSION AND OS DETECTION"),
     _opt("-A", "aggressive", "flag", "-sV and -O together", "SERVICE/VERSION AND OS DETECTION"),
-    _opt("--rate", "rate", "value", "Packets per second (0: as fast as possible)", "TIMING AND PERFORMANCE",
-         "PPS"),
-    _opt("--retries", "retries", "value", "Resends of probes still unanswered", "TIMING AND PERFORMANCE", "N"),
-    _opt("--wait", "wait", "value", "Seconds to wait for late replies", "TIMING AND PERFORMANCE", "SECONDS"),
+    _opt("-T", "timing", "value", "Timing template -T0..-T5 (paranoid|sneaky|polite|normal|aggressive|insane)",
+         "TIMING AND PERFORMANCE", "0-5"),
+    _opt("--rate", "rate", "value", "Fixed packets per second, never exceeded (0: as fast as possible); "
+         "without it the pace adapts to the replies", "TIMING AND PERFORMANCE", "PPS"),
+    _opt("--min-rate", "min_rate", "value", "Adaptive pace: never slower than this (packets/s)",
+         "TIMING AND PERFORMANCE", "PPS"),
+    _opt("--max-rate", "max_rate", "value", "Adaptive pace: never faster than this (packets/s)",
+         "TIMING AND PERFORMANCE", "PPS"),
+    _opt("--max-retries --retries", "retries", "value", "Resends of probes still unanswered",
+         "TIMING AND PERFORMANCE", "N"),
+    _opt("--wait", "wait", "value", "Seconds to wait for late replies (default: from the round-trip time)",
+         "TIMING AND PERFORMANCE", "SECONDS"),
+    _opt("--min-rtt-timeout", "min_rtt_timeout", "value", "Probe timeout never below TIME (500ms, 1s, 2m)",
+         "TIMING AND PERFORMANCE", "TIME"),
+    _opt("--max-rtt-timeout", "max_rtt_timeout", "value", "Probe timeout never above TIME",
+         "TIMING AND PERFORMANCE", "TIME"),
+    _opt("--initial-rtt-timeout", "initial_rtt_timeout", "value", "Probe timeout before a round trip is measured",
+         "TIMING AND PERFORMANCE", "TIME"),
+    _opt("--host-timeout", "host_timeout", "value", "Give up on the scan after TIME (as nmap gives up on a host)",
+         "TIMING AND PERFORMANCE", "TIME"),
+    _opt("--scan-delay", "scan_delay", "value", "At least TIME between probes", "TIMING AND PERFORMANCE", "TIME"),
+    _opt("--max-scan-delay", "max_scan_delay", "value", "Adaptive pace: never more than TIME between probes",
+         "TIMING AND PERFORMANCE", "TIME"),
+    _opt("--min-parallelism", "min_parallelism", "value", "Probes in flight: at least N",
+         "TIMING AND PERFORMANCE", "N"),
     _opt("--max-udp-rounds", "max_udp_rounds", "value", "Slower rounds for hosts that rate-limit ICMP "
          "(-sU); 0: none", "TIMING AND PERFORMANCE", "N"),
-    _opt("--max-parallelism", "max_parallelism", "value", "Connections open at once (-sT, -sV)",
+    _opt("--max-parallelism", "max_parallelism", "value", "Probes in flight (connections for -sT, -sV): at most N",
          "TIMING AND PERFORMANCE", "N"),
     _opt("--seed", "seed", "value", "Seed of the probe order", "SCALE", "N"),
     _opt("--shard", "shard", "value", "K/N: scan this machine's slice K of N", "SCALE", "K/N"),
@@ -109,6 +139,12 @@ OPTIONS = (
     _opt("--dry-run", "dry_run", "flag", "Print the probes instead of sending them", "SCALE"),
     _opt("--cluster", "cluster", "value", "Run the scan on the workers of this Dask scheduler "
          "(tcp://HOST:8786, tls://...; see docs/cluster.md)", "SCALE", "ADDR"),
+    _opt("--ttl", "ttl", "value", "IP time-to-live (IPv6 hop limit) of the probes", "FIREWALL/IDS EVASION AND SPOOFING",
+         "N"),
+    _opt("--data-length", "data_length", "value", "Append N random bytes to each probe",
+         "FIREWALL/IDS EVASION AND SPOOFING", "N"),
+    _opt("-g --source-port", "source_port", "value", "Fixed source port of raw TCP/UDP probes (replies "
+         "then checked by the sequence cookie alone)", "FIREWALL/IDS EVASION AND SPOOFING", "PORT"),
     _opt("-oN", "normal_out", "value", "nmap's normal output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oX", "xml_out", "value", "nmap's XML output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oG", "grepable_out", "value", "nmap's grepable output", "OUTPUT", "FILE"),
@@ -116,7 +152,14 @@ OPTIONS = (
     _opt("--csv", "csv_out", "value", "CSV results (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oL", "list_out", "value", "masscan's list format", "OUTPUT", "FILE"),
     _opt("-oA", "all_out", "value", "-oN, -oX and -oG to BASENAME.nmap/.xml/.gnmap", "OUTPUT", "BASENAME"),
+    _opt("-v", "verbose", "count", "More output (-vv: more still): open ports as found", "OUTPUT"),
+    _opt("-d", "debug", "count", "Debugging output (-dd: more): timing decisions", "OUTPUT"),
+    _opt("--open", "open_only", "flag", "Only list open (or possibly open) ports, in every output", "OUTPUT"),
     _opt("--reason", "reason", "flag", "Show why each port has its state", "OUTPUT"),
+    _opt("--packet-trace", "packet_trace", "flag", "Show every probe sent and reply received", "OUTPUT"),
+    _opt("--append-output", "append_output", "flag", "Append to the output files instead of replacing them",
+         "OUTPUT"),
+    _opt("--iflist", "iflist", "flag", "List interfaces and routes, then exit", "OUTPUT"),
     _opt("--show-all", "show_all", "flag", "List unanswered ports too (all outputs)", "OUTPUT"),
     _opt("--stats-every", "stats_every", "value", "Log a progress line every SECONDS", "OUTPUT", "SECONDS"),
     _opt("-q --quiet", "quiet", "flag", "No notes or summary on stderr", "OUTPUT"),
@@ -145,6 +188,47 @@ def _number(kind: Callable, name: str, text: Any, low=None, high=None, finite=Tr
     return value
 
 
+# Options that stand for other fields' values (-A: -sV -O; --version-light: --version-intensity 2).
+SHORTHANDS = ("aggressive", "version_light", "version_all")
+TIMING_NAMES = ("paranoid", "sneaky", "polite", "normal", "aggressive", "insane")
+# (field, option, kind, low, high) of the numbers checked when a request is built.
+_CHECKED = (
+    ("rate", "--rate", float, 0, None), ("min_rate", "--min-rate", float, 0.01, None),
+    ("max_rate", "--max-rate", float, 0.01, None), ("wait", "--wait", float, 0, 3600),
+    ("retries", "--max-retries", int, 0, 100), ("min_rtt_timeout", "--min-rtt-timeout", float, 0, 3600),
+    ("max_rtt_timeout", "--max-rtt-timeout", float, 0.001, 3600),
+    ("initial_rtt_timeout", "--initial-rtt-timeout", float, 0.001, 3600),
+    ("host_timeout", "--host-timeout", float, 0, None), ("scan_delay", "--scan-delay", float, 0, 3600),
+    ("max_scan_delay", "--max-scan-delay", float, 0, 3600),
+    ("min_parallelism", "--min-parallelism", int, 1, 100000),
+    ("max_parallelism", "--max-parallelism", int, 1, 100000),
+    ("stats_every", "--stats-every", float, 0.001, None), ("ttl", "--ttl", int, 1, 255),
+    ("data_length", "--data-length", int, 0, 1400), ("source_port", "-g", int, 1, 65535), ("verbose", "-v", int, 0, 10), ("debug", "-d", int, 0, 10),
+)
+TIME_FIELDS = {"wait", "min_rtt_timeout", "max_rtt_timeout", "initial_rtt_timeout", "host_timeout", "scan_delay",
+               "max_scan_delay", "stats_every"}
+_TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_time(name: str, text: str) -> float:
+    """nmap's time values: seconds, or a number with ms, s, m or h (500ms, 1.5s, 2m)."""
+    text = str(text).strip().lower()
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit) and text[:-len(unit)]:
+            return _number(float, name, text[:-len(unit)], 0) * _TIME_UNITS[unit]
+    return _number(float, name, text, 0)
+
+
+def parse_timing(text: str) -> int:
+    """-T's value: 0-5 or the template's name."""
+    text = str(text).strip().lower()
+    if text in TIMING_NAMES:
+        return TIMING_NAMES.index(text)
+    if text in ("0", "1", "2", "3", "4", "5"):
+        return int(text)
+    raise InputError(f"bad -T '{text}': 0-5 or {', '.join(TIMING_NAMES)}")
+
+
 def parse_shard(text: str) -> tuple:
     try:
         k, n = (int(x) for x in str(text).split("/"))
@@ -170,6 +254,7 @@ class ScanRequest:
     tcp_scan: Optional[str] = None     # syn, connect, ack, ... (None: SYN as root, else connect)
     scanflags: Optional[str] = None
     udp: bool = False
+    list_scan: bool = False
     ping_only: bool = False
     no_ping: bool = False
     ping_echo: bool = False
@@ -178,14 +263,30 @@ class ScanRequest:
     ping_ack: Optional[str] = None
     ping_udp: Optional[str] = None
     ping_arp: bool = False
+    no_resolve: bool = False
+    reverse_dns: bool = False
+    fast: bool = False
+    sequential: bool = False
     version_scan: bool = False
     version_intensity: int = 7
     service_db: Optional[str] = None
     os_scan: bool = False
-    rate: float = 10000.0
-    retries: int = 1
-    wait: float = 2.0
+    osscan_limit: bool = False
+    osscan_guess: bool = False
+    timing: int = 3                    # nmap's -T template; the options below override its values
+    rate: Optional[float] = None       # fixed packets/s (0: unlimited); None: the pace adapts
+    min_rate: Optional[float] = None
+    max_rate: Optional[float] = None
+    retries: Optional[int] = None      # None: the template's
+    wait: Optional[float] = None       # None: derived from the round-trip time (2 s with --rate)
+    min_rtt_timeout: Optional[float] = None     # seconds, as every time below
+    max_rtt_timeout: Optional[float] = None
+    initial_rtt_timeout: Optional[float] = None
+    host_timeout: Optional[float] = None
+    scan_delay: Optional[float] = None
+    max_scan_delay: Optional[float] = None
     max_udp_rounds: int = 30
+    min_parallelism: Optional[int] = None
     max_parallelism: Optional[int] = None
     seed: Optional[int] = None
     shard: Tuple[int, int] = (1, 1)
@@ -193,6 +294,9 @@ class ScanRequest:
     dry_run: bool = False
     # How the scan runs, not what it scans: a checkpoint resumes with another address, or none.
     cluster: Optional[str] = field(default=None, compare=False)
+    ttl: Optional[int] = None
+    data_length: int = 0
+    source_port: Optional[int] = None
     normal_out: Optional[str] = None
     xml_out: Optional[str] = None
     grepable_out: Optional[str] = None
@@ -200,7 +304,13 @@ class ScanRequest:
     csv_out: Optional[str] = None
     list_out: Optional[str] = None
     all_out: Optional[str] = None
+    verbose: int = 0
+    debug: int = 0
+    open_only: bool = False
     reason: bool = False
+    packet_trace: bool = False
+    append_output: bool = False
+    iflist: bool = False
     show_all: bool = False
     stats_every: Optional[float] = None
     quiet: bool = False
@@ -218,21 +328,33 @@ class ScanRequest:
         shard = self.shard
         set_(self, "shard", parse_shard(shard) if isinstance(shard, str) else
              parse_shard("/".join(map(str, shard))))
-        set_(self, "rate", float(_number(float, "--rate", self.rate, 0)))
-        set_(self, "wait", float(_number(float, "--wait", self.wait, 0, 3600)))
-        set_(self, "retries", _number(int, "--retries", self.retries, 0, 100))
+        for name, opt_name, kind, low, high in _CHECKED:
+            if getattr(self, name) is not None:
+                set_(self, name, _number(kind, opt_name, getattr(self, name), low, high))
+        if self.timing not in range(6):
+            raise InputError(f"bad -T '{self.timing}': 0-5 or {', '.join(TIMING_NAMES)}")
         set_(self, "max_udp_rounds", _number(int, "--max-udp-rounds", self.max_udp_rounds, 0, 1000))
         set_(self, "version_intensity", _number(int, "--version-intensity", self.version_intensity, 0, 9))
+        if self.rate is not None and (self.min_rate is not None or self.max_rate is not None):
+            raise InputError("--rate is a fixed pace: it takes no --min-rate or --max-rate")
+        if self.min_rate and self.max_rate and self.min_rate > self.max_rate:
+            raise InputError("--min-rate is above --max-rate")
+        if self.min_parallelism and self.max_parallelism and self.min_parallelism > self.max_parallelism:
+            raise InputError("--min-parallelism is above --max-parallelism")
+        if (self.min_rtt_timeout and self.max_rtt_timeout and self.min_rtt_timeout > self.max_rtt_timeout):
+            raise InputError("--min-rtt-timeout is above --max-rtt-timeout")
+        if self.no_resolve and self.reverse_dns:
+            raise InputError("-n and -R contradict each other")
+        if self.fast and (self.ports is not None or self.top_ports is not None):
+            raise InputError("-F (the top 100 ports) contradicts -p and --top-ports: choose one")
+        if self.list_scan and (self.tcp_scan or self.udp or self.ping_only or self.version_scan or self.os_scan):
+            raise InputError("-sL only lists targets: it takes no scan technique")
         if self.rate and self.rate < 0.01:
             raise InputError(f"bad --rate {self.rate:g}: must be 0 (unlimited) or at least 0.01")
         if self.seed is not None:
             set_(self, "seed", _number(int, "--seed", self.seed, 0, (1 << 64) - 1))
         if self.top_ports is not None:
             set_(self, "top_ports", _number(int, "--top-ports", self.top_ports, 1, 65536))
-        if self.max_parallelism is not None:
-            set_(self, "max_parallelism", _number(int, "--max-parallelism", self.max_parallelism, 1, 100000))
-        if self.stats_every is not None:
-            set_(self, "stats_every", float(_number(float, "--stats-every", self.stats_every, 0.001)))
         if self.tcp_scan is not None and self.tcp_scan not in TCP_SCAN_FLAG:
             raise InputError(f"bad tcp_scan '{self.tcp_scan}': one of {', '.join(TCP_SCAN_FLAG)}")
         if self.db is not None and self.no_db:
@@ -283,6 +405,13 @@ class ScanRequest:
             if arg.startswith("--") and "=" in arg:
                 name, glued = arg.split("=", 1)
             opt = BY_NAME.get(name)
+            counted = re.fullmatch(r"-([vd])(\1*|[0-9])", arg)
+            if counted:                                        # -v, -vv, -v2, -d, -dd, -d3
+                letter, more = counted.groups()
+                fld = "verbose" if letter == "v" else "debug"
+                values[fld] = values.get(fld, 0) + (int(more) if more.isdigit() else 1 + len(more))
+                given[fld] = f"-{letter}"
+                continue
             if opt is None and not arg.startswith("--"):
                 if arg.startswith("-s") and len(arg) > 2:        # combined scan flags: -sSV, -sSU
                     for letter in arg[2:]:
@@ -327,12 +456,20 @@ class ScanRequest:
                 put(name, opt.field, glued)
         if values.pop("aggressive", False):
             values["version_scan"] = values["os_scan"] = True
-        numbers = {"rate": float, "wait": float, "stats_every": float, "retries": int, "seed": int,
-                   "top_ports": int, "version_intensity": int, "max_udp_rounds": int, "max_parallelism": int}
-        for fld, kind in numbers.items():
-            if fld in values:
-                opt_name = given[fld]
-                values[fld] = _number(kind, opt_name, values[fld])
+        for flag, intensity in (("version_light", 2), ("version_all", 9)):
+            if values.pop(flag, False):
+                put(f"--{flag.replace('_', '-')}", "version_intensity", intensity)
+        bounds: dict = {fld: (kind, low, high) for fld, _, kind, low, high in _CHECKED}
+        bounds.update(seed=(int, None, None), top_ports=(int, None, None), version_intensity=(int, None, None),
+                      max_udp_rounds=(int, None, None))
+        for fld, value in values.items():
+            if fld == "timing":
+                values[fld] = parse_timing(value)
+            elif fld in TIME_FIELDS:
+                values[fld] = parse_time(given[fld], value)
+            elif fld in bounds and isinstance(value, str):
+                kind, low, high = bounds[fld]
+                values[fld] = _number(kind, given[fld], value, low, high)
         return cls(targets=tuple(targets), argv=tuple(argv), **values)
 
     def to_argv(self) -> list:
@@ -340,7 +477,7 @@ class ScanRequest:
         out: list = []
         defaults = ScanRequest()
         for opt in OPTIONS:
-            if opt.field == "aggressive":
+            if opt.field in SHORTHANDS:
                 continue
             value = getattr(self, opt.field)
             if opt.field == "tcp_scan":
@@ -351,6 +488,10 @@ class ScanRequest:
                 continue
             if opt.takes == "flag":
                 out.append(opt.names[0])
+            elif opt.takes == "count":
+                out += [opt.names[0]] * value
+            elif opt.field == "timing":
+                out.append(f"-T{value}")
             elif opt.takes == "glued":
                 out.append(opt.names[0] + value)
             elif opt.takes == "multi":
@@ -406,7 +547,8 @@ def help_text() -> str:
     for opt in OPTIONS:
         sections.setdefault(opt.section, []).append(opt)
     sections["TARGET SPECIFICATION"].insert(0, Option(("TARGETS",), "targets", help="Addresses, CIDR "
-                                            "blocks, ranges, hostnames, IPv6 addresses and prefixes"))
+                                            "blocks, ranges, octet patterns (198.51.100.*, .1,3,5, "
+                                            "0-3.1-10), hostnames, IPv6 addresses and prefixes"))
     for section, opts in sections.items():
         lines.append(f"{section}:")
         for opt in opts:
@@ -421,5 +563,7 @@ def help_text() -> str:
               "  scanner 192.0.2.0/24 -p 22,80,443",
               "  scanner -sSV -p- 192.0.2.7 -oA audit",
               "  scanner 198.51.100.0/22 -Pn -p 80 --rate 100000 -oJ results.ndjson",
-              "  scanner history; scanner show last -f xml; scanner diff 3 4"]
+              "  scanner -T4 -F -v --open 192.0.2.0/24",
+              "  scanner history; scanner show last -f xml; scanner diff 3 4",
+              "  source <(scanner --completion bash)"]
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from . import events as ev
 from .errors import EnvironmentFault, InputError, ScannerError
 from .privileges import can_raw_scan
 from .request import ScanRequest
-from .states import RESULT_DTYPE, STATES
+from .states import REASONS, RESULT_DTYPE, STATES
 
 # Above this many target addresses the terminal shows a line per open port as found, not a table.
 TABLE_UP_TO_HOSTS = 4096
@@ -98,6 +99,17 @@ class Session:
         from .targets import TargetSet
         from .techniques import SYN_SCAN, TCP_TECHNIQUES, UDP_SCAN, Probes, parse_scanflags, with_flags
         r = self.request
+        from .timing import Timing
+        self.timing = Timing.from_request(r)
+        if r.list_scan:         # -sL: the targets are the whole plan
+            self.targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file,
+                                                r.ipv6)
+            self.discovery: Any = None
+            self.jobs, self.post, self.table = [], None, False
+            self.output_plan, self.grouped, self.seed = [], False, 0
+            self.silent_made_late = False
+            self.common: Dict[str, Any] = {}
+            return
         root = can_raw_scan()               # root, or a user granted CAP_NET_RAW: not the uid
         technique: Any = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
         no_ping = r.no_ping
@@ -120,8 +132,9 @@ class Session:
             raise InputError(f"{wanted} sends raw packets and needs root (or CAP_NET_RAW): run as root, "
                              "or use -sT")
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6)
-        tcp_ports, udp_ports = port_lists(r.ports, r.top_ports, tcp=technique is not None, udp=r.udp)
-        self.discovery: Any = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
+        top = 100 if r.fast else r.top_ports
+        tcp_ports, udp_ports = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp)
+        self.discovery = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
         jobs = []
         if not r.ping_only:
             if technique is not None and not technique.raw:
@@ -130,6 +143,12 @@ class Session:
                     jobs.append(("raw", Probes.ports(UDP_SCAN, (), udp_ports)))
             else:
                 jobs.append(("raw", Probes.ports(technique, tcp_ports if technique else (), udp_ports)))
+        if r.source_port and any(kind == "connect" for kind, _ in jobs):
+            raise InputError("-g (a fixed source port) is for raw scans: the connect scan's ports are the kernel's")
+        for _, probes in jobs:
+            probes.shaped(r.ttl, r.data_length, r.source_port)
+        if self.discovery is not None:
+            self.discovery.shaped(r.ttl, r.data_length, r.source_port)
         self.targets, self.jobs = targets, jobs
         from .output import plan_outputs
         self.output_plan = plan_outputs(r.outputs, r.all_out)
@@ -142,9 +161,11 @@ class Session:
         # time when the outputs are written (silent_rows), not held as a row per probe.
         self.silent_made_late = bool(self.grouped and not r.show_all and not self.table and self.discovery is None
                                      and r.shard == (1, 1) and [kind for kind, _ in jobs] == ["raw"])
-        self.common: Dict[str, Any] = dict(
-            rate=r.rate, retries=r.retries, wait=r.wait, seed=self.seed, shard=r.shard, interface=r.interface,
-            udp_rounds=r.max_udp_rounds,
+        t = self.timing
+        self.common = dict(
+            rate=t.rate, retries=t.retries, wait=t.wait or 0.0, seed=self.seed, shard=r.shard,
+            interface=r.interface, udp_rounds=r.max_udp_rounds, timing=t, sequential=r.sequential,
+            trace=self._trace if r.packet_trace else None,
             # Unanswered probes are listed for the per-host views and --show-all.
             list_unanswered=bool(r.show_all or self.grouped or self.table),
             list_silent=not self.silent_made_late)
@@ -157,6 +178,7 @@ class Session:
             from .service import PostScan
             self.post = PostScan(r.version_scan, r.os_scan, r.version_intensity, r.service_db,
                                  concurrency=r.max_parallelism or 128)
+            self.post.os_limit, self.post.os_guess_more = r.osscan_limit, r.osscan_guess
 
     # -- control
     def stop(self) -> None:
@@ -175,6 +197,9 @@ class Session:
         """After an interrupted run(): the Checkpoint a new Session resumes from (else None)."""
         return self._checkpoint
 
+    def _trace(self, direction: str, elapsed: float, text: str) -> None:
+        self.emit(ev.Packet(direction, elapsed, text))
+
     def emit(self, event) -> None:
         if self._on_event is not None:
             with self._emit_lock:
@@ -186,13 +211,62 @@ class Session:
         r = self.request
         for note in self.notes:
             self.emit(ev.Note(note))
+        if r.list_scan:
+            return self._list_targets()
         if r.dry_run:
-            for text in dry_run_lines(self._first_config):
-                self.emit(ev.DryRun(text))
+            # Every stage the real run would send, in its order: host discovery first.
+            from .engine import ScanConfig
+            from .space import ScanSpace
+            stages = ([self.discovery] if self.discovery is not None else []) + [p for _, p in self.jobs]
+            for probes in stages:
+                config = ScanConfig(space=ScanSpace(self.targets, probes), **self.common)
+                for text in dry_run_lines(config):
+                    self.emit(ev.DryRun(text))
             result = ScanResult(np.zeros(0, dtype=RESULT_DTYPE), ScanSummary())
             self.emit(ev.Finished(result))
             return result
         return _Run(self).execute()
+
+
+    def _list_targets(self) -> ScanResult:
+        """-sL: each target as nmap lists it, nothing sent (names only with -R: nmap's -sL looks
+        every address up, scanner never does so unasked)."""
+        from .engine import ScanSummary
+        began = time.monotonic()
+        t = self.targets
+        self.emit(ev.ScanStarted(None, self.request.command_line()))
+        ranges = t.ranges()
+        for lo, hi in ranges:
+            for first in range(lo, hi + 1, 4096):
+                addrs = [t.address(a) for a in range(first, min(hi, first + 4095) + 1)]
+                names = reverse_names(addrs) if self.request.reverse_dns else {}
+                self.emit(ev.Listed("".join(f"Nmap scan report for {names[a]} ({a})\n" if a in names
+                                            else f"Nmap scan report for {a}\n" for a in addrs)))
+                if self.stopping:
+                    break
+        summary = ScanSummary(elapsed=time.monotonic() - began)
+        self.emit(ev.Listed(f"Nmap done: {t.count} IP address{'es' if t.count != 1 else ''} (0 hosts up) "
+                            f"scanned in {summary.elapsed:.2f} seconds\n"))
+        result = ScanResult(np.zeros(0, dtype=RESULT_DTYPE), summary)
+        self.emit(ev.Finished(result))
+        return result
+
+
+def reverse_names(addrs, workers: int = 16, timeout: float = 5.0) -> dict:
+    """-R: {address: name} of those that have a reverse DNS name (PTR), looked up in parallel."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    def lookup(addr):
+        try:
+            return addr, socket.gethostbyaddr(addr)[0]
+        except (OSError, UnicodeError):
+            return addr, None
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = [pool.submit(lookup, a) for a in addrs]
+    done, _ = wait(futures, timeout=timeout)
+    pool.shutdown(wait=False, cancel_futures=True)
+    return {addr: name for addr, name in (f.result() for f in done) if name}
 
 
 class _Run:
@@ -205,14 +279,16 @@ class _Run:
     def execute(self) -> ScanResult:
         from .engine import ScanSummary
         from .output import BackgroundSink, Outputs, RowBuffer
-        from .store import Recorder, Store
         s, r, resume = self.s, self.s.request, self.s.resume
         info = scan_info(s)
+        if not r.no_db:
+            from .store import Recorder, Store
         store = None if r.no_db else Store(r.db)
         outs = recorder = None
         try:
             outs = Outputs(s.output_plan, info, show_all=r.show_all, reason=r.reason,
-                           resumed=resume.rows if resume else None, details=s.post is not None)
+                           resumed=resume.rows if resume else None, details=s.post is not None,
+                           append_output=r.append_output)
             recorder = (Recorder(store, info, record_config(s, info), unanswered=r.show_all,
                                  scan_id=resume.scan_id if resume else None) if store else None)
         except BaseException:
@@ -231,7 +307,11 @@ class _Run:
         events = _EventConsumer(s)
         # Written off the capture thread; the store first: it must survive a failing output.
         post = s.post
-        sink = BackgroundSink([recorder, outs, post.collector if post else None, kept, events])
+        answered = _Answered() if r.reverse_dns else None
+        shown: List[Any] = [outs, events]
+        if r.open_only:             # --open: every output and the events list open ports only
+            shown = [_OpenOnly(c) for c in shown]
+        sink = BackgroundSink([recorder, *shown, post.collector if post else None, kept, answered])
         if post is not None and resume is not None:
             post.collector.write(resume.rows)
         total = ScanSummary(**(resume.summary if resume else {}))
@@ -256,6 +336,8 @@ class _Run:
             if s.stopping:
                 scan.stop()
             s.emit(ev.StageStarted(name, scan.space.n_hosts, scan.space.size))
+            if r.debug:
+                s.emit(ev.Debug(s.timing.describe()))
             ticker = _Ticker(s, name, scan.progress)
             try:
                 summary = scan.run(consumer)
@@ -263,6 +345,11 @@ class _Run:
             finally:
                 ticker.stop()
                 s._current = None
+            window = getattr(scan, "window", None)
+            if r.debug and window is not None:
+                w = window.snapshot()
+                s.emit(ev.Debug(f"{name}: window ended at {w['window']}, {w['losses']} back-offs on loss; "
+                                f"srtt {(w['srtt'] or 0) * 1000:.2f} ms, probe timeout {w['timeout'] * 1000:.0f} ms"))
             merge_summary(total, summary, count_states)
             return summary
 
@@ -285,7 +372,8 @@ class _Run:
                                        else s.common))
                 if kind == "discovery":
                     # With a port scan to follow, discovery rows only feed the host views.
-                    up_sink = sink if not s.jobs else _HostsUpSink(s, outs, kept_up if kept else None)
+                    up_sink = sink if not s.jobs else _HostsUpSink(s, outs, kept_up if kept else None,
+                                                                    answered)
                     up, summary = discover_hosts(
                         config, probes, up_sink,
                         runner=lambda scan, consumer: run_stage("discovery", scan, consumer, not s.jobs),
@@ -298,6 +386,9 @@ class _Run:
                     scan: Any = (ConnectScan(config, r.max_parallelism, resume=checkpoint) if kind == "connect"
                                  else engine(config, checkpoint))
                     summary = run_stage(kind, scan, sink)
+                    if getattr(scan, "timed_out", False):
+                        s.emit(ev.Warning(f"--host-timeout: gave up after {s.timing.host_timeout:g}s; "
+                                          "ports not answered by then are not reported"))
                     s.emit(ev.StageEnded(kind, summary, config.space.n_hosts, config.space.n_slots))
                     if s.silent_made_late and not summary.interrupted:
                         answered = scan.answered_hosts()
@@ -306,10 +397,15 @@ class _Run:
                     break
             if post is not None and not total.interrupted:
                 sink.close()                 # every row in: then -sV / -O
-                if post.os_detect and can_raw_scan():
+                if post.os_detect and can_raw_scan() and not post.os_limit:
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed
+            if answered is not None and not total.interrupted:
+                sink.close()
+                names = reverse_names(sorted(answered.addresses))
+                outs.set_details(names=names)
+                s.emit(ev.Details(None, None, names))
         except (ScannerError, OSError) as e:
             failing = at["scan"]
             if not (at["started"] or (failing is not None and failing.progress().get("sent", 0))):
@@ -326,6 +422,8 @@ class _Run:
                 merge_summary(total, failing.summary, at.get("count_states", True))
             total.interrupted, total.error = True, fault_text(e)
         finally:
+            if "scanner.capture" in sys.modules:
+                sys.modules["scanner.capture"].close_idle()
             try:
                 sink.close()
             finally:
@@ -375,14 +473,52 @@ class _EventConsumer:
         pass
 
 
-class _HostsUpSink:
-    """Discovery before a port scan: hosts found up go to the host views and as events."""
+class _OpenOnly:
+    """--open: a consumer that only sees open (or open|filtered) ports."""
+    grouped = False
 
-    def __init__(self, session: Session, outs, kept=None):
-        self.session, self.outs, self.kept = session, outs, kept
+    def __init__(self, consumer):
+        self.consumer = consumer
+        self.error = None
+
+    def write(self, rows) -> None:
+        state = rows["state"]
+        self.consumer.write(rows[(state == STATES["open"]) | (state == STATES["open|filtered"])])
+
+    def close(self, summary=None) -> None:
+        pass
+
+
+class _Answered:
+    """-R: the addresses that answered anything (their names are looked up at the end)."""
+    grouped = False
+    error = None
+
+    def __init__(self):
+        self.addresses: set = set()
+
+    def write(self, rows) -> None:
+        from .states import addresses
+        answered = rows[rows["reason"] != REASONS["no-response"]]
+        if len(answered):
+            self.addresses.update(addresses(answered))
+
+    def close(self, summary=None) -> None:
+        pass
+
+
+class _HostsUpSink:
+    """Discovery before a port scan: hosts found up go to the host views and as events
+    (with --open, hosts show only through their open ports)."""
+
+    def __init__(self, session: Session, outs, kept=None, answered=None):
+        self.session, self.outs, self.kept, self.answered = session, outs, kept, answered
 
     def __call__(self, rows) -> None:
-        self.outs.buffer.append(rows)
+        if self.answered is not None:
+            self.answered.write(rows)
+        if not self.session.request.open_only:
+            self.outs.buffer.append(rows)
         if self.kept is not None:
             self.kept.append(rows)
         self.session.emit(ev.HostsUp(rows))
@@ -464,9 +600,11 @@ def dry_run_lines(config) -> Iterator[str]:
 def scan_info(s: Session):
     """What the output headers say about the session's scan."""
     from .output import ScanInfo
-    scaninfo = tuple((probes.slots[0][0].key if kind == "connect" else t.key, t.proto,
-                      tuple(int(p) for tt, p in probes.slots if tt is t))
-                     for kind, probes in s.jobs for t in dict.fromkeys(tt for tt, _ in probes.slots))
+    def ports_of(probes, t) -> tuple:
+        kinds = [k for k, (tt, *_) in enumerate(probes.kinds) if tt is t]
+        return tuple(probes.slot_port[np.isin(probes.slot_kind, kinds)].tolist())
+    scaninfo = tuple((probes.slots[0][0].key if kind == "connect" else t.key, t.proto, ports_of(probes, t))
+                     for kind, probes in s.jobs for t in dict.fromkeys(tt for tt, *_ in probes.kinds))
     first = scaninfo[0] if scaninfo else ("ping", "ip", ())
     return ScanInfo(command=s.request.command_line(), scan_type=first[0], protocol=first[1], ports=first[2],
                     n_hosts=s.targets.count, scaninfo=scaninfo, assume_up=s.discovery is None)

@@ -27,7 +27,8 @@ class ScanSpace:
         self.n_hosts = targets.count
         self.n_slots = len(probes.slots)
         self.size = self.n_hosts * self.n_slots
-        self.slot_proto = np.array([t.ip_proto(self.family) for t, _ in probes.slots], dtype=np.uint8)
+        protos = {t: t.ip_proto(self.family) for t, *_ in probes.kinds}
+        self.slot_proto = np.array([protos[t] for t, *_ in probes.kinds], dtype=np.uint8)[probes.slot_kind]
 
     def arrays(self) -> dict:
         """What the compiled sender and parser take (ext/space.pxd space_init)."""

@@ -151,9 +151,43 @@ def parse_target(spec: str, what: str = "target") -> List[Interval]:
                 raise InputError(f"{bad}: range end is before its start")
             return [(start, end)]
 
+    if OCTET_PATTERN.fullmatch(s) and not _NUMERIC.match(s):
+        return _octet_pattern(s, bad)       # nmap's 198.18.0.*, 198.18.0.1,3,5, 198.18.0-3.1-10: never DNS
     if _looks_like_hostname(s):
         return [(a, a) for a in _resolve(s, spec, what)]
     raise InputError(f"{bad}: not an IPv4 address, CIDR, range or resolvable hostname")
+
+
+# nmap's octet patterns: four parts, each '*' or a comma list of numbers and ranges (1-10, -5, 250-).
+_OCTET = r"(?:\*|(?:[0-9]{0,3}-[0-9]{0,3}|[0-9]{1,3})(?:,(?:[0-9]{0,3}-[0-9]{0,3}|[0-9]{1,3}))*)"
+OCTET_PATTERN = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+MAX_PATTERN_INTERVALS = 1 << 18
+
+
+def _octet_pattern(s: str, bad: str) -> List[Interval]:
+    """The addresses of an nmap octet pattern, as merged intervals (the last octet's ranges stay
+    ranges; the first three octets are expanded)."""
+    octets = []
+    for part in s.split("."):
+        ranges = []
+        for item in part.split(","):
+            if item == "*":
+                lo, hi = 0, 255
+            elif "-" in item:
+                a, _, b = item.partition("-")
+                lo, hi = int(a) if a else 0, int(b) if b else 255
+            else:
+                lo = hi = int(item)
+            if hi > 255 or lo > hi:
+                raise InputError(f"{bad}: octet range '{item}' must be within 0-255, low to high")
+            ranges.append((lo, hi))
+        octets.append(_merge(ranges))
+    prefixes = [0]
+    for ranges in octets[:3]:
+        prefixes = [(p << 8) | v for p in prefixes for lo, hi in ranges for v in range(lo, hi + 1)]
+        if len(prefixes) * len(octets[3]) > MAX_PATTERN_INTERVALS:
+            raise InputError(f"{bad}: too many address ranges in one pattern (use a CIDR block)")
+    return _merge(((p << 8) | lo, (p << 8) | hi) for p in prefixes for lo, hi in octets[3])
 
 
 # A target file's lines are short (an address, a range, a name); a longer one is not a target list
@@ -220,8 +254,10 @@ def _subtract(keep: List[Interval], drop: List[Interval]) -> List[Interval]:
 
 
 def _split_specs(items: Iterable[str]) -> List[str]:
-    # Commas are accepted as separators too (nmap's --exclude a,b,c).
-    return [p for item in items for p in re.split(r"[,\s]+", item) if p]
+    # Commas are accepted as separators too (nmap's --exclude a,b,c), except inside an octet
+    # pattern (198.18.0.1,3,5).
+    return [p for item in items for word in item.split() if word
+            for p in ([word] if OCTET_PATTERN.fullmatch(word) else word.split(",")) if p]
 
 
 class TargetSet:

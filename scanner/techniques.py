@@ -7,7 +7,6 @@ import ipaddress
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 
@@ -142,7 +141,9 @@ class PayloadCookie:
 @lru_cache(maxsize=1)
 def _udp_payload_table() -> dict:
     """UDP port -> (payload, PayloadCookie or None), from scanner/data/udp-payloads.txt."""
-    text = resources.files("scanner").joinpath("data/udp-payloads.txt").read_text(encoding="ascii")
+    from .ports import DATA
+    with open(f"{DATA}/udp-payloads.txt", encoding="ascii") as f:
+        text = f.read()
     table = {}
     for line in text.splitlines():
         if line.strip() and not line.startswith("#"):
@@ -167,7 +168,11 @@ def udp_payload_cookie(port: int) -> "PayloadCookie | None":
 
 class Probes:
     """The probes one scan sends to every host: a list of slots, each a (technique, port), and
-    the distinct probe kinds (technique + payload) the slots use."""
+    the distinct probe kinds (technique + payload) the slots use. ttl and padding (--ttl,
+    --data-length) change every template."""
+    ttl = 64
+    padding = b""
+    source_port = 0             # -g (0: each probe's cookie chooses it)
 
     def __init__(self, slots):
         self.slots = list(slots)                      # [(technique, port)]
@@ -176,48 +181,70 @@ class Probes:
         if len(self.slots) > 65535:
             raise InputError("too many probes per host (at most 65535 ports and probe types)")
         self.kinds = []                               # [(technique, payload, PayloadCookie|None)]
-        kind_of = {}
+        kind_of: dict = {}
         slot_kind = []
-        for technique, port in self.slots:
-            payload, cookie = _udp_payload_table().get(port, (b"", None)) if technique.proto == "udp" \
-                else (b"", None)
+        techniques, ports = zip(*self.slots)
+        distinct = set(techniques)
+        protos = {t: t.proto for t in distinct}
+        if len(distinct) == 1 and techniques[0].proto != "udp":    # one kind: most scans
+            self.kinds.append((techniques[0], b"", None))
+            slot_kind = np.zeros(len(self.slots), dtype=np.uint16)
+        payloads = _udp_payload_table() if "udp" in protos.values() else {}
+        for technique, port in (self.slots if not self.kinds else ()):
+            payload, cookie = payloads.get(port, (b"", None)) if technique.proto == "udp" else (b"", None)
             key = (technique, payload, cookie)
-            if key not in kind_of:
-                kind_of[key] = len(self.kinds)
+            kind = kind_of.get(key)
+            if kind is None:
+                kind = kind_of[key] = len(self.kinds)
                 self.kinds.append(key)
-            slot_kind.append(kind_of[key])
-        self.slot_kind = np.array(slot_kind, dtype=np.uint16)
-        self.slot_port = np.array([port for _, port in self.slots], dtype=np.uint16)
-        self.tcp_slot = self._slot_map("tcp")
-        self.udp_slot = self._slot_map("udp")
-        arp = [i for i, (t, _) in enumerate(self.slots) if t.proto == "arp"]
+            slot_kind.append(kind)
+        self.slot_kind = np.asarray(slot_kind, dtype=np.uint16)
+        self.slot_port = np.array(ports, dtype=np.uint16)
+        proto_of = np.array([protos[t] for t in techniques]) if len(distinct) > 1 else \
+            np.full(len(ports), techniques[0].proto)
+        self.tcp_slot = self._slot_map(proto_of == "tcp", "tcp")
+        self.udp_slot = self._slot_map(proto_of == "udp", "udp")
+        arp = np.flatnonzero(proto_of == "arp").tolist()
         if arp and len(self.slots) > 1:
             raise InputError("-PR (ARP ping) cannot be combined with other probes")
         self.arp_slot = arp[0] if arp else -1
 
-    def _slot_map(self, proto) -> np.ndarray:
+    def _slot_map(self, mine: np.ndarray, proto: str) -> np.ndarray:
+        """port -> slot of this protocol's probes (-1: none); mine: which slots are of it."""
         table = np.full(65536, -1, dtype=np.int32)
-        for i, (technique, port) in enumerate(self.slots):
-            if technique.proto == proto:
-                if table[port] >= 0:
-                    raise InputError(f"two probes to {proto} port {port} in one scan")
-                table[port] = i
+        slots = np.flatnonzero(mine)
+        ports = self.slot_port[slots]
+        unique, counts = np.unique(ports, return_counts=True)
+        if len(unique) < len(ports):
+            raise InputError(f"two probes to {proto} port {int(unique[counts > 1][0])} in one scan")
+        table[ports] = slots
         return table
 
     @classmethod
     def ports(cls, technique: Technique, tcp_ports, udp_ports=()) -> "Probes":
-        return cls([(technique, int(p)) for p in tcp_ports] + [(UDP_SCAN, int(p)) for p in udp_ports])
+        return cls([(technique, p) for p in np.asarray(tcp_ports, dtype=np.int64).tolist()]
+                   + [(UDP_SCAN, p) for p in np.asarray(udp_ports, dtype=np.int64).tolist()])
 
     @property
     def protos(self) -> set:
-        return {t.proto for t, _, _ in self.kinds}
+        return {t.proto for t, *_ in self.kinds}
+
+    def shaped(self, ttl=None, data_length: int = 0, source_port=None) -> "Probes":
+        """These probes with nmap's --ttl, --data-length (random bytes after the header or
+        payload) and -g (a fixed source port for TCP and UDP probes)."""
+        import os
+        self.ttl = 64 if ttl is None else ttl
+        self.padding = os.urandom(data_length)
+        self.source_port = source_port or 0
+        return self
 
     def compile(self, family: int, src_mac: bytes, dst_mac: bytes, saddr: bytes):
         """(template blob, PROBE_KIND_DTYPE array, link header length) for the sender/parser."""
         kinds = np.zeros(len(self.kinds), dtype=PROBE_KIND_DTYPE)
         blob = b""
         for i, (technique, payload, cookie) in enumerate(self.kinds):
-            frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr)
+            frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr, self.ttl, self.padding,
+                                        self.source_port)
             if technique.proto == "arp" and family != 4:
                 raise InputError("-PR (ARP ping) is for IPv4 targets")
             kinds[i] = (technique.ip_proto(family), technique.tcp_flags, icmp_type(technique, family),
@@ -230,6 +257,8 @@ class Probes:
         """Kernel filter for replies: to our cookie source ports, and ICMP."""
         from ._ext.cookie import SOURCE_PORT_RANGE
         low, high = SOURCE_PORT_RANGE
+        if self.source_port:                # -g: every reply comes back to that one port
+            low = high = self.source_port
         if "arp" in self.protos:    # ARP replies (operation 2) for our address
             return f"arp and arp[6:2] == 2 and arp[24:4] == {int(ipaddress.IPv4Address(saddr)):#x}"
         ip = "ip" if family == 4 else "ip6"
@@ -252,29 +281,33 @@ def icmp_type(technique: Technique, family: int) -> int:
 
 
 def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, dst_mac: bytes,
-             saddr: bytes):
+             saddr: bytes, ttl: int = 64, padding: bytes = b"", sport: int = 0):
     """One frame of a probe kind with the per-probe fields zero; returns (frame, offset of the
-    TCP timestamp value in the frame or -1)."""
+    TCP timestamp value in the frame or -1). ttl: the IP TTL (hop limit); padding: bytes
+    appended to the probe (--data-length)."""
     ts_offset = -1
     if technique.proto == "arp":     # who-has <target> tell <us>, to the broadcast address
         arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src_mac, saddr, bytes(6), bytes(4))
         return b"\xff" * 6 + src_mac + b"\x08\x06" + arp, -1
     if technique.proto == "tcp":
         options = SYN_OPTIONS if technique.tcp_flags & SYN else b""
-        l4 = struct.pack("!HHIIBBHHH", 0, 0, 0, 0, ((20 + len(options)) // 4) << 4, technique.tcp_flags,
+        l4 = struct.pack("!HHIIBBHHH", sport, 0, 0, 0, ((20 + len(options)) // 4) << 4, technique.tcp_flags,
                          64240 if technique.tcp_flags & SYN else 1024, 0, 0) + options
     elif technique.proto == "udp":
-        l4 = struct.pack("!HHHH", 0, 0, 8 + len(payload), 0) + payload
+        l4 = struct.pack("!HHHH", sport, 0, 8 + len(payload), 0) + payload
     else:
         kind = icmp_type(technique, family)
         body = bytes(12) if kind == ICMP_TIMESTAMP else bytes(4) + b"scanner!"   # cookie in the first 4
         l4 = struct.pack("!BBHHH", kind, 0, 0, 0, 0) + body
+    if padding and technique.proto == "udp":
+        l4 = l4[:4] + struct.pack("!H", len(l4) + len(padding)) + l4[6:]
+    l4 += padding
     proto = technique.ip_proto(family)
     if family == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0, saddr, bytes(4))
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, ttl, proto, 0, saddr, bytes(4))
         ethertype = b"\x08\x00"
     else:
-        ip = struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64, saddr, bytes(16))
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, ttl, saddr, bytes(16))
         ethertype = b"\x86\xdd"
     eth = dst_mac + src_mac + ethertype
     if technique.proto == "tcp" and technique.tcp_flags & SYN:

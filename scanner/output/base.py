@@ -112,10 +112,12 @@ class Writer:
     errno = None
     services: dict = {}      # -sV: {(addr, proto, port): ServiceInfo}, set before close()
     os_guesses: dict = {}    # -O: {addr: OsGuess}
+    names: dict = {}         # -R: {addr: name}
     details = False          # -sV/-O on: this stream has room for their results
 
     def __init__(self, path: str, info: Optional[ScanInfo] = None, buffer: Optional[RowBuffer] = None,
-                 show_all: bool = False, append: bool = False, reason: bool = False, details: bool = False):
+                 show_all: bool = False, append: bool = False, reason: bool = False, details: bool = False,
+                 append_output: bool = False):
         """append: a resumed scan's streaming output goes on after what the first run wrote
         (the formats grouped by host are written anew, from every row). reason: show why each
         port has its state (normal output). details: -sV/-O results will be set (set_details)
@@ -132,7 +134,8 @@ class Writer:
             self.file, self._close = sys.stdout, False
         else:
             try:
-                self.file, self._close = open(path, "a" if append else "w", encoding="utf-8", newline=""), True
+                mode = "a" if append or append_output else "w"
+                self.file, self._close = open(path, mode, encoding="utf-8", newline=""), True
             except OSError as e:
                 raise InputError(f"cannot write {self.option} output '{path}': {e.strerror}") from None
         if not append:
@@ -173,15 +176,17 @@ class Writer:
         from .hosts import all_host_views
         return all_host_views(self.buffer.rows(), self.show_all, self.info.assume_up, self.more_hosts)
 
-    def set_details(self, services=None, os_guesses=None) -> None:
+    def set_details(self, services=None, os_guesses=None, names=None) -> None:
         """-sV/-O results, known once the port scan is over. Grouped formats render them at the
         end; a stream that wrote its ports already (as it must, to lose nothing if the scan is
         killed) appends them in rows of their own; one that has not (scanner show) puts them
-        inline."""
+        inline. names: -R's {addr: name}."""
         if services is not None:
             self.services = services
         if os_guesses is not None:
             self.os_guesses = os_guesses
+        if names is not None:
+            self.names = names
         if self.carries_details and self._streamed and (services or os_guesses):
             self._guard(self.write_details, services or {}, os_guesses or {})
 

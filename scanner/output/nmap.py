@@ -1,8 +1,6 @@
 """nmap's own formats, rendered per host at the end: normal (-oN), grepable (-oG) and XML (-oX)."""
 from __future__ import annotations
 
-from xml.sax.saxutils import escape as xml_escape, quoteattr
-
 from ..ports import format_ports as port_ranges, service_name
 from .base import Writer, done_line, escape_for_screen, nmap_time, register, rows_to_dicts
 from .hosts import host_block
@@ -20,7 +18,7 @@ class NormalWriter(Writer):
         for v in self.views():
             n_up += 1
             reason, ttl = v.status_reason
-            out = host_block(v, self.reason, title="Nmap scan report for")[:1]
+            out = host_block(v, self.reason, title="Nmap scan report for", name=self.names.get(v.addr, ""))[:1]
             out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
             out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))[1:] + [""]
             self.file.write("\n".join(out) + "\n")
@@ -61,7 +59,8 @@ class XmlWriter(Writer):
             reason, ttl = v.status_reason
             w(f'<host starttime="{start}" endtime="{end}"><status state="up" reason="{reason}" '
               f'reason_ttl="{ttl}"/>\n<address addr="{v.addr}" addrtype="{"ipv6" if v.ipv6 else "ipv4"}"/>\n'
-              '<hostnames>\n</hostnames>\n<ports>')
+              '<hostnames>\n' + (f'<hostname name={quoteattr(self.names[v.addr])} type="PTR"/>\n'
+                                  if v.addr in self.names else "") + '</hostnames>\n<ports>')
             for state, proto, n, why in v.folded:
                 w(f'<extraports state="{state}" count="{n}">\n')
                 for r, c, ports in why:
@@ -95,10 +94,11 @@ class GrepableWriter(Writer):
         n_up = 0
         for v in self.views():
             n_up += 1
-            out = [f"Host: {v.addr} ()\tStatus: Up"]
+            name = self.names.get(v.addr, "")
+            out = [f"Host: {v.addr} ({name})\tStatus: Up"]
             ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{self._service(v.addr, d)}/"
                               for d in rows_to_dicts(v.shown))
-            line = f"Host: {v.addr} ()\tPorts: {ports}"
+            line = f"Host: {v.addr} ({name})\tPorts: {ports}"
             if v.folded:   # nmap names only one ignored state; the largest
                 state, _, n, _ = max(v.folded, key=lambda f: f[2])
                 line += f"\tIgnored State: {state} ({n})"
@@ -116,6 +116,19 @@ class GrepableWriter(Writer):
             return f"{service_name(d['port'], d['proto'])}//"
         name = f"ssl|{svc.name}" if svc.tunnel == "ssl" else svc.name
         return f"{name}//{escape_for_screen(svc.version_text, newline=False).replace('/', '|')}"
+
+
+def xml_escape(text: str) -> str:
+    """&, < and > as entities (xml.sax.saxutils.escape, without its import cost at start-up)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quoteattr(text: str) -> str:
+    """An XML attribute value in double quotes (as xml.sax.saxutils.quoteattr writes it)."""
+    text = xml_escape(text).replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    if '"' not in text:
+        return f'"{text}"'
+    return f"'{text}'" if "'" not in text else '"' + text.replace('"', "&quot;") + '"'
 
 
 def _comment(text: str) -> str:

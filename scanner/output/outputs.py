@@ -38,10 +38,12 @@ def plan_outputs(options: dict, all_basename: Optional[str] = None) -> list:
 
 
 def make_writer(option: str, path: str, info: ScanInfo, buffer: Optional[RowBuffer] = None,
-                show_all: bool = False, reason: bool = False, append: bool = False, details: bool = False):
-    """details: -sV/-O results will be set (set_details) before close()."""
+                show_all: bool = False, reason: bool = False, append: bool = False, details: bool = False,
+                append_output: bool = False):
+    """details: -sV/-O results will be set (set_details) before close(); append_output
+    (--append-output): add to the files instead of replacing them."""
     return by_option(option)(path, info, buffer, show_all=show_all, append=append, reason=reason,
-                             details=details)
+                             details=details, append_output=append_output)
 
 
 class Outputs:
@@ -49,7 +51,7 @@ class Outputs:
     write: errors() lists what failed, so the scan goes on and the store keeps everything."""
 
     def __init__(self, plan: list, info: ScanInfo, show_all: bool = False, reason: bool = False,
-                 resumed: Optional[np.ndarray] = None, details: bool = False):
+                 resumed: Optional[np.ndarray] = None, details: bool = False, append_output: bool = False):
         """resumed: the rows an interrupted run already wrote; streams append after them.
         details: -sV/-O results will come (set_details) before close(): NDJSON and CSV hold
         their open ports back to write them with the service and OS."""
@@ -60,16 +62,18 @@ class Outputs:
         try:
             for opt, path in plan:
                 self.writers.append(make_writer(opt, path, info, self.buffer, show_all, reason,
-                                                append=resumed is not None, details=details))
+                                                append=resumed is not None, details=details,
+                                                append_output=append_output))
         except InputError:
             self.close(None)
             raise
         self.buffered = any(w.grouped for w in self.writers)
 
-    def set_details(self, services=None, os_guesses=None) -> None:
-        """-sV's {(addr, proto, port): ServiceInfo} and -O's {addr: OsGuess}, before close()."""
+    def set_details(self, services=None, os_guesses=None, names=None) -> None:
+        """-sV's {(addr, proto, port): ServiceInfo}, -O's {addr: OsGuess}, -R's {addr: name},
+        before close()."""
         for w in self.writers:
-            w.set_details(services, os_guesses)
+            w.set_details(services, os_guesses, names)
 
     def set_more_hosts(self, more) -> None:
         for w in self.writers:

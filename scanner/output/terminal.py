@@ -38,6 +38,7 @@ class HostTable:
     services: dict = {}
     os_guesses: dict = {}
     carries_details = False
+    names: dict = {}
     set_details = Writer.set_details
 
     def __init__(self, file=sys.stdout, show_all: bool = False, reason: bool = True,
@@ -55,7 +56,8 @@ class HostTable:
             return
         views, silent = host_views(rows, self.show_all, self.assume_up)
         for v in views:
-            block = host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))
+            block = host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr),
+                               name=self.names.get(v.addr, ""))
             if len(v.up):
                 why, ttl = v.status_reason
                 block.insert(1, f"Host is up ({why}" + (f" ttl {ttl})" if ttl else ")"))

@@ -51,6 +51,7 @@ class PostScan:
         self.intensity, self.concurrency = intensity, concurrency
         self.db = load_db(db_path) if versions else None      # a bad --service-db fails before the scan
         self.collector = RowCollector()
+        self.os_limit = self.os_guess_more = False      # --osscan-limit, --osscan-guess
         self.services: dict = {}
         self.os_guesses: dict = {}
         self.elapsed = 0.0
@@ -86,7 +87,7 @@ class PostScan:
                                  f"{time.monotonic() - t0:.2f}s ({self.concurrency} at once)"))
         if self.os_detect:
             from ..osguess import guess_hosts
-            self.os_guesses = guess_hosts(rows, self.services)
+            self.os_guesses = guess_hosts(rows, self.services, limit=self.os_limit, aggressive=self.os_guess_more)
             if not self.os_guesses:
                 session.emit(ev.Note("OS detection: no host gave a SYN-ACK to fingerprint (needs an open "
                                      "TCP port and the SYN scan, -sS)"))

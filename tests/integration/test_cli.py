@@ -57,7 +57,7 @@ ALL = {(f"127.0.0.{i}", p) for i in range(16) for p in (22, 80, 443, 444, 445)}
 
 
 def dry(*extra) -> list[tuple[str, int]]:
-    r = run(*SPACE, "--dry-run", *extra)
+    r = run(*SPACE, "--dry-run", "-Pn", *extra)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     out = []
     for line in r.stdout.splitlines():
@@ -72,6 +72,16 @@ def test_dry_run_lists_every_probe_once_deterministically():
     assert dry("--seed", "7") == a
     assert dry("--seed", "8") != a                   # the seed decides the order
     assert a != sorted(a)                            # and the order is shuffled
+
+
+def test_dry_run_lists_host_discovery_first():
+    r = run(*SPACE, "--dry-run", "--seed", "7")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    discovery = [line for line in lines if line.split()[1].startswith("-P")]
+    assert lines[:len(discovery)] == discovery               # sent first, as the real run does
+    assert {line.split()[1] for line in discovery} == {"-PE", "-PS443", "-PA80", "-PP"}
+    assert len(discovery) == 16 * 4 and len(lines) - len(discovery) == len(ALL)
 
 
 def test_dry_run_shards_partition():
@@ -130,7 +140,7 @@ def test_not_root_falls_back_to_connect_scan():
 
 
 def test_dry_run_needs_no_root():
-    r = run_unprivileged(*SPACE, "--dry-run", "--seed", "7")
+    r = run_unprivileged(*SPACE, "--dry-run", "--seed", "7", "-Pn")
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == len(ALL)
 

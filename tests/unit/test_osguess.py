@@ -103,3 +103,23 @@ def test_guess_hosts_and_service_agreement():
     assert g["198.18.0.2"].family == "Windows"
     d = g["198.18.0.2"].to_dict()
     assert d["fingerprint"]["initial_ttl"] == 128 and d["vendor"] == "Microsoft"
+
+
+def test_osscan_guess_shows_weaker_guesses_and_limit_needs_a_closed_port():
+    from scanner.osguess import GUESS_ABOVE, SHOW_ABOVE, score
+    sigs = load_signatures()
+    odd = fp(64, 1234, 1400, -1, [M, N, N])
+    best = max(score(sig, odd) for sig in sigs)
+    assert GUESS_ABOVE <= best < SHOW_ABOVE, best       # a fingerprint between the two thresholds
+    assert guess(odd) is None
+    weak = guess(odd, show_above=GUESS_ABOVE)           # --osscan-guess
+    assert weak is not None and weak.accuracy == best
+    rows = np.zeros(2, dtype=RESULT_DTYPE)
+    rows["ip"] = [0xC6120005, 0xC6120006]
+    rows["port"], rows["proto"], rows["ttl"], rows["window"], rows["mss"] = 22, 6, 64, 65160, 1460
+    rows["state"], rows["reason"] = STATES["open"], REASONS["syn-ack"]
+    rst = rows[:1].copy()
+    rst["port"], rst["state"], rst["reason"], rst["window"] = 81, STATES["closed"], REASONS["reset"], 0
+    both = np.concatenate([rows, rst])
+    assert set(guess_hosts(both)) == {"198.18.0.5", "198.18.0.6"}
+    assert set(guess_hosts(both, limit=True)) == {"198.18.0.5"}     # --osscan-limit: open and closed

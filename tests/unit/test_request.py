@@ -9,7 +9,7 @@ import pytest
 
 import scanner
 from scanner import InputError, ScanRequest
-from scanner.request import OPTIONS, help_text
+from scanner.request import OPTIONS, SHORTHANDS, help_text
 
 
 def parse(*argv: str) -> ScanRequest:
@@ -62,7 +62,7 @@ def test_json_and_argv_round_trips(argv):
 
 
 def test_every_option_has_a_field_and_help():
-    fields = {f.name for f in dataclasses.fields(ScanRequest)} | {"aggressive"}
+    fields = {f.name for f in dataclasses.fields(ScanRequest)} | set(SHORTHANDS)
     for opt in OPTIONS:
         assert opt.field in fields, opt
         assert opt.help and opt.names[0] in help_text()
