@@ -391,8 +391,8 @@ class _Run:
                                           "ports not answered by then are not reported"))
                     s.emit(ev.StageEnded(kind, summary, config.space.n_hosts, config.space.n_slots))
                     if s.silent_made_late and not summary.interrupted:
-                        answered = scan.answered_hosts()
-                        outs.set_more_hosts(lambda scan=scan, answered=answered: scan.silent_rows(answered))
+                        heard = scan.answered_hosts()
+                        outs.set_more_hosts(lambda scan=scan, heard=heard: scan.silent_rows(heard))
                 if summary.interrupted:
                     break
             if post is not None and not total.interrupted:
