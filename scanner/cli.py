@@ -110,6 +110,8 @@ def scan(
     shard: str = typer.Option("1/1", "--shard", help="K/N: scan this machine's slice K of N."),
     interface: Optional[str] = typer.Option(None, "-e", "--interface", help="Send on this interface."),
     dry: bool = typer.Option(False, "--dry-run", help="Print the probes instead of sending them."),
+    send_path: str = typer.Option("auto", "--send-path", help="packet (sendmmsg), xdp (AF_XDP) or auto "
+                                  "(AF_XDP where the kernel and interface allow it)."),
     json_out: Optional[str] = typer.Option(None, "-oJ", help="Write NDJSON results here (- for stdout)."),
     normal_out: Optional[str] = typer.Option(None, "-oN", help="Write nmap's normal output here (- for stdout)."),
     xml_out: Optional[str] = typer.Option(None, "-oX", help="Write nmap's XML output here (- for stdout)."),
@@ -138,7 +140,7 @@ def scan(
 
     Other commands: scanner lab (scan a local namespace lab), scanner history, scanner show ID,
     scanner diff A B (recorded scans); each has its own --help."""
-    from .engine import ScanConfig
+    from .engine import SEND_PATHS, ScanConfig
     from .space import ScanSpace
     from .targets import TargetSet
     from .techniques import SYN_SCAN, TCP_TECHNIQUES, UDP_SCAN, Probes, parse_scanflags, with_flags
@@ -153,6 +155,8 @@ def scan(
         raise InputError(f"bad --stats-every {stats_every:g}: must be a positive number of seconds")
     if db is not None and no_db:
         raise InputError("--db and --no-db contradict each other")
+    if send_path not in SEND_PATHS:
+        raise InputError(f"bad --send-path {send_path!r}: choose one of {', '.join(SEND_PATHS)}")
     chosen = [flag for flag, on in (("-sS", syn), ("-sT", connect), ("-sA", ack), ("-sW", window),
                                     ("-sN", null), ("-sF", fin), ("-sX", xmas), ("-sM", maimon)) if on]
     if len(chosen) > 1:
@@ -190,7 +194,7 @@ def scan(
     grouped = any(outputs[o] for o in ("-oN", "-oX", "-oG")) or all_out
     table = target_set.count <= TABLE_UP_TO_HOSTS
     common = dict(rate=rate, retries=retries, wait=wait, seed=seed, shard=shard_k_n, interface=interface,
-                  udp_rounds=max_udp_rounds,
+                  udp_rounds=max_udp_rounds, send_path=send_path,
                   list_unanswered=bool(show_all or grouped or table))
     # One raw scan for the raw techniques (e.g. -sS -sU in one pass); the connect scan apart.
     jobs = []

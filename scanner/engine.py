@@ -19,12 +19,14 @@ from ._ext.cookie import split_key
 from ._ext.parser import ReplyParser
 from ._ext.permutation import Permutation
 from ._ext.sender import ProbeSender
+from ._ext.xdp import XdpSender
 from .capture import Capture
 from .errors import InputError
 from .space import ScanSpace
 from .states import REASONS, STATE_NAMES, STATES
 from .targets import TargetSet
 
+SEND_PATHS = ("auto", "packet", "xdp")
 # Past this many probes the bitmap of answered probes (one bit each) would not fit comfortably.
 MAX_SPACE = 1 << 34
 # The extra UDP rounds reason host by host over the whole index space: only for spaces this big.
@@ -45,6 +47,7 @@ class ScanConfig:
     interface: str | None = None
     list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
     udp_rounds: int = 30           # at most this many slower rounds for ICMP-rate-limiting hosts
+    send_path: str = "auto"        # "packet" (sendmmsg), "xdp" (AF_XDP) or "auto" (xdp where it works)
 
     def __post_init__(self):
         if self.seed is None:
@@ -77,6 +80,7 @@ class ScanSummary:
     pcap_dropped: int | None = None
     elapsed: float = 0.0
     sending: float = 0.0            # seconds spent in send passes (the rate is sent / sending)
+    send_path: str = ""             # how probes left: "packet" (sendmmsg) or "xdp" (AF_XDP)
     interrupted: bool = False
     states: dict = field(default_factory=dict)   # state name -> count, unanswered included
 
@@ -115,6 +119,30 @@ class Tracker:
 
     def mark(self, index: int) -> None:
         self.bitmap[index >> 3] |= np.uint8(1 << (index & 7))
+
+
+def open_sender(path: str, ifname: str, l3: bool, l2_len: int, templates: bytes, kinds: np.ndarray,
+                k0: int, k1: int, saddr: bytes, space: dict, seed: int, rate: float):
+    """The sender for a send path: "xdp" (AF_XDP; an error where it cannot work), "packet"
+    (sendmmsg on an AF_PACKET or raw IP socket) or "auto" (AF_XDP where the kernel and the
+    interface allow it, else sendmmsg). AF_XDP needs frames with a link layer (not l3)."""
+    if path not in SEND_PATHS:
+        raise InputError(f"bad send path {path!r}: choose one of {', '.join(SEND_PATHS)}")
+    if path != "packet" and not l3:
+        try:
+            return XdpSender(ifname, l2_len, templates, kinds, k0, k1, saddr, space, seed, rate)
+        except PermissionError:
+            raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
+        except OSError as e:
+            if path == "xdp":
+                raise InputError(f"--send-path xdp: {e.strerror or e} (use --send-path packet or auto)") from None
+    elif path == "xdp":
+        raise InputError(f"--send-path xdp needs an Ethernet interface; {ifname} is reached through the "
+                         "kernel's IP path (use --send-path packet or auto)")
+    try:
+        return ProbeSender(ifname, l3, l2_len, templates, kinds, k0, k1, saddr, space, seed, rate)
+    except PermissionError:
+        raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
 
 
 def emit_rows(summary: ScanSummary, sink, rows: np.ndarray) -> None:
@@ -189,11 +217,9 @@ class Scan:
         route, saddr, src_mac, dst_mac, l3 = self._endpoints()
         templates, kinds, l2_len = space.probes.compile(space.family, src_mac, dst_mac, saddr)
         k0, k1 = split_key(self.key)
-        try:
-            self.sender = ProbeSender(route.ifname, l3, l2_len, templates, kinds, k0, k1,
-                                      saddr, space.arrays(), cfg.seed, cfg.rate)
-        except PermissionError:
-            raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
+        self.sender = open_sender(cfg.send_path, route.ifname, l3, l2_len, templates, kinds, k0, k1,
+                                  saddr, space.arrays(), cfg.seed, cfg.rate)
+        self.summary.send_path = self.sender.path
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
         capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring)
@@ -230,6 +256,7 @@ class Scan:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
             self.summary.sent = self.sender.sent
+            self.sender.close()      # an AF_XDP queue takes one socket: free it for the next stage
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             received, dropped, _ = capture.stats()
