@@ -47,6 +47,7 @@ from scanner.lab import Lab, LabSpec  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 UNLIMITED = 0
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 MASSCAN_MAX_RATE = 100_000_000        # masscan has no "unlimited": a rate it can never reach
 MASSCAN_SPARE_NET = "198.19.253.0/24"  # routed to the scanner ns inside the target ns only
 MASSCAN_SPARE_SRC = "198.19.253.1"     # an address no kernel in the lab owns: no RSTs from it
@@ -69,6 +70,7 @@ class TxSampler(threading.Thread):
         self.ifname = ifname
         self.period = period
         self.samples: list[tuple[float, int]] = []
+        self.cpu: list[float | None] = []          # the tool's CPU seconds at each sample
         self._halt = threading.Event()
         self.tool_pid = None
         self.idle_kill = None
@@ -92,6 +94,7 @@ class TxSampler(threading.Thread):
             t = time.monotonic()
             v = self.read()
             self.samples.append((t, v))
+            self.cpu.append(self.tool_cpu())
             if prev is not None and v != prev:
                 last_change = t
             prev = v
@@ -119,6 +122,31 @@ class TxSampler(threading.Thread):
                         stage_at = None
                     stage_at = t if stage_at is not None else None
             self._halt.wait(self.period)
+
+    def tool_cpu(self) -> float | None:
+        """user+sys CPU seconds of the tool so far (all its threads), from /proc/<pid>/stat."""
+        if self.tool_pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.tool_pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / _CLK_TCK      # utime, stime
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def send_cpu(self) -> float | None:
+        """The tool's CPU µs per packet over the send phase (1% to 99% of the packets): the cost
+        of sending, without start-up and waits, and less sensitive than a rate to other work on
+        the machine. (Kernel work done for the packets inside the tool's syscalls is included.)"""
+        s = self.samples
+        if len(s) < 2 or s[-1][1] - s[0][1] < 100:
+            return None
+        v0, total = s[0][1], s[-1][1] - s[0][1]
+        a = next(i for i in range(len(s)) if s[i][1] - v0 >= 0.01 * total)
+        b = next(i for i in range(len(s)) if s[i][1] - v0 >= 0.99 * total)
+        if self.cpu[a] is None or self.cpu[b] is None or s[b][1] <= s[a][1]:
+            return None
+        return (self.cpu[b] - self.cpu[a]) / (s[b][1] - s[a][1]) * 1e6
 
     def halt(self) -> None:
         self._halt.set()
@@ -198,6 +226,7 @@ def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idl
     return {"wall_s": wall, "tx": sent, "send_s": send_s, "pps": sent / send_s if send_s > 0 else None,
             "first_probe_s": first_s,
             "pps_10_90": sampler.core_rate(), "tx_timeline": sampler.timeline(t0),
+            "send_cpu_us_per_packet": sampler.send_cpu(),
             "arrived": rx1 - rx0, "cpu_s": ru.ru_utime + ru.ru_stime, "cpu_user_s": ru.ru_utime,
             "cpu_sys_s": ru.ru_stime, "rc": p.returncode, "killed": sampler.killed,
             # Busy CPU beyond the tool's own (the lab's kernel work for its packets, and whatever
@@ -499,7 +528,7 @@ def medians(rows: list[dict]) -> list[dict]:
     for (bench, tool, rate), rs in groups.items():
         m = {"bench": bench, "tool": tool, "rate": rate, "runs": len(rs)}
         for key in ("wall_s", "first_probe_s", "tx", "send_s", "pps", "arrived", "cpu_s", "cpu_us_per_probe",
-                    "others_cpu_share"):
+                    "others_cpu_share", "send_cpu_us_per_packet"):
             m[key] = _median(r.get(key) for r in rs)
         pps = [r["pps"] for r in rs if r.get("pps")]
         m["pps_min"], m["pps_max"] = (min(pps), max(pps)) if pps else (None, None)
@@ -529,6 +558,11 @@ def add_ratios(summary: list[dict]) -> None:
             r["cpu_vs_zmap"] = r["cpu_us_per_probe"] / z["cpu_us_per_probe"]
         if r["bench"] == "sendpath" and ceiling and ceiling.get("pps"):
             r["pps_vs_ceiling"] = r["pps"] / ceiling["pps"]
+            if ceiling.get("send_cpu_us_per_packet") and r.get("send_cpu_us_per_packet"):
+                # packets per CPU second against the ceiling's: > 1 means cheaper per packet
+                r["cpu_eff_vs_ceiling"] = ceiling["send_cpu_us_per_packet"] / r["send_cpu_us_per_packet"]
+        if z and z.get("send_cpu_us_per_packet") and r.get("send_cpu_us_per_packet"):
+            r["cpu_eff_vs_zmap"] = z["send_cpu_us_per_packet"] / r["send_cpu_us_per_packet"]
         for peer, key in (("scanner", "pps_vs_packet"), ("scanner-base", "pps_vs_base")):
             other = by.get((r["bench"], peer, r["rate"]))
             if peer != r["tool"] and other and other.get("pps"):
@@ -538,8 +572,8 @@ def add_ratios(summary: list[dict]) -> None:
 def table(summary: list[dict]) -> str:
     head = ["bench", "tool", "rate", "runs", "wall s", "1st probe s", "sent", "send s", "pps sent (median)",
             "pps min-max", "arrived", "found/expected", "coverage", "false +", "CPU s", "CPU µs/probe",
-            "pcap drops", "others' CPU", "pps vs zmap", "pps vs ceiling", "pps vs packet", "pps vs base",
-            "CPU/probe vs zmap"]
+            "pcap drops", "others' CPU", "send CPU µs/pkt", "pps vs zmap", "pps vs ceiling", "pps vs packet",
+            "pps vs base", "CPU/probe vs zmap", "pkts/CPU s vs zmap", "pkts/CPU s vs ceiling"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary:
         cov = r.get("coverage")
@@ -550,8 +584,10 @@ def table(summary: list[dict]) -> str:
             f"{r['found']}/{r['expected']}" if "found" in r else "-",
             "-" if cov is None else f"{cov * 100:.2f}%", str(r.get("false_pos", "-")),
             fmt(r["cpu_s"]), fmt(r.get("cpu_us_per_probe")), str(r.get("pcap_dropped", "-")),
-            fmt(r.get("others_cpu_share"), "{:.0%}"), fmt(r.get("pps_vs_zmap")), fmt(r.get("pps_vs_ceiling")),
+            fmt(r.get("others_cpu_share"), "{:.0%}"), fmt(r.get("send_cpu_us_per_packet"), "{:.3f}"),
+            fmt(r.get("pps_vs_zmap")), fmt(r.get("pps_vs_ceiling")),
             fmt(r.get("pps_vs_packet")), fmt(r.get("pps_vs_base")), fmt(r.get("cpu_vs_zmap")),
+            fmt(r.get("cpu_eff_vs_zmap")), fmt(r.get("cpu_eff_vs_ceiling")),
         ]) + " |")
     return "\n".join(lines)
 

@@ -79,7 +79,10 @@ def scan(
     top_ports: Optional[int] = typer.Option(None, "--top-ports", help="Scan the N most common ports."),
     input_file: Optional[str] = typer.Option(None, "-iL", help="Read targets from a file (- for stdin)."),
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Targets to skip (comma-separated)."),
-    exclude_file: Optional[str] = typer.Option(None, "--excludefile", help="Targets to skip, from a file."),
+    exclude_file: Optional[str] = typer.Option(None, "--excludefile", help="Targets to skip, from a file "
+                                               "(needed to scan 0.0.0.0/0 or ::/0; may be /dev/null)."),
+    no_default_exclude: bool = typer.Option(False, "--no-default-exclude", help="Scan IANA special-purpose "
+                                            "ranges (private, multicast, ...) inside larger target blocks too."),
     ipv6: bool = typer.Option(False, "-6", help="Resolve hostnames to IPv6 (IPv6 addresses need no flag)."),
     syn: bool = typer.Option(False, "-sS", help="SYN (half-open) scan, the default as root."),
     connect: bool = typer.Option(False, "-sT", help="TCP connect scan, the default without root."),
@@ -182,7 +185,10 @@ def scan(
         wanted = " ".join(chosen + ["-sU"] * udp + ["-sn"] * ping_only) or "host discovery (use -Pn to skip it)"
         raise InputError(f"{wanted} sends raw packets and needs root: run as root, or use -sT")
 
-    target_set = TargetSet.from_specs(targets or [], exclude or [], input_file, exclude_file, ipv6)
+    target_set = TargetSet.from_specs(targets or [], exclude or [], input_file, exclude_file, ipv6,
+                                      default_exclude=not no_default_exclude)
+    if target_set.special_note():
+        notes.append(target_set.special_note())
     tcp_ports, udp_ports = port_lists(ports, top_ports, tcp=technique is not None, udp=udp)
     discovery = None if no_ping else discovery_probes(
         ping_echo, ping_timestamp, ping_syn, ping_ack, ping_udp, ping_arp, target_set.family,
@@ -208,12 +214,12 @@ def scan(
     if not 0 <= version_intensity <= 9:
         raise InputError(f"bad --version-intensity {version_intensity}: must be 0 to 9")
     first = ScanSpace(target_set, discovery if ping_only else jobs[0][1])
-    if dry:
-        dry_run(ScanConfig(space=first, **common))
-        return
     if not quiet:
         for note in notes:
             print(f"scanner: {note}", file=sys.stderr)
+    if dry:
+        dry_run(ScanConfig(space=first, **common))
+        return
     post = None
     if (version_scan or os_scan or aggressive) and not ping_only:
         from .service import PostScan
