@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import select
 import threading
+from typing import Optional
 
 import pcapy
 
-from .errors import InputError
+from .errors import EnvironmentFault
 
 LINK_HEADER_LEN = {pcapy.DLT_EN10MB: 14, pcapy.DLT_RAW: 0, pcapy.DLT_LINUX_SLL: 16}
 BATCH = 8192
@@ -23,17 +24,17 @@ class Capture:
             self.handle.activate()
             self.handle.setfilter(bpf)
         except pcapy.PcapError as e:
-            raise InputError(f"cannot capture on {ifname}: {e}") from None
+            raise EnvironmentFault(f"cannot capture on {ifname}: {e}") from None
         # next_batch can block forever in blocking mode (pcapy-ng 2.1.0): poll the fd instead.
         self.handle.setnonblock(1)
         self.fd = self.handle.getfd()
         datalink = self.handle.datalink()
         if datalink not in LINK_HEADER_LEN:
-            raise InputError(f"cannot capture on {ifname}: unsupported link type {datalink}")
+            raise EnvironmentFault(f"cannot capture on {ifname}: unsupported link type {datalink}")
         self.link_header_len = LINK_HEADER_LEN[datalink]
         self._stop = threading.Event()
-        self._thread = None
-        self.error = None
+        self._thread: Optional[threading.Thread] = None
+        self.error: Optional[BaseException] = None
 
     def start(self, on_batch) -> None:
         """Calls on_batch(data, meta) from a capture thread for every non-empty batch."""

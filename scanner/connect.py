@@ -4,18 +4,18 @@ does the packet work, Python only multiplexes non-blocking sockets."""
 from __future__ import annotations
 
 import errno
-import os
 import resource
 import selectors
 import socket
 import struct
 import threading
 import time
+from typing import Any
 from collections import deque
 
 import numpy as np
 
-from .engine import Checkpoint, ScanSummary, Tracker, emit_rows
+from .engine import StageCheckpoint, ScanSummary, Tracker, emit_rows
 from .states import REASONS, STATES, addresses
 
 # Reply-less outcomes as nmap reports them for -sT.
@@ -49,7 +49,7 @@ class ConnectScan:
         self.timeout = timeout
         self.summary = ScanSummary()
         self._stop = threading.Event()
-        self._rows = []                 # (index, state, reason) not yet handed on
+        self._rows: list = []                 # (index, state, reason) not yet handed on
         self._started = 0
 
     def stop(self) -> None:
@@ -61,7 +61,7 @@ class ConnectScan:
 
     def checkpoint(self):
         """Where this scan stands: what reached a verdict is skipped when resumed."""
-        return Checkpoint(0, self.config.positions()[0], self.tracker.bitmap, b"")
+        return StageCheckpoint(0, self.config.positions()[0], self.tracker.bitmap, b"")
 
     def progress(self) -> dict:
         """Same snapshot as Scan.progress()."""
@@ -79,9 +79,9 @@ class ConnectScan:
         began = time.monotonic()
         sel = selectors.DefaultSelector()
         todo = self._targets()
-        retry = deque()                # (index, addr, port, tries) to connect again
-        pending = {}                   # socket -> (index, addr, port, tries, deadline)
-        order = deque()                # sockets in start order: all share one timeout
+        retry: deque = deque()         # (index, addr, port, tries) to connect again
+        pending: dict = {}             # socket -> (index, addr, port, tries, deadline)
+        order: deque = deque()         # sockets in start order: all share one timeout
         rate = self.config.rate
         started = 0
         last_flush = time.monotonic()
@@ -112,7 +112,7 @@ class ConnectScan:
                 order.popleft()
             timeout = min(0.05, max(0.0, pending[order[0]][4] - now)) if order else 0.05
             for key, _ in sel.select(timeout):
-                sock = key.fileobj
+                sock: Any = key.fileobj
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 self._finish(sel, pending, sock, OPEN if err == 0 else ERRNO_RESULT.get(err, TIMEOUT))
             now = time.monotonic()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import threading
 import time
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,12 +21,12 @@ from ._ext.permutation import Permutation
 from ._ext.sender import ProbeSender
 from ._ext.xdp import XdpSender
 from .capture import Capture
-from .errors import InputError
+from .errors import EnvironmentFault, InputError
+from .request import SEND_PATHS
 from .space import ScanSpace
 from .states import REASONS, STATE_NAMES, STATES
 from .targets import TargetSet
 
-SEND_PATHS = ("auto", "packet", "xdp")
 # Past this many probes the bitmap of answered probes (one bit each) would not fit comfortably.
 MAX_SPACE = 1 << 34
 # The extra UDP rounds reason host by host over the whole index space: only for spaces this big.
@@ -42,7 +42,7 @@ class ScanConfig:
     rate: float = 10000.0          # packets per second; 0: as fast as possible
     retries: int = 1               # resends of the probes still unanswered
     wait: float = 2.0              # seconds to wait for late replies after the last probe
-    seed: int | None = None
+    seed: int = None               # type: ignore[assignment]  # None: drawn at random here
     shard: tuple = (1, 1)          # (k, n): this machine's slice of the permutation
     interface: str | None = None
     list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
@@ -86,7 +86,7 @@ class ScanSummary:
 
 
 @dataclass
-class Checkpoint:
+class StageCheckpoint:
     """Where an interrupted scan stood: enough to go on without re-probing what answered."""
     attempt: int                    # the pass being sent (retries + 1: all sent)
     position: int                   # the next permutation position of that pass
@@ -135,9 +135,9 @@ def open_sender(path: str, ifname: str, l3: bool, l2_len: int, templates: bytes,
             raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
         except OSError as e:
             if path == "xdp":
-                raise InputError(f"--send-path xdp: {e.strerror or e} (use --send-path packet or auto)") from None
+                raise EnvironmentFault(f"--send-path xdp: {e.strerror or e} (use --send-path packet or auto)") from None
     elif path == "xdp":
-        raise InputError(f"--send-path xdp needs an Ethernet interface; {ifname} is reached through the "
+        raise EnvironmentFault(f"--send-path xdp needs an Ethernet interface; {ifname} is reached through the "
                          "kernel's IP path (use --send-path packet or auto)")
     try:
         return ProbeSender(ifname, l3, l2_len, templates, kinds, k0, k1, saddr, space, seed, rate)
@@ -157,7 +157,7 @@ class Scan:
     """A raw-socket scan of config.space: every technique whose probes are in the space's
     Probes (e.g. SYN and UDP together), in one pass over a random permutation."""
 
-    def __init__(self, config: ScanConfig, resume: Checkpoint | None = None):
+    def __init__(self, config: ScanConfig, resume: StageCheckpoint | None = None):
         self.config = config
         self.space = config.space
         self.resume = resume
@@ -168,7 +168,7 @@ class Scan:
         self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
         self._stop = threading.Event()
         self.key = resume.key if resume else os.urandom(16)
-        self.sender = None
+        self.sender: Any = None
         start, _, _ = config.positions()
         self.cursor = (resume.attempt, resume.position) if resume else (0, start)
         # Whether every answer worth waiting for is in (no retry, no wait then); the default:
@@ -199,7 +199,7 @@ class Scan:
             first = str(ipaddress.IPv6Address(bytes(space.hosts6[0])))
         route = netinfo.route_to(first, self.config.interface)
         if not route.src:
-            raise InputError(f"no source address on {route.ifname} to reach {first}")
+            raise EnvironmentFault(f"no source address on {route.ifname} to reach {first}")
         saddr = ipaddress.ip_address(route.src).packed
         if "arp" in space.probes.protos:
             if not route.on_link:
@@ -222,7 +222,11 @@ class Scan:
         self.summary.send_path = self.sender.path
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
-        capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring)
+        try:
+            capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring)
+        except BaseException:
+            self.sender.close()
+            raise
         parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays())
 
         def on_batch(data, meta):
@@ -255,8 +259,9 @@ class Scan:
         finally:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
-            self.summary.sent = self.sender.sent
-            self.sender.close()      # an AF_XDP queue takes one socket: free it for the next stage
+            self.summary.sent = self.sender.sent if self.sender is not None else 0
+            if self.sender is not None:
+                self.sender.close()      # an AF_XDP queue takes one socket: free it for the next stage
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             received, dropped, _ = capture.stats()
@@ -279,9 +284,9 @@ class Scan:
                 self.cursor = (attempt, position)
         self.summary.sending += time.monotonic() - began
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self) -> StageCheckpoint:
         """Where this scan stands (after run() returned), for a resume file."""
-        return Checkpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
+        return StageCheckpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
 
     def _wait(self, seconds):
         """Collects late replies until all are in or time is up; a second Ctrl-C
@@ -337,7 +342,7 @@ class Scan:
             emit_rows(self.summary, sink, rows)
 
 
-def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: Checkpoint | None = None):
+def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None):
     """nmap-style host discovery over config.space's targets with the given probes; returns
     (TargetSet of the hosts that answered or None if none did, the discovery summary).
     sink, if given, receives the first reply of each host (state "up"); runner(scan, sink),
@@ -368,13 +373,3 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: C
     else:
         values = [int.from_bytes(bytes(a), "big") for a in rows["ip6"]]
     return TargetSet([(v, v) for v in values], space.family), summary
-
-
-def install_interrupt_handler(scan) -> None:
-    """First Ctrl-C/SIGTERM: stop sending, keep collecting and writing; the second: exit now."""
-    def handler(signum, frame):
-        if scan.stopping:
-            raise KeyboardInterrupt
-        scan.stop()
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)

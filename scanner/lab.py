@@ -227,11 +227,11 @@ class LabSpec:
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.prefix, strict=True)
-        if net.version != 4 or not net.subnet_of(LAB_SPACE):
+        if net.version != 4 or not net.subnet_of(LAB_SPACE):  # type: ignore[arg-type]
             raise ValueError(f"lab prefix {self.prefix} must lie inside {LAB_SPACE}")
         if self.prefix6 is not None:
             net6 = ipaddress.ip_network(self.prefix6, strict=True)
-            if net6.version != 6 or not net6.subnet_of(LAB_SPACE6):
+            if net6.version != 6 or not net6.subnet_of(LAB_SPACE6):  # type: ignore[arg-type]
                 raise ValueError(f"lab prefix6 {self.prefix6} must lie inside {LAB_SPACE6}")
             if net6.overlaps(ipaddress.ip_network(f"{SCANNER_LINK6[0]}/{SCANNER_LINK6[2]}", strict=False)):
                 raise ValueError(f"lab prefix6 {self.prefix6} overlaps the lab link (2001:2:0:ffff::/64)")
@@ -259,11 +259,11 @@ class LabSpec:
 
     @property
     def network(self) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(self.prefix)
+        return ipaddress.IPv4Network(self.prefix)
 
     @property
     def network6(self) -> ipaddress.IPv6Network | None:
-        return None if self.prefix6 is None else ipaddress.ip_network(self.prefix6)
+        return None if self.prefix6 is None else ipaddress.IPv6Network(self.prefix6)
 
 
 @dataclass
@@ -381,7 +381,7 @@ class Lab:
         a_s, a_t, plen = SCANNER_LINK6
         _sh(["ip", "-n", s, "-6", "addr", "add", f"{a_s}/{plen}", "dev", self.scanner_if, "nodad"])
         _sh(["ip", "-n", t, "-6", "addr", "add", f"{a_t}/{plen}", "dev", self.target_if, "nodad"])
-        _sh(["ip", "-n", s, "-6", "route", "add", spec.prefix6, "via", a_t, "dev", self.scanner_if])
+        _sh(["ip", "-n", s, "-6", "route", "add", str(spec.prefix6), "via", a_t, "dev", self.scanner_if])
         # Real addresses (not a local route): ICMPv6 errors then come from the probed address.
         batch = "".join(f"address add {a}/128 dev lo nodad\n" for a in self.hosts6())
         _sh(["ip", "-n", t, "-6", "-batch", "-"], input=batch)
@@ -398,6 +398,7 @@ class Lab:
         self._services = p = subprocess.Popen(
             _nsexec(self.target_ns, argv), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True, env=env)
+        assert p.stdout is not None
         ready, _, _ = select.select([p.stdout], [], [], 15.0)
         line = p.stdout.readline() if ready else ""
         if line.strip() != "ready":

@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import sys
+from typing import Any, cast
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; missing from Python's socket module
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)  # Linux values
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.getppid() != parent:  # parent died before PDEATHSIG was armed
             return 0
         for key, _ in sel.select(timeout=1.0):
-            s = key.fileobj
+            s = cast(Any, key.fileobj)
             if key.data == "tcp":
                 _accept_all(s)
             else:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import EnvironmentFault
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,9 @@ def _ip_json(*args) -> list:
     try:
         out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout
     except FileNotFoundError:
-        raise InputError("the 'ip' command (iproute2) is needed to find routes; install iproute2") from None
+        raise EnvironmentFault("the 'ip' command (iproute2) is needed to find routes; install iproute2") from None
     except subprocess.CalledProcessError as e:
-        raise InputError(f"ip {' '.join(args)}: {e.stderr.strip() or 'failed'}") from None
+        raise EnvironmentFault(f"ip {' '.join(args)}: {e.stderr.strip() or 'failed'}") from None
     return json.loads(out or "[]")
 
 
@@ -37,8 +37,8 @@ def route_to(addr: str, interface: str | None = None) -> Route:
     args = ["route", "get", addr] + (["oif", interface] if interface else [])
     try:
         entry = _ip_json(*args)[0]
-    except InputError as e:
-        raise InputError(f"no route to {addr}: {e}") from None
+    except EnvironmentFault as e:
+        raise EnvironmentFault(f"no route to {addr}: {e}") from None
     ifname = entry["dev"]
     flags = Path(f"/sys/class/net/{ifname}/type")
     arphrd = int(flags.read_text()) if flags.exists() else 1
@@ -120,5 +120,5 @@ def next_hop_mac(route: Route, timeout: float = 3.0) -> bytes:
         mac = ask(route.ifname, route.next_hop, timeout)
     if mac is None:
         kind = "neighbour advertisement" if v6 else "ARP reply"
-        raise InputError(f"no {kind} from next hop {route.next_hop} on {route.ifname}")
+        raise EnvironmentFault(f"no {kind} from next hop {route.next_hop} on {route.ifname}")
     return mac

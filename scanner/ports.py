@@ -59,7 +59,7 @@ def _parse_spec(spec: str) -> dict:
     masks = {"tcp": np.zeros(65536, dtype=bool), "udp": np.zeros(65536, dtype=bool)}
     if not spec.strip():
         raise InputError("bad port spec '': empty")
-    protos = ("tcp", "udp")
+    protos: tuple = ("tcp", "udp")
     for raw in spec.split(","):
         item = raw.strip()
         m = re.match(r"([A-Za-z]):", item)
@@ -82,7 +82,7 @@ def _parse_spec(spec: str) -> dict:
                 raise InputError(f"bad port spec '{spec}': range '{item}' is reversed")
             selected = slice(lo, hi + 1)
         else:
-            selected = _port(item, item, spec)
+            selected = _port(item, item, spec)  # type: ignore[assignment]
         for proto in protos:
             masks[proto][selected] = True
     return masks

@@ -1,11 +1,10 @@
-"""Progress while scanning, from scan.progress() snapshots taken by a background thread: a live
-status line on stderr (rewritten in place, as masscan and zmap show it) when stderr is a
-terminal, and/or with --stats-every a plain line per interval, for logs."""
+"""Progress while scanning, from the snapshots of a session's Progress events: a live status line
+on stderr (rewritten in place, as masscan and zmap show it) when stderr is a terminal, and/or
+with --stats-every a plain line per interval, for logs."""
 from __future__ import annotations
 
 import sys
-import threading
-import time
+from typing import Optional
 
 
 def format_duration(seconds: float) -> str:
@@ -33,45 +32,59 @@ def status_text(snap: dict, pps: float, elapsed: float) -> str:
             f"replies: {snap.get('replies', 0)}, found: {snap.get('open', 0)}")
 
 
-class Progress:
-    """start() before the scan, stop() after. live: the in-place status line (only shown when
-    the stream is a terminal); every: seconds between logged lines (None: no log)."""
+def describe(stage: str, snap: dict, pps: float, elapsed: float) -> str:
+    """The status text of a stage's snapshot: packet stages by status_text, -sV by its counts."""
+    if stage == "service":
+        return (f"service scan: {snap.get('done', 0)}/{snap.get('total', 0)} ports done, "
+                f"{snap.get('found', 0)} identified, {format_duration(elapsed)}")
+    return status_text(snap, pps, elapsed)
 
-    def __init__(self, scan, stream=None, live: bool = True, every=None, tick: float = 0.25, describe=None):
-        """scan: anything with progress() -> {"sent", "total", "replies", "open"}; describe, if
-        given, replaces the packet-scan status with describe(elapsed seconds) -> text."""
-        self.scan = scan
-        self.describe = describe
+
+class StatusLine:
+    """Renders a session's Progress events (a snapshot every fraction of a second): live: the
+    in-place line (only shown when the stream is a terminal); every: seconds between logged
+    lines (None: no log). end() clears the live line at the end of a stage."""
+
+    def __init__(self, stream=None, live: bool = True, every=None):
         self.stream = stream or sys.stderr
         self.live = live and _isatty(self.stream)
         self.every = every
-        self.tick = tick
-        self._stop = threading.Event()
-        self._thread = None
         self._shown = False
+        self._stage: Optional[str] = None
 
     @property
     def active(self) -> bool:
         return self.live or bool(self.every)
 
-    def start(self) -> "Progress":
-        if self.active:
-            self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
-            self._thread.start()
-        return self
+    def _start(self, stage: str) -> None:
+        self._stage = stage
+        self._last_sent, self._last_t, self._pps = 0, 0.0, 0.0
+        self._next_log = self.every if self.every else None
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+    def update(self, stage: str, snap: dict, elapsed: float) -> None:
+        if not self.active:
+            return
+        if stage != self._stage:
+            self._start(stage)
+        if elapsed > self._last_t:
+            current = (snap.get("sent", 0) - self._last_sent) / (elapsed - self._last_t)
+            self._pps = current if self._pps == 0 else 0.7 * self._pps + 0.3 * current
+        self._last_sent, self._last_t = snap.get("sent", 0), elapsed
+        text = describe(stage, snap, self._pps, elapsed)
+        if self._next_log is not None and elapsed >= self._next_log:
+            while self._next_log <= elapsed:
+                self._next_log += self.every
+            self._write(("\r\033[K" if self._shown else "") + f"scanner: [{format_duration(elapsed)}] {text}\n")
+            self._shown = False
+        if self.live:
+            self._write("\r\033[K" + text)
+            self._shown = True
+
+    def end(self) -> None:
+        self._stage = None
         if self._shown:
             self._write("\r\033[K")
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+            self._shown = False
 
     def _write(self, text: str) -> None:
         try:
@@ -79,32 +92,6 @@ class Progress:
             self.stream.flush()
         except (OSError, ValueError):
             pass
-
-    def _run(self) -> None:
-        began = last_t = time.monotonic()
-        last_sent, pps = 0, 0.0
-        next_log = began + self.every if self.every else None
-        tick = min(self.tick, self.every) if self.every else self.tick
-        while not self._stop.wait(tick):
-            now = time.monotonic()
-            if self.describe is not None:
-                text = self.describe(now - began)
-            else:
-                snap = self.scan.progress()
-                if now > last_t:
-                    current = (snap.get("sent", 0) - last_sent) / (now - last_t)
-                    pps = current if pps == 0 else 0.7 * pps + 0.3 * current
-                last_sent, last_t = snap.get("sent", 0), now
-                text = status_text(snap, pps, now - began)
-            if next_log is not None and now >= next_log:
-                while next_log <= now:
-                    next_log += self.every
-                stamp = format_duration(now - began)
-                self._write(("\r\033[K" if self._shown else "") + f"scanner: [{stamp}] {text}\n")
-                self._shown = False
-            if self.live:
-                self._write("\r\033[K" + text)
-                self._shown = True
 
 
 def _isatty(stream) -> bool:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
+from .errors import EnvironmentFault, InputError
 from .ports import service_name
 from .states import PROTO_NAMES, PROTO_NUMBERS, REASON_NAMES, REASONS, RESULT_DTYPE, STATE_NAMES, STATES, addresses, host_keys
 
@@ -102,7 +102,7 @@ class Store:
         with self.lock, self.db:
             cur = self.db.execute("INSERT INTO scans (started, command, config) VALUES (?, ?, ?)",
                                   (info.start, info.command, json.dumps(config)))
-        return cur.lastrowid
+        return int(cur.lastrowid or 0)
 
     def add(self, scan_id: int, rows: np.ndarray) -> None:
         if not len(rows):
@@ -115,7 +115,8 @@ class Store:
             self.db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", data)
 
     def finish(self, scan_id: int, summary, ended: Optional[float] = None) -> None:
-        counters = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else dict(summary)
+        counters = (dataclasses.asdict(summary) if dataclasses.is_dataclass(summary)   # type: ignore[arg-type]
+                    else dict(summary))
         with self.lock, self.db:
             self.db.execute("UPDATE scans SET ended=?, counters=?, interrupted=? WHERE id=?",
                             (ended or time.time(), json.dumps(counters), int(bool(counters.get("interrupted"))),
@@ -218,7 +219,7 @@ class Recorder:
         try:
             self.scan_id = scan_id if scan_id is not None else store.begin(info, config)
         except sqlite3.Error as e:
-            raise InputError(f"cannot record the scan in '{store.path}': {e}") from None
+            raise EnvironmentFault(f"cannot record the scan in '{store.path}': {e}") from None
 
     def write(self, rows: np.ndarray) -> None:
         if self.error:
@@ -266,7 +267,7 @@ def summary_of(record: ScanRecord):
 
 
 def expand_ranges(text: str) -> list:
-    out = []
+    out: list = []
     for part in filter(None, str(text).split(",")):
         lo, _, hi = part.partition("-")
         out.extend(range(int(lo), int(hi or lo) + 1))
@@ -327,7 +328,7 @@ def diff_lines(ra: ScanRecord, rb: ScanRecord, d: ScanDiff) -> list:
     if d.empty:
         out.append("No differences.")
         return out
-    per_host = {}
+    per_host: dict = {}
     for ip, port, proto, state in d.gone_ports:
         per_host.setdefault(ip, []).append((port, f"-{port}/{proto} {state} {service_name(port)}"))
     for ip, port, proto, state in d.new_ports:

@@ -61,7 +61,7 @@ def _resolve(host: str, spec: str, what: str, family: int = 4) -> List[int]:
     except (socket.gaierror, UnicodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise InputError(f"bad {what} '{spec}': cannot resolve hostname '{host}' ({reason})") from None
-    addrs = sorted({int(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos})
+    addrs = sorted({int(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos})
     if not addrs:
         raise InputError(f"bad {what} '{spec}': hostname '{host}' has no IPv{family} address")
     return addrs
@@ -211,7 +211,7 @@ def parse_target(spec: str, what: str = "target") -> List[Interval]:
                     raise InputError(f"{bad}: last octet {last} is out of range 0-255")
                 end = (start & 0xFFFFFF00) | last
             else:
-                end = _ipv4(right)
+                end = _ipv4(right)  # type: ignore[assignment]
                 if end is None:
                     raise InputError(f"{bad}: range end '{right}' is not an IPv4 address or octet")
             if end < start:

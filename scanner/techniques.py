@@ -202,7 +202,7 @@ class Probes:
         if "arp" in self.protos:    # ARP replies (operation 2) for our address
             return f"arp and arp[6:2] == 2 and arp[24:4] == {int(ipaddress.IPv4Address(saddr)):#x}"
         ip = "ip" if family == 4 else "ip6"
-        parts = [f"icmp" if family == 4 else "icmp6"]
+        parts = ["icmp" if family == 4 else "icmp6"]
         if "tcp" in self.protos:
             # IPv4 lets the kernel drop our own outgoing probes (no ACK/RST) as well.
             flags = " and tcp[13] & 0x14 != 0" if family == 4 else ""

@@ -197,13 +197,16 @@ def test_plan_outputs():
 
 
 def test_outputs_share_one_buffer_and_report_failures(tmp_path):
+    from scanner.output import HostTable
     term = io.StringIO()
     outs = Outputs([("-oX", str(tmp_path / "a.xml")), ("-oG", str(tmp_path / "a.gnmap")), ("-oL", "/dev/full")],
-                   INFO, terminal=True)
-    outs.writers[-1].file = term          # the terminal table, into a string
+                   INFO)
+    table = HostTable(file=term)          # the terminal table (the CLI's), into a string
     for part in np.array_split(ROWS, 3):
         outs.write(part)
+        table.write(part)
     outs.close(SUMMARY)
+    table.close(SUMMARY)
     assert len(outs.buffer.batches) == 1 and len(outs.buffer.rows()) == len(ROWS)
     assert [e.split("'")[1] for e in outs.errors()] == ["/dev/full"]
     assert "Scan report for 127.0.0.1" in term.getvalue()

@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import io
-import time
 
-from scanner.progress import Progress, format_duration, status_text
+from scanner.progress import StatusLine, format_duration, status_text
 
 
-class FakeScan:
-    def __init__(self):
-        self.sent = 0
-
-    def progress(self):
-        self.sent += 100
-        return {"sent": self.sent, "total": 10_000, "replies": 7, "open": 3}
+def feed(line: StatusLine, seconds: float, tick: float = 0.01) -> None:
+    """Progress events of a scan sending 100 probes a tick, as a session's ticker sends them."""
+    for i in range(1, int(seconds / tick) + 1):
+        line.update("raw", {"sent": 100 * i, "total": 10_000, "replies": 7, "open": 3}, i * tick)
+    line.end()
 
 
 class Tty(io.StringIO):
@@ -31,9 +28,7 @@ def test_status_text():
 def test_live_line_only_on_a_terminal():
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
-        p = Progress(FakeScan(), stream=stream, live=True, tick=0.01).start()
-        time.sleep(0.1)
-        p.stop()
+        feed(StatusLine(stream=stream, live=True), 0.1)
     assert pipe.getvalue() == ""
     out = tty.getvalue()
     assert "\r\033[K" in out and "% done" in out and "found: 3" in out and out.endswith("\r\033[K")
@@ -41,17 +36,13 @@ def test_live_line_only_on_a_terminal():
 
 def test_quiet_means_nothing_even_on_a_terminal():
     tty = Tty()
-    p = Progress(FakeScan(), stream=tty, live=False, tick=0.01).start()
-    time.sleep(0.05)
-    p.stop()
+    feed(StatusLine(stream=tty, live=False), 0.05)
     assert tty.getvalue() == ""
 
 
 def test_stats_every_logs_lines_without_a_terminal():
     pipe = io.StringIO()
-    p = Progress(FakeScan(), stream=pipe, live=True, every=0.05).start()
-    time.sleep(0.33)
-    p.stop()
+    feed(StatusLine(stream=pipe, live=True, every=0.05), 0.33)
     lines = pipe.getvalue().splitlines()
     assert 3 <= len(lines) <= 8, lines
     assert all(line.startswith("scanner: [0:00:00] rate: ") and "replies: 7" in line for line in lines)

@@ -561,3 +561,28 @@ def test_row_collector_keeps_open_ports_and_one_rst_per_host():
     kept = c.rows()
     assert sorted(kept["port"].tolist()) == [22, 22, 81, 443, 443]
     assert S.service_targets(kept) == [("198.18.0.1", "tcp", 22), ("198.18.0.1", "tcp", 443)]
+
+
+def test_a_registered_script_runs_on_the_services_it_declares():
+    import asyncio
+
+    from scanner.service import scripts
+    calls = []
+
+    async def shout(info, facts):
+        calls.append((facts.host, facts.port))
+        return f"{info.name} on {facts.port}"
+    script = scripts.register(scripts.Script("test-shout", lambda info, facts: info.name == "http", shout,
+                                             default=False))
+    try:
+        http = asyncio.run(scripts.run_scripts(S.ServiceInfo("http"), scripts.PortFacts("198.18.0.1", 80, "tcp"),
+                                               names={"test-shout"}))
+        ssh = asyncio.run(scripts.run_scripts(S.ServiceInfo("ssh"), scripts.PortFacts("198.18.0.1", 22, "tcp"),
+                                              names={"test-shout"}))
+        default = asyncio.run(scripts.run_scripts(S.ServiceInfo("http"), scripts.PortFacts(
+            "198.18.0.1", 80, "tcp", title="Welcome")))
+    finally:
+        del scripts.SCRIPTS[script.name]
+    assert http.scripts == {"test-shout": "http on 80"} and ssh.scripts == {}
+    assert calls == [("198.18.0.1", 80)]
+    assert default.scripts == {"http-title": "Welcome"}      # the default set, not the opt-in script

@@ -1,0 +1,27 @@
+"""Typed stub for scanner._ext.sender (see ext/sender.pyx): probes written and sent in batches."""
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["ProbeSender"]
+
+class ProbeSender:
+    """Sends the probes of a scan for positions of its permutation (sendmmsg, GIL released,
+    paced by a token bucket)."""
+
+    sent: int
+    def __init__(self, ifname: str | None, l3: bool, l2_len: int, templates: bytes, kinds: npt.NDArray[np.void],
+                 k0: int, k1: int, saddr: bytes, space: dict, seed: int, rate: float) -> None: ...
+    @property
+    def path(self) -> str:
+        """"packet" (scanner._ext.xdp.XdpSender says "xdp")."""
+    def close(self) -> None:
+        """Releases the socket (also done when the sender is collected)."""
+    def set_rate(self, rate: float) -> None:
+        """Packets per second from now on (0: as fast as possible)."""
+    def send(self, position: int, stop: int, step: int, max_probes: int,
+             answered: npt.NDArray[np.uint8] | None = None) -> int:
+        """Sends probes for positions position, position+step, ... < stop, skipping indices whose
+        bit is set in answered, until max_probes were sent; returns the next position."""
+    def build(self, index: int, tsval: int = 0) -> bytes:
+        """The frame the send loop writes for an index (tests, debugging)."""

@@ -1,0 +1,162 @@
+"""nmap's own formats, rendered per host at the end: normal (-oN), grepable (-oG) and XML (-oX)."""
+from __future__ import annotations
+
+import io
+from xml.sax.saxutils import escape as xml_escape, quoteattr
+
+from ..ports import format_ports as port_ranges, service_name
+from .base import Writer, done_line, nmap_time, register, rows_to_dicts
+from .hosts import host_block, host_views
+
+
+@register
+class NormalWriter(Writer):
+    """-oN: nmap's normal output, the terminal table with nmap's # header and footer lines."""
+    name, option, suffix, grouped = "normal", "-oN", ".nmap", True
+
+    header = Writer.nmap_comment_header
+
+    def footer(self, summary):
+        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
+        out = []
+        for v in views:
+            reason, ttl = v.status_reason
+            out += host_block(v, self.reason, title="Nmap scan report for")[:1]
+            out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
+            out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))[1:] + [""]
+        if summary.interrupted:
+            out.append("# scan interrupted: results are partial")
+        out.append("# " + done_line(self.info, summary, len(views)))
+        self.file.write("\n".join(out) + "\n")
+
+
+@register
+class XmlWriter(Writer):
+    """-oX: nmap's XML (valid against nmap.dtd), read by ndiff, python-libnmap, Metasploit & co."""
+    name, option, suffix, grouped = "xml", "-oX", ".xml", True
+
+    def header(self):
+        i = self.info
+        start = int(i.start)
+        self.file.write(
+            '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE nmaprun>\n'
+            f"<!-- {i.scanner} {i.version} scan initiated {nmap_time(i.start)} as: {_comment(i.command)} -->\n"
+            f'<nmaprun scanner="nmap" args={quoteattr(i.command)} start="{start}" '
+            f'startstr={quoteattr(nmap_time(i.start))} version={quoteattr(i.version)} xmloutputversion="1.05">\n'
+            + "".join(f'<scaninfo type="{kind}" protocol="{proto}" numservices="{len(set(ports))}" '
+                      f'services="{port_ranges(ports)}"/>\n'
+                      for kind, proto, ports in (i.scaninfo or ((i.scan_type, i.protocol, i.ports),)))
+            + '<verbose level="0"/>\n<debugging level="0"/>\n')
+
+    def footer(self, summary):
+        i = self.info
+        start, end = int(i.start), int(i.start + summary.elapsed)
+        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
+        out = io.StringIO()
+        w = out.write
+        for v in views:
+            reason, ttl = v.status_reason
+            w(f'<host starttime="{start}" endtime="{end}"><status state="up" reason="{reason}" '
+              f'reason_ttl="{ttl}"/>\n<address addr="{v.addr}" addrtype="{"ipv6" if v.ipv6 else "ipv4"}"/>\n'
+              '<hostnames>\n</hostnames>\n<ports>')
+            for state, proto, n, why in v.folded:
+                w(f'<extraports state="{state}" count="{n}">\n')
+                for r, c, ports in why:
+                    w(f'<extrareasons reason="{r}" count="{c}" proto="{proto}" ports="{port_ranges(ports)}"/>\n')
+                w("</extraports>\n")
+            for d in rows_to_dicts(v.shown):
+                w(f'<port protocol="{d["proto"]}" portid="{d["port"]}"><state state="{d["state"]}" '
+                  f'reason="{d["reason"]}" reason_ttl="{d["ttl"] or 0}"/>'
+                  f'{service_xml(self.services.get((v.addr, d["proto"], d["port"])), d["port"], d["proto"])}</port>\n')
+            w("</ports>\n")
+            if v.addr in self.os_guesses:
+                w(os_xml(self.os_guesses[v.addr], v.rows))
+            w("</host>\n")
+        n = i.n_hosts
+        summ = done_line(i, summary, len(views))
+        exit_attr = 'exit="error" errormsg="interrupted"' if summary.interrupted else 'exit="success"'
+        w(f'<runstats><finished time="{end}" timestr={quoteattr(nmap_time(i.start + summary.elapsed))} '
+          f'summary={quoteattr(summ)} elapsed="{summary.elapsed:.2f}" {exit_attr}/>'
+          f'<hosts up="{len(views)}" down="{max(0, n - len(views))}" total="{n}"/>\n</runstats>\n</nmaprun>\n')
+        self.file.write(out.getvalue())
+
+
+@register
+class GrepableWriter(Writer):
+    """-oG: nmap's grepable format, one Status and one Ports line per host."""
+    name, option, suffix, grouped = "grepable", "-oG", ".gnmap", True
+
+    header = Writer.nmap_comment_header
+
+    def footer(self, summary):
+        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
+        out = []
+        for v in views:
+            out.append(f"Host: {v.addr} ()\tStatus: Up")
+            ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{self._service(v.addr, d)}/"
+                              for d in rows_to_dicts(v.shown))
+            line = f"Host: {v.addr} ()\tPorts: {ports}"
+            if v.folded:   # nmap names only one ignored state; the largest
+                state, _, n, _ = max(v.folded, key=lambda f: f[2])
+                line += f"\tIgnored State: {state} ({n})"
+            g = self.os_guesses.get(v.addr)
+            if g is not None:
+                line += f"\tOS: {g.name}"
+            out.append(line)
+        out.append("# " + done_line(self.info, summary, len(views)))
+        self.file.write("\n".join(out) + "\n")
+
+    def _service(self, addr: str, d: dict) -> str:
+        """service//version/ of a Ports entry; nmap writes "/" inside a field as "|"."""
+        svc = self.services.get((addr, d["proto"], d["port"])) if self.services else None
+        if svc is None:
+            return f"{service_name(d['port'], d['proto'])}//"
+        name = f"ssl|{svc.name}" if svc.tunnel == "ssl" else svc.name
+        return f"{name}//{svc.version_text.replace('/', '|')}"
+
+
+def _comment(text: str) -> str:
+    return text.replace("--", "-\u2010")     # "--" may not appear inside an XML comment
+
+
+def service_xml(svc, port: int, proto: str) -> str:
+    """nmap's <service> element (and <script> elements) of a port; the services table's guess
+    (method="table") when -sV found nothing."""
+    if svc is None:
+        return f'<service name={quoteattr(service_name(port, proto))} method="table" conf="3"/>'
+    attrs = [("name", svc.name), ("product", svc.product), ("version", svc.version),
+             ("extrainfo", svc.extrainfo), ("hostname", svc.hostname), ("ostype", svc.ostype),
+             ("devicetype", svc.devicetype), ("tunnel", svc.tunnel)]
+    head = "<service " + " ".join(f"{k}={quoteattr(_xml_chars(v))}" for k, v in attrs if v)
+    head += f' method="{svc.method}" conf="{svc.conf}"'
+    cpes = "".join(f"<cpe>{xml_escape(c)}</cpe>" for c in svc.cpes)
+    out = head + (f">{cpes}</service>" if cpes else "/>")
+    for sid, text in sorted(svc.scripts.items()):
+        out += f"<script id={quoteattr(sid)} output={quoteattr(_xml_chars(text))}/>"
+    return out
+
+
+def _xml_chars(text: str) -> str:
+    """Without the control characters XML 1.0 cannot carry (servers' banners may hold any byte)."""
+    return "".join(c for c in text if c >= " " or c in "\t\n\r")
+
+
+def os_xml(g, rows) -> str:
+    """nmap's <os> element of a host."""
+    out = ["<os>"]
+    fp = g.fingerprint
+    if fp is not None and fp.port:
+        out.append(f'<portused state="open" proto="tcp" portid="{fp.port}"/>')
+    if fp is not None and fp.closed_port:
+        out.append(f'<portused state="closed" proto="tcp" portid="{fp.closed_port}"/>')
+    for name, acc, family, vendor, osgen, typ, cpe in [(g.name, g.accuracy, g.family, g.vendor, g.osgen, g.type,
+                                                        g.cpes[0] if g.cpes else "")] + list(g.others):
+        out.append(f'<osmatch name={quoteattr(name)} accuracy="{acc}" line="0">')
+        for gen in (osgen or "").split("|"):
+            attrs = f'type={quoteattr(typ or "general purpose")} vendor={quoteattr(vendor if vendor != "*" else family)} ' \
+                    f'osfamily={quoteattr(family)}' + (f' osgen={quoteattr(gen)}' if gen and gen != "*" else "")
+            out.append(f'<osclass {attrs} accuracy="{acc}">' + (f"<cpe>{xml_escape(cpe)}</cpe>" if cpe else "")
+                       + "</osclass>")
+        out.append("</osmatch>")
+    out.append("</os>")
+    return "\n".join(out) + "\n"
