@@ -115,8 +115,9 @@ class Session:
             raise InputError(f"{wanted} sends raw packets and needs root: run as root, or use -sT")
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6,
                                        default_exclude=not r.no_default_exclude)
-        if targets.special_note():
-            self.notes.append(targets.special_note())
+        note = targets.special_note()
+        if note:
+            self.notes.append(note)
         tcp_ports, udp_ports = port_lists(r.ports, r.top_ports, tcp=technique is not None, udp=r.udp)
         self.discovery: Any = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
         jobs = []
