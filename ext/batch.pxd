@@ -124,17 +124,22 @@ cdef inline int write_index(const Writer* w, uint8_t* frame, uint64_t index, uin
 cdef inline int write_batch(const Writer* w, uint8_t* base, uint32_t stride, uint32_t first, uint32_t mask,
                             int want, uint64_t* position, uint64_t stop, uint64_t step,
                             const uint8_t* answered, uint32_t tsval, uint32_t* lens) noexcept nogil:
-    """Writes the probes of permutation positions *position, +step, ... (< stop) whose index has no
-    bit set in `answered` (a bitmap over [0, N), or NULL) into frames base + ((first + i) & mask) *
-    stride, i = 0, 1, ..., at most want of them; lens[i] gets frame i's length. Advances *position
-    past the positions visited; returns the number of frames written."""
+    """Writes the probes of permutation positions *position, +step, ... (< stop) whose bit is not set
+    in `answered` into frames base + ((first + i) & mask) * stride, i = 0, 1, ..., at most want of
+    them; lens[i] gets frame i's length. Advances *position past the positions visited; returns
+    the number of frames written. `answered` (or NULL) is a bitmap over the shard's probes: a
+    shard visits positions start, start + step, ... with start < step, so position p has bit
+    p // step (N/step bits in all, not N)."""
     cdef int nf = 0
-    cdef uint64_t index
+    cdef uint64_t index, ordinal = position[0] // step
     while nf < want and position[0] < stop:
+        if answered != NULL and (answered[ordinal >> 3] >> (ordinal & 7)) & 1:
+            position[0] += step
+            ordinal += 1
+            continue
         index = permutation_at(&w.perm, position[0])
         position[0] += step
-        if answered != NULL and (answered[index >> 3] >> (index & 7)) & 1:
-            continue
+        ordinal += 1
         lens[nf] = write_index(w, base + ((first + nf) & mask) * stride, index, tsval)
         nf += 1
     return nf

@@ -21,7 +21,8 @@ class ProbeSender:
         """Packets per second from now on (0: as fast as possible)."""
     def send(self, position: int, stop: int, step: int, max_probes: int,
              answered: npt.NDArray[np.uint8] | None = None) -> int:
-        """Sends probes for positions position, position+step, ... < stop, skipping indices whose
-        bit is set in answered, until max_probes were sent; returns the next position."""
+        """Sends probes for positions position, position+step, ... < stop, skipping those whose
+        bit (position // step: a bitmap over this shard's probes) is set in answered, until
+        max_probes were sent; returns the next position."""
     def build(self, index: int, tsval: int = 0) -> bytes:
         """The frame the send loop writes for an index (tests, debugging)."""

@@ -130,8 +130,8 @@ cdef class ProbeSender:
     def send(self, uint64_t position, uint64_t stop, uint64_t step, uint64_t max_probes,
              cnp.ndarray answered=None):
         """Sends probes for permutation positions position, position+step, ... < stop, skipping
-        indices whose bit is set in `answered` (a bitmap over [0, N)), until max_probes were sent.
-        Returns the next position to visit."""
+        those whose bit is set in `answered` (bit position // step: a bitmap over this shard's
+        probes, see batch.pxd), until max_probes were sent. Returns the next position to visit."""
         cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(self.frames)
         cdef const uint8_t* bitmap = NULL
         cdef const uint8_t* ip

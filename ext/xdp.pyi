@@ -24,7 +24,7 @@ class XdpSender:
         """Packets per second; 0 means as fast as possible."""
     def send(self, position: int, stop: int, step: int, max_probes: int,
              answered: npt.NDArray[np.uint8] | None = None) -> int:
-        """Sends the probes of positions position, position+step, ... < stop not marked in
-        answered, at most max_probes; returns the next position."""
+        """Sends the probes of positions position, position+step, ... < stop whose bit
+        (position // step) is not set in answered, at most max_probes; returns the next position."""
     def build(self, index: int, tsval: int = 0) -> bytes:
         """The frame sent for an index."""

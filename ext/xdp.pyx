@@ -226,8 +226,9 @@ cdef class XdpSender:
     def send(self, uint64_t position, uint64_t stop, uint64_t step, uint64_t max_probes,
              cnp.ndarray answered=None):
         """Sends probes for permutation positions position, position+step, ... < stop, skipping
-        indices whose bit is set in `answered` (a bitmap over [0, N)), until max_probes were sent;
-        returns once the kernel has taken them all. Returns the next position to visit."""
+        those whose bit is set in `answered` (bit position // step: a bitmap over this shard's
+        probes, see batch.pxd), until max_probes were sent; returns once the kernel has taken
+        them all. Returns the next position to visit."""
         cdef const uint8_t* bitmap = NULL
         cdef uint64_t count = 0
         cdef uint32_t slot

@@ -27,9 +27,10 @@ from .space import ScanSpace
 from .states import REASONS, STATE_NAMES, STATES
 from .targets import TargetSet
 
-# Past this many probes the bitmap of answered probes (one bit each) would not fit comfortably.
-MAX_SPACE = 1 << 34
-# The extra UDP rounds reason host by host over the whole index space: only for spaces this big.
+# The bitmap of answered probes has one bit per probe of this shard: at most 512 MiB. (The space
+# itself may be as large as the whole IPv4 space x every port, 2^48: a shard of it fits.)
+MAX_SHARD_PROBES = 1 << 32
+# The extra UDP rounds reason host by host over the shard's probes: only for shards this big.
 UDP_SLOW_UP_TO = 1 << 22
 # Linux answers about one ICMP error per second per destination after a short burst: the pace
 # of the extra rounds that collect UDP port-unreachables from hosts that rate-limit them.
@@ -52,9 +53,12 @@ class ScanConfig:
     def __post_init__(self):
         if self.seed is None:
             self.seed = int.from_bytes(os.urandom(8), "little")
-        if self.space.size > MAX_SPACE:
-            raise InputError(f"{self.space.size} probes in one scan is too many (at most {MAX_SPACE}); "
-                             "split the targets into several scans")
+        count = self.positions()[2]
+        if count > MAX_SHARD_PROBES:
+            k, n = self.shard
+            need = -(-self.space.size // MAX_SHARD_PROBES)
+            raise InputError(f"{count} probes in one shard is too many (at most {MAX_SHARD_PROBES}, "
+                             f"{self.space.size} in all): split the scan with --shard K/N, N at least {need}")
 
     def positions(self):
         """(first position, step, count) of this shard's slice of the permutation."""
@@ -94,31 +98,63 @@ class StageCheckpoint:
     key: bytes                      # the cookie key, so that late replies still validate
 
 
-class Tracker:
-    """A bitmap over [0, N) of answered probes: first replies pass, duplicates are dropped."""
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
-    def __init__(self, size: int, bitmap: np.ndarray | None = None):
-        self.bitmap = np.zeros((size + 7) // 8, dtype=np.uint8) if bitmap is None else bitmap.copy()
+
+class Tracker:
+    """The answered probes of this shard, one bit each: first replies pass, duplicates are dropped.
+    Shard k of n sends the probes at permutation positions k-1, k-1+n, ...: bit j stands for
+    position k-1 + j*n (position // n), so the bitmap holds N/n bits, not N. A reply's index is
+    mapped back to its position by the inverse permutation."""
+
+    def __init__(self, config: ScanConfig, bitmap: np.ndarray | None = None):
+        self.start, self.step, self.size = config.positions()
+        self.perm = Permutation(config.space.size, config.seed)
+        nbytes = (self.size + 7) // 8
+        if bitmap is not None and len(bitmap) != nbytes:
+            raise InputError("the resume file does not match this scan (its targets, ports or shard differ)")
+        self.bitmap = np.zeros(nbytes, dtype=np.uint8) if bitmap is None else bitmap.copy()
 
     @property
     def count(self) -> int:
-        return int(np.unpackbits(self.bitmap).sum())
+        return sum(int(_POPCOUNT[self.bitmap[i:i + (1 << 24)]].sum(dtype=np.uint64))
+                   for i in range(0, len(self.bitmap), 1 << 24))
+
+    def ordinals(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bit numbers, whether each index is one of this shard's probes) of probe indices."""
+        positions = self.perm.positions(indices)
+        if self.step == 1:
+            return positions, np.ones(len(positions), dtype=bool)
+        ordinal, rest = np.divmod(positions, np.uint64(self.step))
+        return ordinal, rest == self.start
 
     def first_seen(self, rows: np.ndarray) -> np.ndarray:
-        index = rows["index"]
-        _, first = np.unique(index, return_index=True)
-        rows = rows[np.sort(first)]
-        index = rows["index"]
-        byte, bit = index >> 3, (np.uint8(1) << (index & 7).astype(np.uint8))
+        ordinal, mine = self.ordinals(rows["index"])
+        rows, ordinal = rows[mine], ordinal[mine]          # replies to other shards' probes: not ours
+        _, first = np.unique(ordinal, return_index=True)
+        first = np.sort(first)
+        rows, ordinal = rows[first], ordinal[first]
+        byte, bit = ordinal >> 3, (np.uint8(1) << (ordinal & 7).astype(np.uint8))
         fresh = (self.bitmap[byte] & bit) == 0      # one writer: the capture thread (or the connect loop)
         np.bitwise_or.at(self.bitmap, byte[fresh], bit[fresh])
         return rows[fresh]
 
     def answered(self, indices: np.ndarray) -> np.ndarray:
-        return (self.bitmap[indices >> 3] >> (indices & 7).astype(np.uint8)) & 1 == 1
+        ordinal, mine = self.ordinals(indices)
+        ordinal = np.where(mine, ordinal, 0)
+        return mine & ((self.bitmap[ordinal >> 3] >> (ordinal & 7).astype(np.uint8)) & 1 == 1)
+
+    def answered_run(self, first: int, count: int) -> np.ndarray:
+        """Whether the shard's probes first, first+1, ..., first+count-1 (in sending order) answered."""
+        lo, hi = first >> 3, (first + count + 7) >> 3
+        bits = np.unpackbits(self.bitmap[lo:hi], bitorder="little")
+        return bits[first - 8 * lo:first - 8 * lo + count].astype(bool)
 
     def mark(self, index: int) -> None:
-        self.bitmap[index >> 3] |= np.uint8(1 << (index & 7))
+        ordinal, mine = self.ordinals(np.array([index], dtype=np.uint64))
+        if mine[0]:
+            j = int(ordinal[0])
+            self.bitmap[j >> 3] |= np.uint8(1 << (j & 7))
 
 
 def open_sender(path: str, ifname: str, l3: bool, l2_len: int, templates: bytes, kinds: np.ndarray,
@@ -161,9 +197,7 @@ class Scan:
         self.config = config
         self.space = config.space
         self.resume = resume
-        if resume and len(resume.bitmap) != (self.space.size + 7) // 8:
-            raise InputError("the resume file does not match this scan (its targets or ports differ)")
-        self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
+        self.tracker = Tracker(config, resume.bitmap if resume else None)
         self.summary = ScanSummary()
         self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
         self._stop = threading.Event()
@@ -301,20 +335,22 @@ class Scan:
         pace they can answer, round after round while rounds still bring answers."""
         space = self.space
         udp_slot = np.array([t.proto == "udp" for t, _ in space.probes.slots])
-        n_slots = space.n_slots
-        if space.size > UDP_SLOW_UP_TO:
+        count = self.tracker.size
+        if not count or count > UDP_SLOW_UP_TO:
             return          # too big to reason about host by host; plain retries only
-        indices = np.arange(space.size, dtype=np.uint64)
-        hosts, slots = indices // np.uint64(n_slots), (indices % np.uint64(n_slots)).astype(np.int64)
+        # This shard's probes in sending order: element j is the probe of bit j.
+        indices = np.concatenate(list(self.config.indices(1 << 20)))
+        hosts, slots = space.locate(indices)
+        hosts = hosts.astype(np.int64)
         for _ in range(self.config.udp_rounds):
-            answered = self.tracker.answered(indices)
+            answered = self.tracker.answered_run(0, count)
             pending = udp_slot[slots] & ~answered
             limited = np.zeros(space.n_hosts, dtype=bool)
-            limited[hosts[udp_slot[slots] & answered].astype(np.int64)] = True
-            pending &= limited[hosts.astype(np.int64)]
+            limited[hosts[udp_slot[slots] & answered]] = True
+            pending &= limited[hosts]
             if not pending.any() or self._stop.is_set():
                 return
-            skip = np.packbits(~pending, bitorder="little")
+            skip = np.packbits(~pending, bitorder="little")    # a bitmap over the shard's probes
             n_hosts = len(np.unique(hosts[pending]))
             before = self.summary.replies
             rate = UDP_SLOW_RATE_PER_HOST * n_hosts
@@ -332,8 +368,11 @@ class Scan:
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
         no_response = np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
+        done = 0
         for indices in self.config.indices(1 << 20):
-            indices = indices[~self.tracker.answered(indices)]
+            answered = self.tracker.answered_run(done, len(indices))
+            done += len(indices)
+            indices = indices[~answered]
             if not len(indices):
                 continue
             rows = self.space.rows(indices)
@@ -351,8 +390,13 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: S
     space = ScanSpace(config.space.targets, probes)
     scan = Scan(replace(config, space=space, list_unanswered=False), resume)
     # Hosts that answered any probe (a resumed scan's bitmap already knows some).
-    answered = np.unpackbits(scan.tracker.bitmap, bitorder="little")[:space.size]
-    seen = answered.reshape(space.n_hosts, space.n_slots).any(axis=1)
+    seen = np.zeros(space.n_hosts, dtype=bool)
+    if resume is not None:
+        done = 0
+        for indices in scan.config.indices(1 << 20):
+            answered = scan.tracker.answered_run(done, len(indices))
+            done += len(indices)
+            seen[space.locate(indices[answered])[0].astype(np.int64)] = True
 
     def collect(rows):
         """Keeps the first answer from each host."""
