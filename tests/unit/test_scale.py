@@ -1,7 +1,6 @@
 """Internet-scale spaces in bounded memory: the inverse permutation, the answered-probe bitmap
 over one shard's probes only (N/n bits), and a 2^48-probe space accepted with memory flat."""
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
