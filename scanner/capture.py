@@ -16,6 +16,7 @@ BATCH = 8192
 
 class Capture:
     def __init__(self, ifname: str, bpf: str, buffer_bytes: int = 64 << 20, snaplen: int = 256):
+        self.ifname = ifname
         try:
             self.handle = pcapy.create(ifname)
             self.handle.set_snaplen(snaplen)
@@ -62,7 +63,7 @@ class Capture:
         if self._thread:
             self._thread.join()
         if self.error:
-            raise self.error
+            raise EnvironmentFault(f"capture on {self.ifname} failed: {self.error}")
 
     def stats(self):
         """(received, dropped by the kernel, dropped by the interface), as libpcap counts them."""

@@ -2,6 +2,7 @@
 with the terminal view of its events, and the other commands (lab, history, show, diff)."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Any, List, Optional
@@ -25,7 +26,7 @@ class TerminalView:
     def attach(self, session) -> None:
         from .output import HostTable, OpenPortLines
         r = self.request
-        if not self.stdout_taken:
+        if not self.stdout_taken and sys.stdout is not None:    # None: started with stdout closed
             self.screen = (HostTable(show_all=r.show_all, reason=r.reason, assume_up=session.discovery is None)
                            if session.table else OpenPortLines(show_all=r.show_all))
 
@@ -106,16 +107,24 @@ def run_scan(request, resume=None) -> int:
     if request.dry_run:
         return 0
     checkpoint = session.checkpoint()
+    problems = list(result.errors)
     if checkpoint is not None:
-        path = checkpoint.save()
-        print(f"scanner: scan interrupted; results so far are written. Resume with: "
-              f"scanner --resume {path}", file=sys.stderr)
+        try:
+            path = checkpoint.save()
+            print(f"scanner: scan {'failed' if result.failure else 'interrupted'}; results so far are written. "
+                  f"Resume with: scanner --resume {path}", file=sys.stderr)
+        except ScannerError as e:
+            problems.append(str(e))
     elif resume is not None and resume.path and os.path.exists(resume.path):
         os.remove(resume.path)           # done: the resume file has served
+    # A reader that went away (| head) is not worth a message, as with any Unix filter.
+    problems = [p for p in problems if not p.endswith(f"output '-' failed: {os.strerror(errno.EPIPE)}")]
     kept = f" (all results are kept in the store: {result.store_kept})" if result.store_kept else ""
-    for problem in result.errors:
+    for problem in problems:
         print(f"scanner: error: {problem}{kept if 'recording scan' not in problem else ''}", file=sys.stderr)
-    return 1 if result.errors else 0
+    if result.failure:
+        print(f"scanner: error: {result.failure}", file=sys.stderr)
+    return 1 if problems or result.failure else 0
 
 
 def main(argv: Optional[List[str]] = None) -> None:

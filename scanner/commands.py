@@ -37,19 +37,19 @@ def lab(
     except ValueError as e:
         raise InputError(f"bad lab: {e}") from None
     ports = "22,23,80,443,8080,8443"
+    if run is not None:
+        import shlex
+        command = shlex.split(run)
+        if not command:
+            raise InputError("--run needs a command")
     print(f"Lab: {prefix}, one host in {live_every} up; ports 22,80,443 open, 23 closed, "
           f"8080 dropped, 8443 rejected (admin-prohibited). "
           f"{'Running' if run else 'Scanning'} from its own namespace:", flush=True)
     argv = [sys.executable, "-m", "scanner", prefix, "-p", ports, "--rate", str(rate), "--reason"]
-    if run is not None:
-        import shlex
-        argv = shlex.split(run)
-        if not argv:
-            raise InputError("--run needs a command")
     with Lab(spec) as the_lab:
         if run is not None:
             print(f"$ {run}", flush=True)
-            result = the_lab.run(argv)
+            result = the_lab.run(command)
         else:
             print("$ scanner " + " ".join(argv[3:]), flush=True)
             # This very installation of scanner, not a source tree that the current directory may hold.
@@ -67,7 +67,7 @@ DB_HELP = "The scan database (default: $XDG_DATA_HOME/scanner/scans.db)."
 @history_app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def history(
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    limit: int = typer.Option(20, "-n", "--limit", help="Show the N latest scans (0: all)."),
+    limit: int = typer.Option(20, "-n", "--limit", min=0, help="Show the N latest scans (0: all)."),
 ):
     """List the recorded scans, latest first."""
     from .store import Store, history_lines

@@ -87,6 +87,7 @@ class ScanSummary:
     send_path: str = ""             # how probes left: "packet" (sendmmsg) or "xdp" (AF_XDP)
     interrupted: bool = False
     states: dict = field(default_factory=dict)   # state name -> count, unanswered included
+    error: str | None = None        # why the scan ended early when it failed (a fault, not Ctrl-C)
 
 
 @dataclass

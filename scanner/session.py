@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 from . import events as ev
-from .errors import InputError, ScannerError
+from .errors import EnvironmentFault, InputError, ScannerError
 from .request import ScanRequest
 from .states import RESULT_DTYPE, STATES
 
@@ -41,6 +41,7 @@ class ScanResult:
     os_guesses: dict = field(default_factory=dict)   # -O: {addr: OsGuess}
     errors: List[str] = field(default_factory=list)  # outputs or the store that failed mid-scan
     store_kept: str = ""                    # where the results are kept when an output failed
+    failure: Optional[str] = None           # why the scan stopped early, if a fault stopped it
 
     @property
     def interrupted(self) -> bool:
@@ -228,7 +229,7 @@ class _Run:
         if post is not None and resume is not None:
             post.collector.write(resume.rows)
         total = ScanSummary(**(resume.summary if resume else {}))
-        total.interrupted = False
+        total.interrupted, total.error = False, None     # this run's own ending decides
         stages = ([("discovery", s.discovery)] if s.discovery is not None else []) + list(s.jobs)
         at: Dict[str, Any] = {"stage": resume.stage if resume else 0, "scan": None, "started": False}
         targets = s.targets
@@ -244,7 +245,7 @@ class _Run:
                 s.emit(ev.PortResults(resume.rows[~up], replayed=True))
 
         def run_stage(name, scan, consumer, count_states=True):
-            at["scan"] = scan
+            at["scan"], at["count_states"] = scan, count_states
             s._current = scan
             if s.stopping:
                 scan.stop()
@@ -296,12 +297,21 @@ class _Run:
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed
-        except ScannerError:
-            if recorder and not at["started"] and not resume:   # refused before sending: nothing to record
-                store.discard(recorder.scan_id)   # type: ignore[union-attr]
-                recorder = None
-                s.scan_id = None
-            raise
+        except (ScannerError, OSError) as e:
+            failing = at["scan"]
+            if not (at["started"] or (failing is not None and failing.progress().get("sent", 0))):
+                if recorder and not resume:      # refused before sending: nothing to record
+                    store.discard(recorder.scan_id)   # type: ignore[union-attr]
+                    recorder = None
+                    s.scan_id = None
+                if isinstance(e, OSError):
+                    raise EnvironmentFault(fault_text(e)) from None
+                raise
+            # A fault mid-scan (interface down, network gone, ...): every result received is kept,
+            # the outputs and the store say the scan failed, and a checkpoint is left to resume.
+            if failing is not None and failing.summary is not None:
+                merge_summary(total, failing.summary, at.get("count_states", True))
+            total.interrupted, total.error = True, fault_text(e)
         finally:
             try:
                 sink.close()
@@ -327,7 +337,7 @@ class _Run:
                    if recorder and not recorder.error else "")
         array = kept.rows() if kept is not None else np.zeros(0, dtype=RESULT_DTYPE)
         result = ScanResult(array, total, s.scan_id, post.services if post else {},
-                            post.os_guesses if post else {}, errors, kept_in)
+                            post.os_guesses if post else {}, errors, kept_in, total.error)
         s.emit(ev.Finished(result))
         return result
 
@@ -455,6 +465,13 @@ def record_config(s: Session, info) -> dict:
             "wait": c["wait"], "seed": c["seed"], "shard": list(c["shard"]),
             "interface": c["interface"], "show_all": s.request.show_all, "version": info.version,
             "request": s.request.to_json()}
+
+
+def fault_text(e: BaseException) -> str:
+    """One line for a fault: an OSError's own words (the sender's "sending probes failed: ...")."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def merge_summary(total, summary, count_states=True) -> None:

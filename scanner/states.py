@@ -1,17 +1,13 @@
 """Port states and reasons: the codes the compiled parser writes, and the names nmap prints."""
 import numpy as np
 
+from ._ext.constants import PROBE_KIND_DTYPE, PROTOCOLS
 from ._ext.parser import REASONS, REPLY_KINDS, RESULT_DTYPE, STATES
 
 STATE_NAMES = {code: name for name, code in STATES.items()}
 REASON_NAMES = {code: name for name, code in REASONS.items()}
-PROTO_NAMES = {0: "arp", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
-PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
-
-# How the compiled path describes a probe kind (ext/probes.pxd ProbeKind; packed, same order).
-PROBE_KIND_DTYPE = np.dtype([("proto", "u1"), ("tcp_flags", "u1"), ("icmp_type", "u1"), ("pad", "u1"),
-                             ("offset", "<i4"), ("length", "<i4"), ("ts_offset", "<i4"),
-                             ("table", "u1", (len(REPLY_KINDS),))])
+PROTO_NUMBERS = PROTOCOLS                 # scanner's protocol names -> IP protocol numbers (ARP: 0)
+PROTO_NAMES = {number: name for name, number in PROTO_NUMBERS.items()}
 
 __all__ = ["STATES", "REASONS", "REPLY_KINDS", "RESULT_DTYPE", "STATE_NAMES", "REASON_NAMES", "addresses",
            "PROTO_NAMES", "PROTO_NUMBERS", "PROBE_KIND_DTYPE"]

@@ -76,6 +76,14 @@ class ScanRecord:
         return (self.ended or self.started) - self.started
 
 
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+        return st.f_blocks > 0 and st.f_bavail == 0        # (pseudo file systems have no blocks)
+    except OSError:
+        return False
+
+
 class Store:
     def __init__(self, path=None, create: bool = True):
         self.path = Path(path) if path else default_path()
@@ -90,7 +98,11 @@ class Store:
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as e:
-            raise InputError(f"cannot use the scan database '{self.path}': {getattr(e, 'strerror', None) or e}") from None
+            # A path that cannot hold a database is the user's to fix (exit 2); a full or failing
+            # disk is the machine's (exit 1).
+            full = isinstance(e, sqlite3.Error) and "full" in str(e) or _disk_full(self.path)
+            raise (EnvironmentFault if full else InputError)(
+                f"cannot use the scan database '{self.path}': {getattr(e, 'strerror', None) or e}") from None
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -161,6 +173,8 @@ class Store:
         text = str(ref).strip()
         try:
             n = -1 if text == "last" else int(text)
+            if not -(1 << 62) < n < 1 << 62:        # SQLite's integers are 64-bit
+                raise ValueError
         except ValueError:
             raise InputError(f"bad scan id '{ref}': expected a number from `scanner history`, or 'last'") from None
         if n < 0:
@@ -241,6 +255,8 @@ class Recorder:
             self.error = f"recording scan {self.scan_id} in '{self.store.path}' failed: {e}"
 
     def close(self, summary) -> None:
+        if self.error:          # rows are missing: never recorded as a scan that finished normally
+            summary = dataclasses.replace(summary, interrupted=True, error=summary.error or self.error)
         try:
             self.store.finish(self.scan_id, summary)
         except sqlite3.Error as e:
@@ -274,12 +290,19 @@ def expand_ranges(text: str) -> list:
     return out
 
 
+def _address_order(text: str) -> tuple:
+    """IPv4 before IPv6, each in numeric order (addresses of both families cannot be compared)."""
+    a = ipaddress.ip_address(text)
+    return a.version, int(a)
+
+
 def history_lines(store: Store, limit: Optional[int] = None) -> list:
     lines = [f"{'ID':>4}  {'STARTED':<19}  {'TIME':>8}  {'UP':>5}  {'OPEN':>6}  COMMAND"]
     for r in store.scans(limit):
         up, n_open = store.host_counts(r.id)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
-        note = " (interrupted)" if r.interrupted else (" (unfinished)" if r.ended is None else "")
+        note = (" (failed)" if (r.counters or {}).get("error") else " (interrupted)" if r.interrupted
+                else " (unfinished)" if r.ended is None else "")
         lines.append(f"{r.id:>4}  {when:<19}  {r.elapsed:>7.1f}s  {up:>5}  {n_open:>6}  {r.command}{note}")
     return lines
 
@@ -336,7 +359,7 @@ def diff_lines(ra: ScanRecord, rb: ScanRecord, d: ScanDiff) -> list:
     for ip, port, proto, sa, sb in d.changed:
         per_host.setdefault(ip, []).append(
             (port, f"-{port}/{proto} {sa} {service_name(port)}\n+{port}/{proto} {sb} {service_name(port)}"))
-    hosts = sorted(set(per_host) | set(d.new_hosts) | set(d.gone_hosts), key=lambda s: ipaddress.ip_address(s))
+    hosts = sorted(set(per_host) | set(d.new_hosts) | set(d.gone_hosts), key=_address_order)
     for host in hosts:
         out.append("")
         if host in d.new_hosts:

@@ -223,21 +223,32 @@ def parse_target(spec: str, what: str = "target") -> List[Interval]:
     raise InputError(f"{bad}: not an IPv4 address, CIDR, range or resolvable hostname")
 
 
+# A target file's lines are short (an address, a range, a name); a longer one is not a target list
+# (e.g. -iL /dev/zero), and reading it whole would never end.
+MAX_TARGET_LINE = 4096
+
+
 def read_target_file(path: str) -> List[str]:
     """Specs from a file: whitespace/newline separated, '#' starts a comment. '-' is stdin."""
+    specs: List[str] = []
     try:
-        if path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+        f = sys.stdin if path == "-" else open(path, encoding="utf-8")
+        try:
+            while True:
+                line = f.readline(MAX_TARGET_LINE + 1)
+                if not line:
+                    break
+                if len(line) > MAX_TARGET_LINE or "\0" in line:
+                    raise InputError(f"target file '{path}' is not a list of targets "
+                                     f"(a line longer than {MAX_TARGET_LINE} characters, or binary data)")
+                specs.extend(line.split("#", 1)[0].split())
+        finally:
+            if f is not sys.stdin:
+                f.close()
     except OSError as e:
         raise InputError(f"cannot read target file '{path}': {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise InputError(f"cannot read target file '{path}': not a text file") from None
-    specs: List[str] = []
-    for line in text.splitlines():
-        specs.extend(line.split("#", 1)[0].split())
     return specs
 
 

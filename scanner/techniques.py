@@ -11,18 +11,18 @@ from importlib import resources
 
 import numpy as np
 
+from ._ext.constants import ICMP_TYPES, TCP_FLAGS
 from .errors import InputError
 from .states import PROBE_KIND_DTYPE, PROTO_NUMBERS, REPLY_KINDS, STATES
 
-FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-TCP_FLAG_NAMES = {"FIN": FIN, "SYN": SYN, "RST": RST, "PSH": PSH, "ACK": ACK, "URG": URG,
-                  "ECE": 0x40, "CWR": 0x80}
+TCP_FLAG_NAMES = TCP_FLAGS
+FIN, SYN, RST, PSH, ACK, URG = (TCP_FLAGS[name] for name in ("FIN", "SYN", "RST", "PSH", "ACK", "URG"))
 
 # A SYN with the options a current Linux sends, in its order: MSS, SACK permitted,
 # timestamps, NOP, window scale. Probes that look like real stacks get real answers.
 SYN_OPTIONS = bytes.fromhex("020405b4" "0402" "080a" "00000000" "00000000" "01" "030307")
 SYN_TSVAL_OFFSET = 8           # TSval within SYN_OPTIONS
-ICMP_ECHO, ICMP_TIMESTAMP, ICMP6_ECHO = 8, 13, 128
+ICMP_ECHO, ICMP_TIMESTAMP, ICMP6_ECHO = ICMP_TYPES["echo"], ICMP_TYPES["timestamp"], ICMP_TYPES["echo6"]
 
 ICMP_ERRORS = {"icmp-unreach": "filtered", "port-unreach": "filtered"}
 
@@ -189,9 +189,8 @@ class Probes:
             frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr)
             if technique.proto == "arp" and family != 4:
                 raise InputError("-PR (ARP ping) is for IPv4 targets")
-            kinds[i] = (technique.ip_proto(family),
-                        technique.tcp_flags, icmp_type(technique, family), 0, len(blob), len(frame),
-                        ts_offset, technique.table())
+            kinds[i] = (technique.ip_proto(family), technique.tcp_flags, icmp_type(technique, family),
+                        len(blob), len(frame), ts_offset, technique.table())
             blob += frame
         return blob, kinds, 14
 

@@ -90,11 +90,11 @@ class Writer:
     option = "-o?"           # the command-line option
     suffix = ""              # its file under -oA BASENAME (nmap's three formats only)
     grouped = False          # renders from a RowBuffer at the end
-    carries_details = False  # has fields for -sV/-O results (then open ports wait for them)
+    carries_details = False  # a stream that writes -sV/-O results (in rows that follow the ports)
     errno = None
     services: dict = {}      # -sV: {(addr, proto, port): ServiceInfo}, set before close()
     os_guesses: dict = {}    # -O: {addr: OsGuess}
-    details = False          # -sV/-O on: streams hold open ports back until close(), to add them
+    details = False          # -sV/-O on: this stream has room for their results
 
     def __init__(self, path: str, info: Optional[ScanInfo] = None, buffer: Optional[RowBuffer] = None,
                  show_all: bool = False, append: bool = False, reason: bool = False, details: bool = False):
@@ -107,7 +107,10 @@ class Writer:
         self.error: Optional[str] = None
         self.buffer, self._own_buffer = (buffer, False) if buffer is not None else (RowBuffer(), True)
         append = append and not self.grouped
+        self._streamed = append  # rows written already (by this or the interrupted run): details follow
         if path == "-":
+            if sys.stdout is None:           # started with its standard output closed
+                raise InputError(f"cannot write {self.option} output to stdout: it is closed")
             self.file, self._close = sys.stdout, False
         else:
             try:
@@ -136,25 +139,23 @@ class Writer:
             self.buffer.append(rows)
         if not self.grouped and not self.show_all:
             rows = rows[rows["reason"] != NO_RESPONSE]     # streams list what answered
-        if self.details and not self.grouped and len(rows):
-            held = rows["state"] == OPEN
-            if held.any():
-                self.__dict__.setdefault("_held", []).append(rows[held].copy())
-                rows = rows[~held]
         if len(rows) and not self.grouped:
+            self._streamed = True
             self._guard(self.write_rows, rows)
 
     def set_details(self, services=None, os_guesses=None) -> None:
-        """-sV/-O results, known once the port scan is over; used by close()."""
+        """-sV/-O results, known once the port scan is over. Grouped formats render them at the
+        end; a stream that wrote its ports already (as it must, to lose nothing if the scan is
+        killed) appends them in rows of their own; one that has not (scanner show) puts them
+        inline."""
         if services is not None:
             self.services = services
         if os_guesses is not None:
             self.os_guesses = os_guesses
+        if self.carries_details and self._streamed and (services or os_guesses):
+            self._guard(self.write_details, services or {}, os_guesses or {})
 
     def close(self, summary=None) -> None:
-        held = self.__dict__.pop("_held", None)
-        if held:
-            self._guard(self.write_rows, np.concatenate(held))
         if summary is not None:
             self._guard(self.footer, summary)
         if self._close:
@@ -174,6 +175,9 @@ class Writer:
 
     def write_rows(self, rows: np.ndarray) -> None:
         pass
+
+    def write_details(self, services: dict, os_guesses: dict) -> None:
+        """Streams: the -sV/-O results of ports already written, appended."""
 
     def footer(self, summary) -> None:
         pass

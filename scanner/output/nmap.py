@@ -24,7 +24,9 @@ class NormalWriter(Writer):
             out += host_block(v, self.reason, title="Nmap scan report for")[:1]
             out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
             out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))[1:] + [""]
-        if summary.interrupted:
+        if summary.error:
+            out.append(f"# scan failed ({summary.error}): results are partial")
+        elif summary.interrupted:
             out.append("# scan interrupted: results are partial")
         out.append("# " + done_line(self.info, summary, len(views)))
         self.file.write("\n".join(out) + "\n")
@@ -74,7 +76,8 @@ class XmlWriter(Writer):
             w("</host>\n")
         n = i.n_hosts
         summ = done_line(i, summary, len(views))
-        exit_attr = 'exit="error" errormsg="interrupted"' if summary.interrupted else 'exit="success"'
+        exit_attr = (f'exit="error" errormsg={quoteattr(summary.error or "interrupted")}' if summary.interrupted
+                     else 'exit="success"')
         w(f'<runstats><finished time="{end}" timestr={quoteattr(nmap_time(i.start + summary.elapsed))} '
           f'summary={quoteattr(summ)} elapsed="{summary.elapsed:.2f}" {exit_attr}/>'
           f'<hosts up="{len(views)}" down="{max(0, n - len(views))}" total="{n}"/>\n</runstats>\n</nmaprun>\n')

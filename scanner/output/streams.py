@@ -1,5 +1,8 @@
 """The streaming formats, written batch by batch as results arrive: NDJSON (-oJ), CSV (--csv) and
-masscan's list format (-oL)."""
+masscan's list format (-oL). -sV/-O results come after the port scan: each stream appends them as
+rows of their own that name the port they describe (NDJSON: "details": true; CSV: a row with the
+detail columns and no state; the list format: masscan's "banner" lines), so that a port is on
+disk as soon as it is found, whatever happens to the scan later."""
 from __future__ import annotations
 
 import csv
@@ -18,6 +21,9 @@ class NdjsonWriter(Writer):
     def write_rows(self, rows):
         self.file.write("".join(json.dumps(self._details(d)) + "\n" for d in rows_to_dicts(rows)))
 
+    def write_details(self, services, os_guesses):
+        self.file.write("".join(json.dumps(d) + "\n" for d in detail_rows(services, os_guesses)))
+
     def _details(self, d: dict) -> dict:
         return self.details_of(d, self.services, self.os_guesses)
 
@@ -31,6 +37,21 @@ class NdjsonWriter(Writer):
         if g is not None:
             d["os"] = g.to_dict()
         return d
+
+
+def detail_rows(services: dict, os_guesses: dict):
+    """One dict per port that -sV described ({"ip", "port", "proto", "details": true, "service",
+    and "os" when -O guessed the host}), then one per host that only -O described."""
+    described = set()
+    for (ip, proto, port), svc in sorted(services.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        d = {"ip": ip, "port": port, "proto": proto, "details": True, "service": svc.to_dict()}
+        if ip in os_guesses:
+            d["os"] = os_guesses[ip].to_dict()
+            described.add(ip)
+        yield d
+    for ip, g in sorted(os_guesses.items()):
+        if ip not in described:
+            yield {"ip": ip, "details": True, "os": g.to_dict()}
 
 
 @register
@@ -49,18 +70,29 @@ class CsvWriter(Writer):
             svc = self.services.get((d["ip"], d["proto"], d["port"])) if self.services else None
             row = [d["ip"], d["port"], d["proto"], d["state"], d["reason"], "" if d["ttl"] is None else d["ttl"],
                    svc.display_name if svc else service_name(d["port"], d["proto"])]
-            if self.details:
-                g = self.os_guesses.get(d["ip"]) if d["state"] == "open" else None
-                row += ([svc.product, svc.version, svc.extrainfo, svc.tunnel, " ".join(svc.cpes)] if svc
-                        else [""] * 5) + ([g.name, g.accuracy] if g else ["", ""])
+            row += self._detail_fields(svc, self.os_guesses.get(d["ip"]) if d["state"] == "open" else None)
             out.append(row)
         csv.writer(self.file, lineterminator="\n").writerows(out)
+
+    def write_details(self, services, os_guesses):
+        out = [[ip, port, proto, "", "", "", svc.display_name] + self._detail_fields(svc, os_guesses.get(ip))
+               for (ip, proto, port), svc in sorted(services.items())]
+        out += [[ip, "", "", "", "", "", ""] + self._detail_fields(None, g)
+                for ip, g in sorted(os_guesses.items()) if not any(k[0] == ip for k in services)]
+        csv.writer(self.file, lineterminator="\n").writerows(out)
+
+    def _detail_fields(self, svc, g) -> list:
+        if not self.details:
+            return []
+        return (([svc.product, svc.version, svc.extrainfo, svc.tunnel, " ".join(svc.cpes)] if svc else [""] * 5)
+                + ([g.name, g.accuracy] if g else ["", ""]))
 
 
 @register
 class ListWriter(Writer):
-    """-oL: masscan's list format ("open tcp 80 192.0.2.1 1700000000"), a line per result."""
-    name, option = "list", "-oL"
+    """-oL: masscan's list format ("open tcp 80 192.0.2.1 1700000000"), a line per result; -sV
+    results as masscan's banner lines ("banner tcp 22 192.0.2.1 1700000000 ssh OpenSSH 9.2p1")."""
+    name, option, carries_details = "list", "-oL", True
 
     def header(self):
         self.file.write("#masscan\n")
@@ -71,6 +103,12 @@ class ListWriter(Writer):
         now = int(time.time())
         self.file.write("".join(f"{d['state']} {d['proto']} {d['port']} {d['ip']} {now}\n"
                                 for d in rows_to_dicts(rows)))
+
+    def write_details(self, services, os_guesses):
+        now = int(time.time())
+        self.file.write("".join(
+            f"banner {proto} {port} {ip} {now} {svc.name} {svc.version_text}".rstrip() + "\n"
+            for (ip, proto, port), svc in sorted(services.items()) if not svc.guess))
 
     def footer(self, summary):
         self.file.write("# end\n")

@@ -37,6 +37,7 @@ class HostTable:
     error = None
     services: dict = {}
     os_guesses: dict = {}
+    carries_details = False
     set_details = Writer.set_details
 
     def __init__(self, file=sys.stdout, show_all: bool = False, reason: bool = True,

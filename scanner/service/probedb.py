@@ -3,7 +3,9 @@ its top) and nmap's nmap-service-probes, parsed into one model (probes with thei
 matches); match_reply() tries a reply against them."""
 from __future__ import annotations
 
+import os
 import re
+import stat
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ from ..errors import InputError
 from .model import ServiceInfo
 
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "service-probes.txt"
+MAX_DB_BYTES = 64 << 20     # nmap's nmap-service-probes is about 2.5 MiB
 
 
 @dataclass
@@ -316,14 +319,23 @@ def load_db(path=None) -> ProbeDB:
     """Our database, or the file at PATH in either format (nmap's starts its probes with 'Probe')."""
     p = Path(path) if path else DEFAULT_DB
     try:
-        text = p.read_text(encoding="latin-1")
+        with open(p, "rb") as f:
+            data = f.read(MAX_DB_BYTES + 1)
+            public = bool(os.fstat(f.fileno()).st_mode & stat.S_IROTH)
     except OSError as e:
         raise InputError(f"cannot read the service database '{p}': {e.strerror}") from None
+    if len(data) > MAX_DB_BYTES:
+        raise InputError(f"the service database '{p}' is larger than {MAX_DB_BYTES >> 20} MiB: not a probe file")
+    text = data.decode("latin-1")
     nmap_format = bool(re.search(r"^Probe (TCP|UDP) ", text, re.M))
     try:
         db = parse_nmap_db(text, str(p)) if nmap_format else parse_own_db(text, str(p))
     except ValueError as e:
-        raise InputError(f"bad service database '{p}': {e}") from None
+        # The file's own words only when anyone may read them: never a line of, say, /etc/shadow.
+        line = re.search(r"line (\d+)|:(\d+):", str(e))
+        where = f"line {line.group(1) or line.group(2)}" if line else "its content"
+        reason = str(e) if public else f"{where} is not a probe database line (not shown: the file is not public)"
+        raise InputError(f"bad service database '{p}': {reason}") from None
     if not db.probes:
         raise InputError(f"no probes in the service database '{p}'")
     return db

@@ -51,7 +51,8 @@ def require_lab_tools() -> None:
 
 
 def read_ndjson(path) -> tuple[Results, list[dict]]:
-    """(results, rows). Every line must be a JSON object; an (ip, port) may appear only once."""
+    """(results, rows). Every line must be a JSON object; an (ip, port) may appear only once (but
+    for the -sV/-O detail rows that follow it)."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -59,6 +60,8 @@ def read_ndjson(path) -> tuple[Results, list[dict]]:
             rows.append(json.loads(line))
     results: Results = {}
     for d in rows:
+        if d.get("details"):         # -sV/-O results, in rows that follow the ports they describe
+            continue
         key = (d["ip"], d["port"])
         assert key not in results, f"{key} reported twice: {results[key]} and {(d['state'], d['reason'])}"
         results[key] = (d["state"], d["reason"])

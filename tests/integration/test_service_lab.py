@@ -262,5 +262,6 @@ def test_aggressive_turns_on_both(service_lab):
     assert ET.parse(xml).getroot().find("host/os/osmatch") is not None
     import json
     rows = [json.loads(line) for line in (d / "a.json").read_text().splitlines()]
-    ssh = [r for r in rows if r.get("port") == 22][0]
+    assert [r["state"] for r in rows if r.get("port") == 22 and not r.get("details")] == ["open"]
+    ssh = [r for r in rows if r.get("port") == 22 and r.get("details")][0]     # the detail row that follows
     assert ssh["service"]["name"] == "ssh" and ssh["os"]["family"] == "Linux"

@@ -488,20 +488,26 @@ def test_ndjson_and_csv_carry_service_and_os(tmp_path):
     from scanner.output import NdjsonWriter
     from scanner.engine import ScanSummary
     path = tmp_path / "o.json"
-    w = NdjsonWriter(str(path))
-    w.details = True
+    w = NdjsonWriter(str(path), details=True)
     w.write(_rows())
-    assert path.read_text().count("\n") == 1            # the open ports wait for the details
-    w.set_details(SERVICES, OS)
+    assert path.read_text().count("\n") == 3            # every port at once: nothing waits for -sV
+    w.set_details(SERVICES, OS)                         # then a detail row per described port
     w.close(ScanSummary())
-    rows = {d["port"]: d for d in map(json.loads, path.read_text().splitlines())}
-    assert len(rows) == 3
-    assert rows[22]["service"]["product"] == "OpenSSH" and rows[22]["os"]["family"] == "Linux"
-    assert rows[443]["service"]["tunnel"] == "ssl" and "service" not in rows[81]
+    lines = list(map(json.loads, path.read_text().splitlines()))
+    ports = {d["port"]: d for d in lines if not d.get("details")}
+    details = {d["port"]: d for d in lines if d.get("details")}
+    assert len(ports) == 3 and all("service" not in d for d in ports.values())
+    assert set(details) == {22, 443} and all("state" not in d for d in details.values())
+    assert details[22]["service"]["product"] == "OpenSSH" and details[22]["os"]["family"] == "Linux"
+    assert details[443]["service"]["tunnel"] == "ssl" and details[443]["ip"] == ports[443]["ip"]
     table = list(csv.DictReader(io.StringIO(_render("--csv", tmp_path))))
-    by_port = {int(r["port"]): r for r in table}
+    assert {int(r["port"]) for r in table if r["state"]} == {22, 81, 443}     # the ports, then the details
+    by_port = {int(r["port"]): r for r in table if not r["state"]}
     assert by_port[22]["service"] == "ssh" and by_port[22]["version"] == "9.2p1 Debian 2+deb12u3"
     assert by_port[443]["service"] == "ssl/http" and by_port[22]["os"] == "Linux 4.19 - 6.x"
+    banners = [line for line in _render("-oL", tmp_path).splitlines() if line.startswith("banner")]
+    assert banners and banners[0].startswith("banner tcp 22 ") and banners[0].endswith(
+        " ssh OpenSSH 9.2p1 Debian 2+deb12u3 (protocol 2.0)")
 
 
 def test_store_keeps_services_and_os(tmp_path):
