@@ -146,6 +146,13 @@ class Session:
         from .space import ScanSpace
         first_probes: Any = self.discovery if r.ping_only else jobs[0][1]
         self._first_config = ScanConfig(space=ScanSpace(targets, first_probes), **self.common)
+        if self.discovery is not None and jobs:
+            # Host discovery before a port scan covers every target, whatever the shard.
+            try:
+                ScanConfig(space=ScanSpace(targets, self.discovery), **dict(self.common, shard=(1, 1)))
+            except InputError:
+                raise InputError(f"host discovery of {targets.count} addresses before a port scan is more than "
+                                 "one machine's bitmap holds: skip it with -Pn, as masscan and zmap do") from None
         self.post = None
         if (r.version_scan or r.os_scan) and not r.ping_only and not r.dry_run:
             from .service import PostScan

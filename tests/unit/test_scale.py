@@ -96,3 +96,12 @@ def test_the_whole_ipv4_space_times_every_port_in_flat_memory():
     huge = max_rss_kib("0.0.0.0/0", "-p", "1-65535", "-Pn", "--excludefile", "/dev/null", "--no-default-exclude",
                        "--dry-run", "--shard", f"1/{1 << 33}")
     assert huge < small + 40 * 1024, (small, huge)          # KiB: within 40 MiB of the tiny scan
+
+
+def test_discovery_of_the_internet_before_a_port_scan_is_refused_in_one_line():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "scanner", "0.0.0.0/0", "-p", "80", "--excludefile", "/dev/null",
+                        "--dry-run", "--shard", "1/1000"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines()[-1].startswith("scanner: error: host discovery of 3702258432 addresses")
+    assert "-Pn" in r.stderr.splitlines()[-1]
