@@ -170,6 +170,7 @@ SUBCOMMANDS = {
     "history": "scanner.commands:history_app",
     "show": "scanner.commands:show_app",
     "diff": "scanner.commands:diff_app",
+    "web": "scanner.web.cli:web_app",
 }
 
 

@@ -96,7 +96,12 @@ def show(
     writer = FORMATS[fmt](out, scan_info(record), show_all=show_all, reason=reason,
                           details=bool(services or os_guesses))
     writer.set_details(services, os_guesses)
-    writer.write(store.rows(record.id))
+    # Streamed: a batch at a time, or host by host for nmap's formats (memory stays flat).
+    if writer.grouped:
+        writer.set_more_hosts(lambda: store.host_rows(record.id))
+    else:
+        for batch in store.row_batches(record.id):
+            writer.write(batch)
     writer.close(summary_of(record))
     if writer.error and writer.errno == errno.EPIPE:    # e.g. | head: not worth a message
         sys.exit(1)

@@ -47,6 +47,7 @@ class ScanConfig:
     shard: tuple = (1, 1)          # (k, n): this machine's slice of the permutation
     interface: str | None = None
     list_unanswered: bool = False  # hand unanswered probes to the outputs one by one (else count them)
+    list_silent: bool = True       # ... those of hosts that never answered too (else silent_rows() makes them)
     udp_rounds: int = 30           # at most this many slower rounds for ICMP-rate-limiting hosts
     send_path: str = "auto"        # "packet" (sendmmsg), "xdp" (AF_XDP) or "auto" (xdp where it works)
 
@@ -368,18 +369,54 @@ class Scan:
             unanswered = count - self.summary.replies - self.answered_before
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
-        no_response = np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
+        answered = None if self.config.list_silent else self.answered_hosts()
         done = 0
         for indices in self.config.indices(1 << 20):
-            answered = self.tracker.answered_run(done, len(indices))
+            hit = self.tracker.answered_run(done, len(indices))
             done += len(indices)
-            indices = indices[~answered]
-            if not len(indices):
-                continue
-            rows = self.space.rows(indices)
-            rows["state"] = no_response[self.space.locate(indices)[1]]
-            rows["reason"] = REASONS["no-response"]
-            emit_rows(self.summary, sink, rows)
+            indices = indices[~hit]
+            if answered is not None:       # hosts that said nothing: counted here, listed by silent_rows()
+                silent = ~np.isin(self.space.locate(indices)[0], answered)
+                self._count_unanswered(indices[silent])
+                indices = indices[~silent]
+            if len(indices):
+                emit_rows(self.summary, sink, self._no_response_rows(indices))
+
+    def _no_response_rows(self, indices: np.ndarray) -> np.ndarray:
+        rows = self.space.rows(indices)
+        rows["state"] = self._no_response_states()[self.space.locate(indices)[1]]
+        rows["reason"] = REASONS["no-response"]
+        return rows
+
+    def _no_response_states(self) -> np.ndarray:
+        return np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
+
+    def _count_unanswered(self, indices: np.ndarray) -> None:
+        for code, n in zip(*np.unique(self._no_response_states()[self.space.locate(indices)[1]],
+                                      return_counts=True)):
+            name = STATE_NAMES[int(code)]
+            self.summary.states[name] = self.summary.states.get(name, 0) + int(n)
+
+    def answered_hosts(self) -> np.ndarray:
+        """Sorted numbers of the hosts that answered any probe; memory grows with the answers,
+        not with the space (the shard's probes are walked a chunk at a time)."""
+        found, done = [], 0
+        for indices in self.config.indices(1 << 20):
+            hit = self.tracker.answered_run(done, len(indices))
+            done += len(indices)
+            if hit.any():
+                found.append(np.unique(self.space.locate(indices[hit])[0]))
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.uint64)
+
+    def silent_rows(self, answered: np.ndarray, chunk: int = 4096):
+        """The no-response rows of every host that never answered, one host at a time, in address
+        order (a whole scan of this one shard: -Pn output without a row per silent probe)."""
+        n_slots = np.uint64(self.space.n_slots)
+        slots = np.arange(self.space.n_slots, dtype=np.uint64)
+        for first in range(0, self.space.n_hosts, chunk):
+            hosts = np.arange(first, min(first + chunk, self.space.n_hosts), dtype=np.uint64)
+            for host in hosts[~np.isin(hosts, answered)].tolist():
+                yield self._no_response_rows(np.uint64(host) * n_slots + slots)
 
 
 def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None):

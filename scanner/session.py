@@ -137,11 +137,16 @@ class Session:
         seed = self.resume.seed if self.resume else r.seed
         # One seed for every stage: a resumed scan must walk the same permutations.
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
+        # -Pn into nmap's formats, a big raw scan: the hosts that never answered are made one at a
+        # time when the outputs are written (silent_rows), not held as a row per probe.
+        self.silent_made_late = bool(self.grouped and not r.show_all and not self.table and self.discovery is None
+                                     and r.shard == (1, 1) and [kind for kind, _ in jobs] == ["raw"])
         self.common: Dict[str, Any] = dict(
             rate=r.rate, retries=r.retries, wait=r.wait, seed=self.seed, shard=r.shard, interface=r.interface,
             udp_rounds=r.max_udp_rounds, send_path=r.send_path,
             # Unanswered probes are listed for the per-host views and --show-all.
-            list_unanswered=bool(r.show_all or self.grouped or self.table))
+            list_unanswered=bool(r.show_all or self.grouped or self.table),
+            list_silent=not self.silent_made_late)
         from .engine import ScanConfig
         from .space import ScanSpace
         first_probes: Any = self.discovery if r.ping_only else jobs[0][1]
@@ -292,10 +297,13 @@ class _Run:
                     if not summary.interrupted:
                         targets = up
                 else:
-                    scan = (ConnectScan(config, r.max_parallelism, resume=checkpoint) if kind == "connect"
-                            else Scan(config, checkpoint))
+                    scan: Any = (ConnectScan(config, r.max_parallelism, resume=checkpoint) if kind == "connect"
+                                 else Scan(config, checkpoint))
                     summary = run_stage(kind, scan, sink)
                     s.emit(ev.StageEnded(kind, summary, config.space.n_hosts, config.space.n_slots))
+                    if s.silent_made_late and not summary.interrupted:
+                        answered = scan.answered_hosts()
+                        outs.set_more_hosts(lambda scan=scan, answered=answered: scan.silent_rows(answered))
                 if summary.interrupted:
                     break
             if post is not None and not total.interrupted:

@@ -195,20 +195,24 @@ class Store:
         """The results of a scan as RESULT_DTYPE rows, sorted by address, protocol and port."""
         data = self.db.execute("SELECT ip, port, proto, state, reason, ttl FROM results WHERE scan_id=?",
                                (scan_id,)).fetchall()
-        rows = np.zeros(len(data), dtype=RESULT_DTYPE)
-        if data:
-            ip, port, proto, state, reason, ttl = zip(*data)
-            rows["index"] = np.arange(len(data))
-            addrs = [ipaddress.ip_address(a) for a in ip]
-            rows["ip"] = [int(a) if a.version == 4 else 0 for a in addrs]
-            rows["ip6"] = [list(a.packed) if a.version == 6 else [0] * 16 for a in addrs]
-            rows["port"] = port
-            rows["proto"] = [PROTO_NUMBERS.get(p, 6) for p in proto]
-            rows["state"] = [STATES.get(s, 0) for s in state]
-            rows["reason"] = [REASONS.get(r, 0) for r in reason]
-            rows["ttl"] = [t or 0 for t in ttl]
-            rows = rows[np.lexsort((rows["port"], rows["proto"], host_keys(rows)))]
-        return rows
+        return _as_rows(data)
+
+    def row_batches(self, scan_id: int, size: int = 1 << 16):
+        """The results of a scan a batch at a time (memory: one batch, whatever the scan's size)."""
+        cur = self.db.execute("SELECT ip, port, proto, state, reason, ttl FROM results WHERE scan_id=?", (scan_id,))
+        while True:
+            data = cur.fetchmany(size)
+            if not data:
+                return
+            yield _as_rows(data)
+
+    def host_rows(self, scan_id: int):
+        """The results of a scan host by host, in address order (memory: the list of addresses
+        and one host's rows)."""
+        hosts = [a for (a,) in self.db.execute("SELECT DISTINCT ip FROM results WHERE scan_id=?", (scan_id,))]
+        for ip in sorted(hosts, key=_address_order):
+            yield _as_rows(self.db.execute("SELECT ip, port, proto, state, reason, ttl FROM results "
+                                           "WHERE scan_id=? AND ip=?", (scan_id, ip)).fetchall())
 
     def host_counts(self, scan_id: int) -> tuple:
         """(hosts that answered, open ports)."""
@@ -217,6 +221,24 @@ class Store:
         n_open = self.db.execute("SELECT COUNT(*) FROM results WHERE scan_id=? AND state='open'",
                                  (scan_id,)).fetchone()[0]
         return up, n_open
+
+
+def _as_rows(data: list) -> np.ndarray:
+    """SELECT ip, port, proto, state, reason, ttl rows as RESULT_DTYPE, sorted by address, protocol, port."""
+    rows = np.zeros(len(data), dtype=RESULT_DTYPE)
+    if data:
+        ip, port, proto, state, reason, ttl = zip(*data)
+        rows["index"] = np.arange(len(data))
+        addrs = [ipaddress.ip_address(a) for a in ip]
+        rows["ip"] = [int(a) if a.version == 4 else 0 for a in addrs]
+        rows["ip6"] = [list(a.packed) if a.version == 6 else [0] * 16 for a in addrs]
+        rows["port"] = port
+        rows["proto"] = [PROTO_NUMBERS.get(p, 6) for p in proto]
+        rows["state"] = [STATES.get(s, 0) for s in state]
+        rows["reason"] = [REASONS.get(r, 0) for r in reason]
+        rows["ttl"] = [t or 0 for t in ttl]
+        rows = rows[np.lexsort((rows["port"], rows["proto"], host_keys(rows)))]
+    return rows
 
 
 class Recorder:

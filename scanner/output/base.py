@@ -143,6 +143,18 @@ class Writer:
             self._streamed = True
             self._guard(self.write_rows, rows)
 
+    more_hosts = None        # makes more hosts' rows, one host at a time (hosts.all_host_views)
+
+    def set_more_hosts(self, more) -> None:
+        """Hosts whose rows are made when the output is written rather than held: a -Pn scan's
+        silent hosts, a stored scan read back host by host."""
+        self.more_hosts = more
+
+    def views(self):
+        """The hosts to show, in address order (streamed: see hosts.all_host_views)."""
+        from .hosts import all_host_views
+        return all_host_views(self.buffer.rows(), self.show_all, self.info.assume_up, self.more_hosts)
+
     def set_details(self, services=None, os_guesses=None) -> None:
         """-sV/-O results, known once the port scan is over. Grouped formats render them at the
         end; a stream that wrote its ports already (as it must, to lose nothing if the scan is

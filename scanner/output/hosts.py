@@ -2,7 +2,10 @@
 that answered, its ports listed or folded ("Not shown: ..."), and the lines of one host."""
 from __future__ import annotations
 
+import heapq
+import ipaddress
 from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -65,6 +68,26 @@ def host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False):
                 folded.append((STATE_NAMES[st], PROTO_NAMES[proto], len(these), why))
         views.append(HostView(addresses(rows[s:s + 1])[0], mine, mine[keep], folded, up))
     return views, silent
+
+
+def all_host_views(rows: np.ndarray, show_all: bool, assume_up: bool = False,
+                   more: Optional[Callable[[], Iterator[np.ndarray]]] = None) -> Iterator[HostView]:
+    """The hosts to show, in address order: those in rows, and those whose rows more() makes
+    one host at a time (a -Pn scan's hosts that never answered, made from the scan's space; a
+    stored scan read back host by host), so that memory does not grow with them."""
+    views, _ = host_views(rows, show_all, assume_up)
+    if more is None:
+        return iter(views)
+
+    def streamed() -> Iterator[HostView]:
+        for host_rows in more():
+            yield from host_views(host_rows, show_all, assume_up)[0]
+    return heapq.merge(views, streamed(), key=_address_key)
+
+
+def _address_key(view: HostView) -> tuple:
+    a = ipaddress.ip_address(view.addr)
+    return a.version, int(a)
 
 
 def host_block(view: HostView, reason: bool, title: str = "Scan report for", services=None, os_guess=None) -> list:

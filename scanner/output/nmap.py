@@ -1,12 +1,11 @@
 """nmap's own formats, rendered per host at the end: normal (-oN), grepable (-oG) and XML (-oX)."""
 from __future__ import annotations
 
-import io
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
 from ..ports import format_ports as port_ranges, service_name
 from .base import Writer, done_line, nmap_time, register, rows_to_dicts
-from .hosts import host_block, host_views
+from .hosts import host_block
 
 
 @register
@@ -17,18 +16,20 @@ class NormalWriter(Writer):
     header = Writer.nmap_comment_header
 
     def footer(self, summary):
-        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
-        out = []
-        for v in views:
+        n_up = 0
+        for v in self.views():
+            n_up += 1
             reason, ttl = v.status_reason
-            out += host_block(v, self.reason, title="Nmap scan report for")[:1]
+            out = host_block(v, self.reason, title="Nmap scan report for")[:1]
             out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
             out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))[1:] + [""]
+            self.file.write("\n".join(out) + "\n")
+        out = []
         if summary.error:
             out.append(f"# scan failed ({summary.error}): results are partial")
         elif summary.interrupted:
             out.append("# scan interrupted: results are partial")
-        out.append("# " + done_line(self.info, summary, len(views)))
+        out.append("# " + done_line(self.info, summary, n_up))
         self.file.write("\n".join(out) + "\n")
 
 
@@ -53,10 +54,10 @@ class XmlWriter(Writer):
     def footer(self, summary):
         i = self.info
         start, end = int(i.start), int(i.start + summary.elapsed)
-        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
-        out = io.StringIO()
-        w = out.write
-        for v in views:
+        n_up = 0
+        w = self.file.write
+        for v in self.views():
+            n_up += 1
             reason, ttl = v.status_reason
             w(f'<host starttime="{start}" endtime="{end}"><status state="up" reason="{reason}" '
               f'reason_ttl="{ttl}"/>\n<address addr="{v.addr}" addrtype="{"ipv6" if v.ipv6 else "ipv4"}"/>\n'
@@ -75,13 +76,12 @@ class XmlWriter(Writer):
                 w(os_xml(self.os_guesses[v.addr], v.rows))
             w("</host>\n")
         n = i.n_hosts
-        summ = done_line(i, summary, len(views))
+        summ = done_line(i, summary, n_up)
         exit_attr = (f'exit="error" errormsg={quoteattr(summary.error or "interrupted")}' if summary.interrupted
                      else 'exit="success"')
         w(f'<runstats><finished time="{end}" timestr={quoteattr(nmap_time(i.start + summary.elapsed))} '
           f'summary={quoteattr(summ)} elapsed="{summary.elapsed:.2f}" {exit_attr}/>'
-          f'<hosts up="{len(views)}" down="{max(0, n - len(views))}" total="{n}"/>\n</runstats>\n</nmaprun>\n')
-        self.file.write(out.getvalue())
+          f'<hosts up="{n_up}" down="{max(0, n - n_up)}" total="{n}"/>\n</runstats>\n</nmaprun>\n')
 
 
 @register
@@ -92,10 +92,10 @@ class GrepableWriter(Writer):
     header = Writer.nmap_comment_header
 
     def footer(self, summary):
-        views, _ = host_views(self.buffer.rows(), self.show_all, self.info.assume_up)
-        out = []
-        for v in views:
-            out.append(f"Host: {v.addr} ()\tStatus: Up")
+        n_up = 0
+        for v in self.views():
+            n_up += 1
+            out = [f"Host: {v.addr} ()\tStatus: Up"]
             ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{self._service(v.addr, d)}/"
                               for d in rows_to_dicts(v.shown))
             line = f"Host: {v.addr} ()\tPorts: {ports}"
@@ -106,8 +106,8 @@ class GrepableWriter(Writer):
             if g is not None:
                 line += f"\tOS: {g.name}"
             out.append(line)
-        out.append("# " + done_line(self.info, summary, len(views)))
-        self.file.write("\n".join(out) + "\n")
+            self.file.write("\n".join(out) + "\n")
+        self.file.write("# " + done_line(self.info, summary, n_up) + "\n")
 
     def _service(self, addr: str, d: dict) -> str:
         """service//version/ of a Ports entry; nmap writes "/" inside a field as "|"."""

@@ -71,6 +71,10 @@ class Outputs:
         for w in self.writers:
             w.set_details(services, os_guesses)
 
+    def set_more_hosts(self, more) -> None:
+        for w in self.writers:
+            w.set_more_hosts(more)
+
     def write(self, rows: np.ndarray) -> None:
         if self.buffered:
             self.buffer.append(rows)

@@ -344,7 +344,7 @@ def test_cli_refuses_the_whole_internet_without_an_exclude_file(target):
 
 def test_cli_dry_run_of_a_shard_of_the_internet_holds_no_special_purpose_address():
     n = 65536
-    r = scanner_cli("0.0.0.0/0", "-p", "80", "--excludefile", "/dev/null", "--dry-run", "--seed", "5",
+    r = scanner_cli("0.0.0.0/0", "-p", "80", "-Pn", "--excludefile", "/dev/null", "--dry-run", "--seed", "5",
                     "--shard", f"1/{n}")
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
