@@ -44,7 +44,7 @@ cdef extern from "<linux/if_xdp.h>" nogil:
     struct xdp_options:
         uint32_t flags
     enum: XDP_COPY, XDP_ZEROCOPY, XDP_MMAP_OFFSETS, XDP_TX_RING, XDP_UMEM_REG, XDP_UMEM_FILL_RING
-    enum: XDP_UMEM_COMPLETION_RING, XDP_OPTIONS, XDP_OPTIONS_ZEROCOPY
+    enum: XDP_UMEM_COMPLETION_RING, XDP_OPTIONS, XDP_OPTIONS_ZEROCOPY, XDP_UMEM_UNALIGNED_CHUNK_FLAG
     uint64_t XDP_PGOFF_TX_RING
     uint64_t XDP_UMEM_PGOFF_COMPLETION_RING
 
@@ -53,7 +53,7 @@ cdef enum:
     XDP_MAX_TX_SKB_BUDGET = 9
 
 cdef extern from "<errno.h>" nogil:
-    enum: EBUSY, EOPNOTSUPP, ENETDOWN, ENXIO
+    enum: EBUSY, EOPNOTSUPP, ENETDOWN, ENXIO, EINVAL
 
 cdef extern from *:
     """
