@@ -140,7 +140,7 @@ def main() -> None:
         for i in range(0, len(rows), 1 << 16):
             peer.write_rows(rows[i:i + (1 << 16)])
         ndjson_alone = len(rows) / (cpu() - c0)
-    tracker = Tracker(space.size)
+    tracker = Tracker(config)
     c0 = cpu()
     for i in range(0, len(rows), 1 << 16):
         tracker.first_seen(rows[i:i + (1 << 16)])

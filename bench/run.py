@@ -47,6 +47,7 @@ from scanner.lab import Lab, LabSpec  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 UNLIMITED = 0
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 MASSCAN_MAX_RATE = 100_000_000        # masscan has no "unlimited": a rate it can never reach
 MASSCAN_SPARE_NET = "198.19.253.0/24"  # routed to the scanner ns inside the target ns only
 MASSCAN_SPARE_SRC = "198.19.253.1"     # an address no kernel in the lab owns: no RSTs from it
@@ -69,6 +70,7 @@ class TxSampler(threading.Thread):
         self.ifname = ifname
         self.period = period
         self.samples: list[tuple[float, int]] = []
+        self.cpu: list[float | None] = []          # the tool's CPU seconds at each sample
         self._halt = threading.Event()
         self.tool_pid = None
         self.idle_kill = None
@@ -92,6 +94,7 @@ class TxSampler(threading.Thread):
             t = time.monotonic()
             v = self.read()
             self.samples.append((t, v))
+            self.cpu.append(self.tool_cpu())
             if prev is not None and v != prev:
                 last_change = t
             prev = v
@@ -119,6 +122,31 @@ class TxSampler(threading.Thread):
                         stage_at = None
                     stage_at = t if stage_at is not None else None
             self._halt.wait(self.period)
+
+    def tool_cpu(self) -> float | None:
+        """user+sys CPU seconds of the tool so far (all its threads), from /proc/<pid>/stat."""
+        if self.tool_pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.tool_pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / _CLK_TCK      # utime, stime
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def send_cpu(self) -> float | None:
+        """The tool's CPU µs per packet over the send phase (1% to 99% of the packets): the cost
+        of sending, without start-up and waits, and less sensitive than a rate to other work on
+        the machine. (Kernel work done for the packets inside the tool's syscalls is included.)"""
+        s = self.samples
+        if len(s) < 2 or s[-1][1] - s[0][1] < 100:
+            return None
+        v0, total = s[0][1], s[-1][1] - s[0][1]
+        a = next(i for i in range(len(s)) if s[i][1] - v0 >= 0.01 * total)
+        b = next(i for i in range(len(s)) if s[i][1] - v0 >= 0.99 * total)
+        if self.cpu[a] is None or self.cpu[b] is None or s[b][1] <= s[a][1]:
+            return None
+        return (self.cpu[b] - self.cpu[a]) / (s[b][1] - s[a][1]) * 1e6
 
     def halt(self) -> None:
         self._halt.set()
@@ -167,10 +195,18 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat), to tell how busy the machine was."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")     # all but idle and iowait
+
+
 def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idle_kill: float | None = None,
              timeout: float = 300.0, cwd: str | None = None, poke=None) -> dict:
     """Runs argv in the scanner namespace; returns timing, tx, arrivals, CPU."""
     rx0 = lab.target_counter()
+    busy0 = machine_busy_s()
     sampler = TxSampler(parker.pid, lab.scanner_if)
     sampler.start()
     time.sleep(0.05)
@@ -184,13 +220,18 @@ def run_tool(lab: Lab, parker: subprocess.Popen, argv: list[str], log: Path, idl
         p.returncode = os.waitstatus_to_exitcode(status)
     time.sleep(0.05)
     sampler.halt()
+    busy = machine_busy_s() - busy0
     rx1 = lab.target_counter()
     sent, send_s, first_s = sampler.send_phase(t0)
     return {"wall_s": wall, "tx": sent, "send_s": send_s, "pps": sent / send_s if send_s > 0 else None,
             "first_probe_s": first_s,
             "pps_10_90": sampler.core_rate(), "tx_timeline": sampler.timeline(t0),
+            "send_cpu_us_per_packet": sampler.send_cpu(),
             "arrived": rx1 - rx0, "cpu_s": ru.ru_utime + ru.ru_stime, "cpu_user_s": ru.ru_utime,
-            "cpu_sys_s": ru.ru_stime, "rc": p.returncode, "killed": sampler.killed}
+            "cpu_sys_s": ru.ru_stime, "rc": p.returncode, "killed": sampler.killed,
+            # Busy CPU beyond the tool's own (the lab's kernel work for its packets, and whatever
+            # else runs on this shared machine), as a share of both cores over the run.
+            "others_cpu_share": max(0.0, busy - ru.ru_utime - ru.ru_stime) / (wall * (os.cpu_count() or 1))}
 
 
 # -- the tools ----------------------------------------------------------------------------------
@@ -199,10 +240,17 @@ SUMMARY_RE = re.compile(r"(\d+) (?:packets|probes) sent in ([\d.]+)s \(([\d,]+)/
                         r"(?:; (\d+) replies failed the cookie check; (\d+) dropped by capture)?")
 
 
-def scanner_argv(prefix, ports, rate, wait, out=None):
+# scanner variants: tool name -> --send-path (None: the option is not passed, e.g. to a baseline
+# checkout that predates it).
+SCANNER_TOOLS = {"scanner": "packet", "scanner-xdp": "xdp", "scanner-base": None}
+
+
+def scanner_argv(prefix, ports, rate, wait, out=None, send_path=None):
     # -Pn: no host discovery, like zmap and masscan; --no-db: benchmark runs stay out of the store.
     argv = [sys.executable, "-m", "scanner", prefix, "-Pn", "--no-db", "-p", ports, "--rate", str(rate),
             "--wait", str(wait), "--retries", "0"]
+    if send_path:
+        argv += ["--send-path", send_path]
     # -q would hide the stderr summary, which is where the pcap drop count is: not passed.
     return argv + (["-oJ", str(out)] if out else [])
 
@@ -335,42 +383,50 @@ def fill_quality(row: dict, found: set[str], expected: set[str], probes: int) ->
     row["cpu_us_per_probe"] = row["cpu_s"] / probes * 1e6 if probes else None
 
 
-def sweep(prefix: str, rates: list[int], wait: float, tmp: Path, tools: list[str]) -> list[dict]:
+def tool_cwd(tool: str, baseline: Path | None) -> str:
+    """Where a tool runs: scanner-base from the baseline checkout (python -m scanner imports the
+    scanner package of its working directory), everything else from this one."""
+    return str(baseline if tool == "scanner-base" else ROOT)
+
+
+def sweep(prefix: str, rates: list[int], wait: float, tmp: Path, tools: list[str], repeat: int = 1,
+          baseline: Path | None = None) -> list[dict]:
     rows = []
     spec = LabSpec(prefix=prefix, live_every=16, open_tcp=(80,), open_udp=(), drop_tcp=(), reject_tcp={})
     n = ipaddress.ip_network(prefix).num_addresses
     with bench_lab(spec, tmp) as (lab, parker, blocklist):
         expected = set(lab.live_hosts())
-        for rate in rates:
-            for tool in tools:
-                tag = f"sweep-{tool}-{rate}"
-                out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
-                if tool == "scanner":
-                    argv = scanner_argv(prefix, "80", rate, wait, out)
-                elif tool == "zmap":
-                    argv = zmap_argv(lab, prefix, rate, wait, out, blocklist, meta)
-                elif tool == "masscan":
-                    argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, MASSCAN_SPARE_SRC)
-                elif tool == "masscan-ownip":
-                    argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, lab.scanner_addr)
-                else:
-                    raise ValueError(tool)
-                print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
-                row = {"bench": "sweep", "tool": tool, "rate": rate, "argv": argv}
-                masscan = tool.startswith("masscan")
-                row.update(run_tool(lab, parker, argv, log, idle_kill=wait + 0.5 if masscan else None,
-                                    poke=poker(lab) if masscan else None, timeout=120, cwd=str(ROOT)))
-                if tool == "scanner":
-                    found = parse_scanner(out, log, row)
-                elif tool == "zmap":
-                    found = parse_zmap(out, meta, row)
-                else:
-                    found = parse_masscan(out, row)
-                fill_quality(row, found, expected, n)
-                row["log_tail"] = log.read_text(errors="replace")[-1500:]
-                print(f" {fmt_rate(row['pps'])} pps, {row['found']}/{row['expected']}, "
-                      f"cpu {row['cpu_s']:.2f}s, rc {row['rc']} {row['killed']}", file=sys.stderr)
-                rows.append(row)
+        for rate, run_no, tool in ((r, i, t) for r in rates for i in range(repeat) for t in tools):
+            tag = f"sweep-{tool}-{rate}"
+            out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
+            out.unlink(missing_ok=True)
+            if tool in SCANNER_TOOLS:
+                argv = scanner_argv(prefix, "80", rate, wait, out, SCANNER_TOOLS[tool])
+            elif tool == "zmap":
+                argv = zmap_argv(lab, prefix, rate, wait, out, blocklist, meta)
+            elif tool == "masscan":
+                argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, MASSCAN_SPARE_SRC)
+            elif tool == "masscan-ownip":
+                argv = masscan_argv(lab, prefix, "80", rate, max(1, round(wait)), out, lab.scanner_addr)
+            else:
+                raise ValueError(tool)
+            print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
+            row = {"bench": "sweep", "tool": tool, "rate": rate, "run": run_no, "argv": argv}
+            masscan = tool.startswith("masscan")
+            row.update(run_tool(lab, parker, argv, log, idle_kill=wait + 0.5 if masscan else None,
+                                poke=poker(lab) if masscan else None, timeout=120,
+                                cwd=tool_cwd(tool, baseline)))
+            if tool in SCANNER_TOOLS:
+                found = parse_scanner(out, log, row)
+            elif tool == "zmap":
+                found = parse_zmap(out, meta, row)
+            else:
+                found = parse_masscan(out, row)
+            fill_quality(row, found, expected, n)
+            row["log_tail"] = log.read_text(errors="replace")[-1500:]
+            print(f" {fmt_rate(row['pps'])} pps, {row['found']}/{row['expected']}, "
+                  f"cpu {row['cpu_s']:.2f}s, rc {row['rc']} {row['killed']}", file=sys.stderr)
+            rows.append(row)
     return rows
 
 
@@ -380,7 +436,8 @@ def build_csend(tmp: Path) -> Path:
     return exe
 
 
-def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str]) -> list[dict]:
+def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str], repeat: int = 1,
+             baseline: Path | None = None) -> list[dict]:
     rows = []
     spec = LabSpec(prefix=prefix, live_every=16, open_tcp=(80,), open_udp=(), drop_tcp=(), reject_tcp={},
                    ingress_drop_all=True)
@@ -391,12 +448,13 @@ def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str]) -> list[dict
     with bench_lab(spec, tmp) as (lab, parker, blocklist):
         # The scanner resolves the target's MAC itself (ARP passes the ingress drop); that
         # time shows in "1st probe s", not in the send phase.
-        for tool in tools:
+        # Repeats interleave the tools, so that a busy spell on the machine hits all of them.
+        for run_no, tool in ((i, t) for i in range(repeat) for t in tools):
             tag = f"sendpath-{tool}"
             out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
             idle = None
-            if tool == "scanner":
-                argv = scanner_argv(prefix, ports, UNLIMITED, 0)
+            if tool in SCANNER_TOOLS:
+                argv = scanner_argv(prefix, ports, UNLIMITED, 0, send_path=SCANNER_TOOLS[tool])
             elif tool == "zmap":
                 # zmap scans one port per run: -P N sends N probes per address (same packet count).
                 argv = zmap_argv(lab, prefix, UNLIMITED, 0, None, blocklist, meta, probes=nports)
@@ -411,11 +469,11 @@ def sendpath(prefix: str, nports: int, tmp: Path, tools: list[str]) -> list[dict
             else:
                 raise ValueError(tool)
             print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
-            row = {"bench": "sendpath", "tool": tool, "rate": UNLIMITED, "argv": argv}
-            row.update(run_tool(lab, parker, argv, log, idle_kill=idle, timeout=180, cwd=str(ROOT),
+            row = {"bench": "sendpath", "tool": tool, "rate": UNLIMITED, "run": run_no, "argv": argv}
+            row.update(run_tool(lab, parker, argv, log, idle_kill=idle, timeout=180, cwd=tool_cwd(tool, baseline),
                                 poke=poker(lab) if idle else None))
             text = log.read_text(errors="replace")
-            if tool == "scanner":
+            if tool in SCANNER_TOOLS:
                 parse_scanner(None, log, row)
             elif tool == "zmap":
                 parse_zmap(tmp / "none", meta, row)
@@ -452,43 +510,92 @@ def fmt(v, spec="{:.2f}") -> str:
     return "-" if v is None else spec.format(v)
 
 
-def add_ratios(rows: list[dict]) -> None:
-    by = {(r["bench"], r["tool"], r["rate"]): r for r in rows}
-    ceiling = by.get(("sendpath", "csend", UNLIMITED))
+def _median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    m = len(values) // 2
+    return values[m] if len(values) % 2 else (values[m - 1] + values[m]) / 2
+
+
+def medians(rows: list[dict]) -> list[dict]:
+    """One row per (bench, tool, rate): medians over its repeated runs (the extremes of pps, the
+    worst coverage, false positives and drops)."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["tool"] != "scanner":
+        groups.setdefault((r["bench"], r["tool"], r["rate"]), []).append(r)
+    out = []
+    for (bench, tool, rate), rs in groups.items():
+        m = {"bench": bench, "tool": tool, "rate": rate, "runs": len(rs)}
+        for key in ("wall_s", "first_probe_s", "tx", "send_s", "pps", "arrived", "cpu_s", "cpu_us_per_probe",
+                    "others_cpu_share", "send_cpu_us_per_packet"):
+            m[key] = _median(r.get(key) for r in rs)
+        pps = [r["pps"] for r in rs if r.get("pps")]
+        m["pps_min"], m["pps_max"] = (min(pps), max(pps)) if pps else (None, None)
+        if any("found" in r for r in rs):
+            worst = min(rs, key=lambda r: r.get("coverage") or 0)
+            m.update(found=worst["found"], expected=worst["expected"], coverage=worst["coverage"],
+                     false_pos=max(r.get("false_pos", 0) for r in rs))
+        drops = [r["pcap_dropped"] for r in rs if r.get("pcap_dropped") is not None]
+        m["pcap_dropped"] = max(drops) if drops else None
+        out.append(m)
+    return out
+
+
+def add_ratios(summary: list[dict]) -> None:
+    """Ratios of median rates (and CPU per probe) of the scanner variants against their peers in
+    the same bench and rate: zmap, the C sendmmsg ceiling (send path), the sendmmsg variant of
+    scanner (for scanner-xdp), and the baseline checkout (scanner-base)."""
+    by = {(r["bench"], r["tool"], r["rate"]): r for r in summary}
+    ceiling = by.get(("sendpath", "csend", UNLIMITED))
+    for r in summary:
+        if r["tool"] not in SCANNER_TOOLS or not r.get("pps"):
             continue
         z = by.get((r["bench"], "zmap", r["rate"]))
-        if z and z.get("pps") and r.get("pps"):
+        if z and z.get("pps"):
             r["pps_vs_zmap"] = r["pps"] / z["pps"]
         if z and z.get("cpu_us_per_probe") and r.get("cpu_us_per_probe"):
             r["cpu_vs_zmap"] = r["cpu_us_per_probe"] / z["cpu_us_per_probe"]
-        if r["bench"] == "sendpath" and ceiling and ceiling.get("pps") and r.get("pps"):
+        if r["bench"] == "sendpath" and ceiling and ceiling.get("pps"):
             r["pps_vs_ceiling"] = r["pps"] / ceiling["pps"]
+            if ceiling.get("send_cpu_us_per_packet") and r.get("send_cpu_us_per_packet"):
+                # packets per CPU second against the ceiling's: > 1 means cheaper per packet
+                r["cpu_eff_vs_ceiling"] = ceiling["send_cpu_us_per_packet"] / r["send_cpu_us_per_packet"]
+        if z and z.get("send_cpu_us_per_packet") and r.get("send_cpu_us_per_packet"):
+            r["cpu_eff_vs_zmap"] = z["send_cpu_us_per_packet"] / r["send_cpu_us_per_packet"]
+        for peer, key in (("scanner", "pps_vs_packet"), ("scanner-base", "pps_vs_base")):
+            other = by.get((r["bench"], peer, r["rate"]))
+            if peer != r["tool"] and other and other.get("pps"):
+                r[key] = r["pps"] / other["pps"]
 
 
-def table(rows: list[dict]) -> str:
-    head = ["bench", "tool", "rate", "wall s", "1st probe s", "sent", "send s", "pps sent", "arrived", "found/expected",
-            "coverage", "false +", "CPU s", "CPU µs/probe", "pcap drops", "pps vs zmap", "pps vs ceiling",
-            "CPU/probe vs zmap"]
+def table(summary: list[dict]) -> str:
+    head = ["bench", "tool", "rate", "runs", "wall s", "1st probe s", "sent", "send s", "pps sent (median)",
+            "pps min-max", "arrived", "found/expected", "coverage", "false +", "CPU s", "CPU µs/probe",
+            "pcap drops", "others' CPU", "send CPU µs/pkt", "pps vs zmap", "pps vs ceiling", "pps vs packet",
+            "pps vs base", "CPU/probe vs zmap", "pkts/CPU s vs zmap", "pkts/CPU s vs ceiling"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
+    for r in summary:
         cov = r.get("coverage")
         lines.append("| " + " | ".join([
-            r["bench"], r["tool"], fmt_rate(r["rate"]), fmt(r["wall_s"]), fmt(r.get("first_probe_s")), str(r["tx"]), fmt(r["send_s"], "{:.3f}"),
-            fmt(r.get("pps"), "{:,.0f}"), str(r["arrived"]),
+            r["bench"], r["tool"], fmt_rate(r["rate"]), str(r["runs"]), fmt(r["wall_s"]), fmt(r.get("first_probe_s")),
+            fmt(r["tx"], "{:.0f}"), fmt(r["send_s"], "{:.3f}"), fmt(r.get("pps"), "{:,.0f}"),
+            f"{fmt(r['pps_min'], '{:,.0f}')}-{fmt(r['pps_max'], '{:,.0f}')}", fmt(r["arrived"], "{:.0f}"),
             f"{r['found']}/{r['expected']}" if "found" in r else "-",
             "-" if cov is None else f"{cov * 100:.2f}%", str(r.get("false_pos", "-")),
             fmt(r["cpu_s"]), fmt(r.get("cpu_us_per_probe")), str(r.get("pcap_dropped", "-")),
-            fmt(r.get("pps_vs_zmap")), fmt(r.get("pps_vs_ceiling")), fmt(r.get("cpu_vs_zmap")),
+            fmt(r.get("others_cpu_share"), "{:.0%}"), fmt(r.get("send_cpu_us_per_packet"), "{:.3f}"),
+            fmt(r.get("pps_vs_zmap")), fmt(r.get("pps_vs_ceiling")),
+            fmt(r.get("pps_vs_packet")), fmt(r.get("pps_vs_base")), fmt(r.get("cpu_vs_zmap")),
+            fmt(r.get("cpu_eff_vs_zmap")), fmt(r.get("cpu_eff_vs_ceiling")),
         ]) + " |")
     return "\n".join(lines)
 
 
-def best_rates(rows: list[dict]) -> str:
+def best_rates(summary: list[dict]) -> str:
     out = []
-    for tool in dict.fromkeys(r["tool"] for r in rows if r["bench"] == "sweep"):
-        ok = [r for r in rows if r["bench"] == "sweep" and r["tool"] == tool and (r.get("coverage") or 0) >= 0.999]
+    for tool in dict.fromkeys(r["tool"] for r in summary if r["bench"] == "sweep"):
+        ok = [r for r in summary if r["bench"] == "sweep" and r["tool"] == tool and (r.get("coverage") or 0) >= 0.999]
         if ok:
             best = max(ok, key=lambda r: r.get("pps") or 0)
             out.append(f"- {tool}: highest sent rate with coverage >= 99.9%: {best['pps']:,.0f} pps "
@@ -502,7 +609,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a /20 and fewer rates: a smoke test (< 1 min)")
     ap.add_argument("--only", choices=["sweep", "sendpath"], help="run one benchmark only")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run every (tool, rate) N times, interleaved; report medians")
+    ap.add_argument("--baseline", metavar="DIR", type=Path,
+                    help="also run scanner from this checkout (its extensions built in place) as "
+                         "scanner-base: before/after a change in one sitting")
+    ap.add_argument("--rates", metavar="R,R,...", help="sweep rates (0: unlimited) instead of the default set")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    if args.baseline and not (args.baseline / "scanner" / "__main__.py").exists():
+        ap.error(f"--baseline {args.baseline}: no scanner package there")
     if os.geteuid() != 0:
         print("bench/run.py builds network namespaces: run it as root", file=sys.stderr)
         return 2
@@ -512,32 +629,43 @@ def main() -> int:
             return 2
     if args.quick:
         prefix, rates, wait, nports = "198.18.0.0/20", [100_000, UNLIMITED], 1.0, 4
-        sweep_tools = ["scanner", "zmap", "masscan"]
+        sweep_tools = ["scanner", "scanner-xdp", "zmap", "masscan"]
     else:
         prefix, rates, wait, nports = "198.18.0.0/16", [100_000, 150_000, 200_000, 300_000, 400_000, UNLIMITED], 3.0, 16
-        sweep_tools = ["scanner", "zmap", "masscan", "masscan-ownip"]
+        sweep_tools = ["scanner", "scanner-xdp", "zmap", "masscan", "masscan-ownip"]
+    if args.rates:
+        rates = [int(r) for r in args.rates.split(",")]
+    send_tools = ["scanner", "scanner-xdp", "zmap", "masscan", "csend"]
+    if args.baseline:
+        sweep_tools.insert(2, "scanner-base")
+        send_tools.insert(2, "scanner-base")
+    load_at_start = os.getloadavg()
     started = _dt.datetime.now(_dt.timezone.utc)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="scanner-bench-") as td:
         tmp = Path(td)
         if args.only in (None, "sweep"):
             print(f"sweep: {prefix}, one host in 16 up, port 80, rates {rates}", file=sys.stderr)
-            rows += sweep(prefix, rates, wait, tmp, sweep_tools)
+            rows += sweep(prefix, rates, wait, tmp, sweep_tools, args.repeat, args.baseline)
         if args.only in (None, "sendpath"):
             print(f"sendpath: {prefix} x {nports} ports, target drops at ingress", file=sys.stderr)
-            rows += sendpath(prefix, nports, tmp, ["scanner", "zmap", "masscan", "csend"])
-    add_ratios(rows)
-    md = table(rows)
+            rows += sendpath(prefix, nports, tmp, send_tools, args.repeat, args.baseline)
+    summary = medians(rows)
+    add_ratios(summary)
+    md = table(summary)
     print(md)
     print()
-    print(best_rates(rows))
+    print(best_rates(summary))
+    print(f"\nload average at start {load_at_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} (2 cores; "
+          "others' CPU: busy CPU beyond the tool's own during its runs, lab kernel work included)")
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--short"], capture_output=True, text=True).stdout
     result = {
         "started": started.isoformat(), "quick": args.quick, "prefix": prefix, "rates": rates, "wait": wait,
         "nports_sendpath": nports, "host": platform.node(), "kernel": platform.release(),
-        "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "git_head": git, "git_dirty": dirty.splitlines(),
-        "rows": rows, "table_md": md,
+        "cpus": os.cpu_count(), "loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg(),
+        "git_head": git, "git_dirty": dirty.splitlines(), "repeat": args.repeat,
+        "baseline": str(args.baseline) if args.baseline else None, "rows": rows, "medians": summary, "table_md": md,
     }
     res_dir = BENCH / "results"
     res_dir.mkdir(exist_ok=True)

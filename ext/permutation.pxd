@@ -59,6 +59,21 @@ cdef inline uint64_t _permutation_feistel(const Permutation* p, uint64_t x) noex
     return (left << k) | right
 
 
+cdef inline uint64_t _permutation_feistel_inverse(const Permutation* p, uint64_t x) noexcept nogil:
+    # The inverse of _permutation_feistel: the rounds undone in reverse order.
+    cdef uint32_t k = p.half_bits
+    cdef uint64_t mask = p.half_mask
+    cdef uint64_t left = x >> k
+    cdef uint64_t right = x & mask
+    cdef uint64_t tmp
+    cdef int r
+    for r in range(PERMUTATION_ROUNDS - 1, -1, -1):
+        tmp = left
+        left = right ^ (_permutation_mix64(left ^ p.keys[r]) & mask)
+        right = tmp
+    return (left << k) | right
+
+
 cdef inline void permutation_init(Permutation* p, uint64_t n, uint64_t seed) noexcept nogil:
     # Set up the permutation of [0, n) selected by seed.  Requires n >= 1
     # (n == 0 is stored, but permutation_at must then never be called).
@@ -84,3 +99,13 @@ cdef inline uint64_t permutation_at(const Permutation* p, uint64_t i) noexcept n
     while x >= p.n:
         x = _permutation_feistel(p, x)
     return x
+
+
+cdef inline uint64_t permutation_position(const Permutation* p, uint64_t x) noexcept nogil:
+    # The position of element x (0 <= x < p.n): permutation_at(p, permutation_position(p, x)) == x.
+    # Cycle walking backwards: the forward walk from i passes only through values >= n before it
+    # stops at x, so stepping back from x stops at the first value < n, which is i.
+    cdef uint64_t i = _permutation_feistel_inverse(p, x)
+    while i >= p.n:
+        i = _permutation_feistel_inverse(p, i)
+    return i

@@ -22,4 +22,6 @@ class Permutation:
         """The i-th element; raises IndexError unless 0 <= i < n."""
     def fill(self, start: int, count: int, step: int = 1) -> npt.NDArray[np.uint64]:
         """at(start + j*step) for j in range(count), stopping before position n."""
+    def positions(self, indices: npt.ArrayLike) -> npt.NDArray[np.uint64]:
+        """The inverse: the positions of the given elements (each < n)."""
     def __reduce__(self) -> tuple[type[Permutation], tuple[int, int]]: ...

@@ -29,7 +29,7 @@ from libc.stdint cimport uint64_t
 # The module is built as scanner._ext.permutation, so its .pxd (found through
 # the include path) is not picked up implicitly: cimport it, renaming the C
 # struct so that the Python class can be called Permutation.
-from permutation cimport Permutation as CPermutation, permutation_init, permutation_at
+from permutation cimport Permutation as CPermutation, permutation_init, permutation_at, permutation_position
 
 __all__ = ["Permutation"]
 
@@ -103,6 +103,22 @@ cdef class Permutation:
             for j in range(m):
                 view[j] = permutation_at(p, pos)
                 pos += cstep
+        return out
+
+    def positions(self, indices):
+        """The positions of the given elements (a uint64 array): ``at(positions(x)[j]) == x[j]``.
+        Every element must be < n."""
+        idx = np.ascontiguousarray(indices, dtype=np.uint64)
+        out = np.empty(len(idx), dtype=np.uint64)
+        if len(idx) and int(idx.max()) >= self._n:
+            raise IndexError(f"permutation element out of range [0, {self._n})")
+        cdef const uint64_t[::1] src = idx
+        cdef uint64_t[::1] dst = out
+        cdef Py_ssize_t j
+        cdef CPermutation* p = &self._p
+        with nogil:
+            for j in range(len(src)):
+                dst[j] = permutation_position(p, src[j])
         return out
 
     def __reduce__(self):

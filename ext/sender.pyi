@@ -12,12 +12,18 @@ class ProbeSender:
     sent: int
     def __init__(self, ifname: str | None, l3: bool, l2_len: int, templates: bytes, kinds: npt.NDArray[np.void],
                  k0: int, k1: int, saddr: bytes, space: dict, seed: int, rate: float) -> None: ...
+    @property
+    def path(self) -> str:
+        """"packet" (scanner._ext.xdp.XdpSender says "xdp")."""
+    def close(self) -> None:
+        """Releases the socket (also done when the sender is collected)."""
     def set_rate(self, rate: float) -> None:
         """Packets per second from now on (0: as fast as possible)."""
     def send(self, position: int, stop: int, step: int, max_probes: int,
              answered: npt.NDArray[np.uint8] | None = None) -> int:
-        """Sends probes for positions position, position+step, ... < stop, skipping indices whose
-        bit is set in answered, until max_probes were sent; returns the next position."""
+        """Sends probes for positions position, position+step, ... < stop, skipping those whose
+        bit (position // step: a bitmap over this shard's probes) is set in answered, until
+        max_probes were sent; returns the next position."""
     def send_indices(self, indices: npt.NDArray[np.uint64]) -> None:
         """Sends the probes of these indices, in order, paced like send()."""
     def build(self, index: int, tsval: int = 0) -> bytes:

@@ -42,7 +42,7 @@ class ConnectScan:
         self.space = config.space
         self.resume = resume
         # Connections that reached a verdict; a resumed scan skips them.
-        self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
+        self.tracker = Tracker(config, resume.bitmap if resume else None)
         self.concurrency = concurrency or default_concurrency()
         t = config.timing
         # The connect timeout follows the round trips measured (as nmap's does), within the RTT

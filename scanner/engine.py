@@ -20,17 +20,20 @@ from ._ext.cookie import split_key
 from ._ext.parser import ReplyParser
 from ._ext.permutation import Permutation
 from ._ext.sender import ProbeSender
+from ._ext.xdp import XdpSender
 from .capture import Capture
 from .errors import EnvironmentFault, InputError
+from .request import SEND_PATHS
 from .space import ScanSpace
 from .states import REASONS, STATE_NAMES, STATES
 from .targets import TargetSet
 from .timing import Window
 from .trace import describe_frame, reply_lines
 
-# Past this many probes the bitmap of answered probes (one bit each) would not fit comfortably.
-MAX_SPACE = 1 << 34
-# The extra UDP rounds reason host by host over the whole index space: only for spaces this big.
+# The bitmap of answered probes has one bit per probe of this shard: at most 512 MiB. (The space
+# itself may be as large as the whole IPv4 space x every port, 2^48: a shard of it fits.)
+MAX_SHARD_PROBES = 1 << 32
+# The extra UDP rounds reason host by host over the shard's probes: only for shards this big.
 UDP_SLOW_UP_TO = 1 << 22
 # Linux answers about one ICMP error per second per destination after a short burst: the pace
 # of the extra rounds that collect UDP port-unreachables from hosts that rate-limit them.
@@ -54,13 +57,17 @@ class ScanConfig:
     timing: Any = None             # timing.Timing; None: the fixed rate, retries and wait above
     sequential: bool = False       # -r: indices in order (hosts in order, each host's ports in order)
     trace: Optional[Callable] = None   # --packet-trace: trace(direction, seconds, text) per packet
+    send_path: str = "auto"        # "packet" (sendmmsg), "xdp" (AF_XDP) or "auto" (xdp where it works)
 
     def __post_init__(self):
         if self.seed is None:
             self.seed = int.from_bytes(os.urandom(8), "little")
-        if self.space.size > MAX_SPACE:
-            raise InputError(f"{self.space.size} probes in one scan is too many (at most {MAX_SPACE}); "
-                             "split the targets into several scans")
+        count = self.positions()[2]
+        if count > MAX_SHARD_PROBES:
+            k, n = self.shard
+            need = -(-self.space.size // MAX_SHARD_PROBES)
+            raise InputError(f"{count} probes in one shard is too many (at most {MAX_SHARD_PROBES}, "
+                             f"{self.space.size} in all): split the scan with --shard K/N, N at least {need}")
 
     def positions(self):
         """(first position, step, count) of this shard's slice of the permutation."""
@@ -103,6 +110,7 @@ class ScanSummary:
     pcap_dropped: int | None = None
     elapsed: float = 0.0
     sending: float = 0.0            # seconds spent in send passes (the rate is sent / sending)
+    send_path: str = ""             # how probes left: "packet" (sendmmsg) or "xdp" (AF_XDP)
     interrupted: bool = False
     states: dict = field(default_factory=dict)   # state name -> count, unanswered included
     error: str | None = None        # why the scan ended early when it failed (a fault, not Ctrl-C)
@@ -117,36 +125,95 @@ class StageCheckpoint:
     key: bytes                      # the cookie key, so that late replies still validate
 
 
-class Tracker:
-    """A bitmap over [0, N) of answered probes: first replies pass, duplicates are dropped."""
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
-    def __init__(self, size: int, bitmap: np.ndarray | None = None):
-        self.bitmap = np.zeros((size + 7) // 8, dtype=np.uint8) if bitmap is None else bitmap.copy()
+
+class Tracker:
+    """The answered probes of this shard, one bit each: first replies pass, duplicates are dropped.
+    Shard k of n sends the probes at permutation positions k-1, k-1+n, ...: bit j stands for
+    position k-1 + j*n (position // n), so the bitmap holds N/n bits, not N. A reply's index is
+    mapped back to its position by the inverse permutation (-r: the index is the position)."""
+
+    def __init__(self, config: ScanConfig, bitmap: np.ndarray | None = None):
+        self.start, self.step, self.size = config.positions()
+        self.perm = None if config.sequential else Permutation(config.space.size, config.seed)
+        nbytes = (self.size + 7) // 8
+        if bitmap is not None and len(bitmap) != nbytes:
+            raise InputError("the resume file does not match this scan (its targets, ports or shard differ)")
+        self.bitmap = np.zeros(nbytes, dtype=np.uint8) if bitmap is None else bitmap.copy()
 
     @property
     def count(self) -> int:
-        return int(np.unpackbits(self.bitmap).sum())
+        return sum(int(_POPCOUNT[self.bitmap[i:i + (1 << 24)]].sum(dtype=np.uint64))
+                   for i in range(0, len(self.bitmap), 1 << 24))
+
+    def ordinals(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bit numbers, whether each index is one of this shard's probes) of probe indices."""
+        if self.perm is None:
+            positions = np.asarray(indices, dtype=np.uint64)
+        else:
+            positions = self.perm.positions(indices)
+        if self.step == 1:
+            return positions, np.ones(len(positions), dtype=bool)
+        ordinal, rest = np.divmod(positions, np.uint64(self.step))
+        return ordinal, rest == self.start
 
     def first_seen(self, rows: np.ndarray) -> np.ndarray:
-        index = rows["index"]
-        _, first = np.unique(index, return_index=True)
-        rows = rows[np.sort(first)]
-        index = rows["index"]
-        byte, bit = index >> 3, (np.uint8(1) << (index & 7).astype(np.uint8))
+        ordinal, mine = self.ordinals(rows["index"])
+        rows, ordinal = rows[mine], ordinal[mine]          # replies to other shards' probes: not ours
+        _, first = np.unique(ordinal, return_index=True)
+        first = np.sort(first)
+        rows, ordinal = rows[first], ordinal[first]
+        byte, bit = ordinal >> 3, (np.uint8(1) << (ordinal & 7).astype(np.uint8))
         fresh = (self.bitmap[byte] & bit) == 0      # one writer: the capture thread (or the connect loop)
         np.bitwise_or.at(self.bitmap, byte[fresh], bit[fresh])
         return rows[fresh]
 
     def answered(self, indices: np.ndarray) -> np.ndarray:
-        return (self.bitmap[indices >> 3] >> (indices & 7).astype(np.uint8)) & 1 == 1
+        ordinal, mine = self.ordinals(indices)
+        ordinal = np.where(mine, ordinal, 0)
+        return mine & ((self.bitmap[ordinal >> 3] >> (ordinal & 7).astype(np.uint8)) & 1 == 1)
+
+    def answered_run(self, first: int, count: int) -> np.ndarray:
+        """Whether the shard's probes first, first+1, ..., first+count-1 (in sending order) answered."""
+        lo, hi = first >> 3, (first + count + 7) >> 3
+        bits = np.unpackbits(self.bitmap[lo:hi], bitorder="little")
+        return bits[first - 8 * lo:first - 8 * lo + count].astype(bool)
 
     def mark_all(self, index: np.ndarray) -> None:
-        """Marks these indices answered (the connect scan's verdicts, a batch at a time)."""
-        byte, bit = index >> 3, (np.uint8(1) << (index & 7).astype(np.uint8))
+        """Marks these indices answered (the connect scan's verdicts, a batch at a time); indices
+        of other shards' probes are not ours and are left out."""
+        ordinal, mine = self.ordinals(np.asarray(index, dtype=np.uint64))
+        ordinal = ordinal[mine]
+        byte, bit = ordinal >> 3, (np.uint8(1) << (ordinal & 7).astype(np.uint8))
         np.bitwise_or.at(self.bitmap, byte, bit)
 
     def mark(self, index: int) -> None:
-        self.bitmap[index >> 3] |= np.uint8(1 << (index & 7))
+        self.mark_all(np.array([index], dtype=np.uint64))
+
+
+def open_sender(path: str, ifname: str, l3: bool, l2_len: int, templates: bytes, kinds: np.ndarray,
+                k0: int, k1: int, saddr: bytes, space: dict, seed: int, rate: float):
+    """The sender for a send path: "xdp" (AF_XDP; an error where it cannot work), "packet"
+    (sendmmsg on an AF_PACKET or raw IP socket) or "auto" (AF_XDP where the kernel and the
+    interface allow it, else sendmmsg). AF_XDP needs frames with a link layer (not l3)."""
+    if path not in SEND_PATHS:
+        raise InputError(f"bad send path {path!r}: choose one of {', '.join(SEND_PATHS)}")
+    if path != "packet" and not l3:
+        try:
+            return XdpSender(ifname, l2_len, templates, kinds, k0, k1, saddr, space, seed, rate)
+        except PermissionError:
+            raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
+        except OSError as e:
+            if path == "xdp":
+                raise EnvironmentFault(f"--send-path xdp: {e.strerror or e} (use --send-path packet or auto)") from None
+    elif path == "xdp":
+        raise EnvironmentFault(f"--send-path xdp needs an Ethernet interface; {ifname} is reached through the "
+                         "kernel's IP path (use --send-path packet or auto)")
+    try:
+        return ProbeSender(ifname, l3, l2_len, templates, kinds, k0, k1, saddr, space, seed, rate)
+    except PermissionError:
+        raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
 
 
 def emit_rows(summary: ScanSummary, sink, rows: np.ndarray) -> None:
@@ -165,9 +232,7 @@ class Scan:
         self.config = config
         self.space = config.space
         self.resume = resume
-        if resume and len(resume.bitmap) != (self.space.size + 7) // 8:
-            raise InputError("the resume file does not match this scan (its targets or ports differ)")
-        self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
+        self.tracker = Tracker(config, resume.bitmap if resume else None)
         self.summary = ScanSummary()
         self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
         self._stop = threading.Event()
@@ -223,16 +288,18 @@ class Scan:
         route, saddr, src_mac, dst_mac, l3 = self._endpoints()
         templates, kinds, l2_len = space.probes.compile(space.family, src_mac, dst_mac, saddr)
         k0, k1 = split_key(self.key)
-        try:
-            self.sender = ProbeSender(route.ifname, l3, l2_len, templates, kinds, k0, k1,
-                                      saddr, space.arrays(), cfg.seed, cfg.rate)
-        except PermissionError:
-            raise InputError("raw sockets need root (or CAP_NET_RAW): run as root, or use -sT") from None
+        self.sender = open_sender(cfg.send_path, route.ifname, l3, l2_len, templates, kinds, k0, k1,
+                                  saddr, space.arrays(), cfg.seed, cfg.rate)
+        self.summary.send_path = self.sender.path
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
         # The adaptive window wants replies as they come (its round trips include this latency).
-        capture = Capture.open(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring,
-                               timeout_ms=1 if cfg.windowed else 10)
+        try:
+            capture = Capture.open(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring,
+                                   timeout_ms=1 if cfg.windowed else 10)
+        except BaseException:
+            self.sender.close()
+            raise
         parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays(), templates, l2_len)
         parser.data_length = len(space.probes.padding)
         parser.source_port = space.probes.source_port
@@ -283,6 +350,8 @@ class Scan:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
             self.summary.sent = self.sender.sent if self.sender is not None else 0
+            if self.sender is not None:
+                self.sender.close()      # an AF_XDP queue takes one socket: free it for the next stage
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             self.summary.suspected_forgeries = parser.forged
@@ -394,6 +463,18 @@ class Scan:
                 self.cursor = (attempt, position)
         self.summary.sending += time.monotonic() - began
 
+    def _send_indices(self, rate, indices: np.ndarray) -> None:
+        """Sends the probes of these indices at rate, a chunk at a time (a stop is seen between
+        chunks, as in _send_pass)."""
+        self.sender.set_rate(rate)
+        chunk = 1 << 16 if rate <= 0 else max(256, int(rate / 20))
+        began = time.monotonic()
+        for i in range(0, len(indices), chunk):
+            if self._stop.is_set():
+                break
+            self.sender.send_indices(indices[i:i + chunk])
+        self.summary.sending += time.monotonic() - began
+
     def checkpoint(self) -> StageCheckpoint:
         """Where this scan stands (after run() returned), for a resume file."""
         return StageCheckpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
@@ -411,24 +492,26 @@ class Scan:
         pace they can answer, round after round while rounds still bring answers."""
         space = self.space
         udp_slot = np.array([t.proto == "udp" for t, _ in space.probes.slots])
-        n_slots = space.n_slots
-        if space.size > UDP_SLOW_UP_TO:
+        count = self.tracker.size
+        if not count or count > UDP_SLOW_UP_TO:
             return          # too big to reason about host by host; plain retries only
-        indices = np.arange(space.size, dtype=np.uint64)
-        hosts, slots = indices // np.uint64(n_slots), (indices % np.uint64(n_slots)).astype(np.int64)
+        # This shard's probes in sending order: element j is the probe of bit j.
+        indices = np.concatenate(list(self.config.indices(1 << 20)))
+        hosts, slots = space.locate(indices)
+        hosts = hosts.astype(np.int64)
         for _ in range(self.config.udp_rounds):
-            answered = self.tracker.answered(indices)
+            answered = self.tracker.answered_run(0, count)
             pending = udp_slot[slots] & ~answered
             limited = np.zeros(space.n_hosts, dtype=bool)
-            limited[hosts[udp_slot[slots] & answered].astype(np.int64)] = True
-            pending &= limited[hosts.astype(np.int64)]
+            limited[hosts[udp_slot[slots] & answered]] = True
+            pending &= limited[hosts]
             if not pending.any() or self._stop.is_set():
                 return
-            skip = np.packbits(~pending, bitorder="little")
             n_hosts = len(np.unique(hosts[pending]))
             before = self.summary.replies
             rate = UDP_SLOW_RATE_PER_HOST * n_hosts
-            self._send_pass(min(rate, self.config.rate) if self.config.rate else rate, start, step, skip)
+            # By index, in sending order (the permutation's, or -r's identity order).
+            self._send_indices(min(rate, self.config.rate) if self.config.rate else rate, indices[pending])
             time.sleep(1.0 / UDP_SLOW_RATE_PER_HOST)
             if self.summary.replies == before:
                 return
@@ -442,8 +525,11 @@ class Scan:
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
         answered = None if self.config.list_silent else self.answered_hosts()
+        done = 0
         for indices in self.config.indices(1 << 20):
-            indices = indices[~self.tracker.answered(indices)]
+            hit = self.tracker.answered_run(done, len(indices))
+            done += len(indices)
+            indices = indices[~hit]
             if answered is not None:       # hosts that said nothing: counted here, listed by silent_rows()
                 silent = ~np.isin(self.space.locate(indices)[0], answered)
                 self._count_unanswered(indices[silent])
@@ -468,13 +554,13 @@ class Scan:
 
     def answered_hosts(self) -> np.ndarray:
         """Sorted numbers of the hosts that answered any probe; memory grows with the answers,
-        not with the space (the bitmap is read a slice at a time)."""
-        found, n_slots, step = [], np.uint64(self.space.n_slots), 1 << 20
-        bitmap = self.tracker.bitmap
-        for offset in range(0, len(bitmap), step):
-            bits = np.flatnonzero(np.unpackbits(bitmap[offset:offset + step], bitorder="little"))
-            if len(bits):
-                found.append(np.unique((bits.astype(np.uint64) + np.uint64(offset * 8)) // n_slots))
+        not with the space (the shard's probes are walked a chunk at a time)."""
+        found, done = [], 0
+        for indices in self.config.indices(1 << 20):
+            hit = self.tracker.answered_run(done, len(indices))
+            done += len(indices)
+            if hit.any():
+                found.append(np.unique(self.space.locate(indices[hit])[0]))
         return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.uint64)
 
     def silent_rows(self, answered: np.ndarray, chunk: int = 4096):
@@ -499,8 +585,13 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: S
     space = ScanSpace(config.space.targets, probes)
     scan = (engine or Scan)(replace(config, space=space, list_unanswered=False), resume)
     # Hosts that answered any probe (a resumed scan's bitmap already knows some).
-    answered = np.unpackbits(scan.tracker.bitmap, bitorder="little")[:space.size]
-    seen = answered.reshape(space.n_hosts, space.n_slots).any(axis=1)
+    seen = np.zeros(space.n_hosts, dtype=bool)
+    if resume is not None:
+        done = 0
+        for indices in scan.config.indices(1 << 20):
+            answered = scan.tracker.answered_run(done, len(indices))
+            done += len(indices)
+            seen[space.locate(indices[answered])[0].astype(np.int64)] = True
 
     def collect(rows):
         """Keeps the first answer from each host."""

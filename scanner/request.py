@@ -22,6 +22,7 @@ from .errors import InputError
 TCP_SCAN_LETTERS = {"S": "syn", "T": "connect", "A": "ack", "W": "window", "N": "null", "F": "fin",
                     "X": "xmas", "M": "maimon"}
 TCP_SCAN_FLAG = {key: f"-s{letter}" for letter, key in TCP_SCAN_LETTERS.items()}
+SEND_PATHS = ("auto", "xdp", "packet")
 SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only", "L": "list_scan"}
 # nmap's -s letters that scanner does not implement (yet).
 SCAN_LETTERS_MISSING = {"C": "scripts", "O": "IP protocol scan", "Y": "SCTP INIT scan",
@@ -58,8 +59,10 @@ def _opt(names, fld, takes="flag", help="", section="OTHER", metavar=""):
 OPTIONS = (
     _opt("-iL", "input_file", "value", "Read targets from a file (- for stdin)", "TARGET SPECIFICATION", "FILE"),
     _opt("--exclude", "exclude", "multi", "Targets to skip (comma-separated)", "TARGET SPECIFICATION", "LIST"),
-    _opt("--excludefile", "exclude_file", "value", "Targets to skip, from a file", "TARGET SPECIFICATION",
-         "FILE"),
+    _opt("--excludefile", "exclude_file", "value", "Targets to skip, from a file (needed to scan 0.0.0.0/0 "
+         "or ::/0; may be /dev/null)", "TARGET SPECIFICATION", "FILE"),
+    _opt("--no-default-exclude", "no_default_exclude", "flag", "Scan IANA special-purpose ranges (private, "
+         "multicast, ...) inside larger target blocks too", "TARGET SPECIFICATION"),
     _opt("-6", "ipv6", "flag", "Resolve hostnames to IPv6 (IPv6 addresses need no flag)",
          "TARGET SPECIFICATION"),
     _opt("-sL", "list_scan", "flag", "List the targets, send nothing", "HOST DISCOVERY"),
@@ -145,6 +148,8 @@ OPTIONS = (
          "FIREWALL/IDS EVASION AND SPOOFING", "N"),
     _opt("-g --source-port", "source_port", "value", "Fixed source port of raw TCP/UDP probes (replies "
          "then checked by the sequence cookie alone)", "FIREWALL/IDS EVASION AND SPOOFING", "PORT"),
+    _opt("--send-path", "send_path", "value", "auto, xdp (AF_XDP) or packet (sendmmsg); auto: AF_XDP where "
+         "the kernel and interface allow it", "SCALE", "PATH"),
     _opt("-oN", "normal_out", "value", "nmap's normal output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oX", "xml_out", "value", "nmap's XML output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oG", "grepable_out", "value", "nmap's grepable output", "OUTPUT", "FILE"),
@@ -248,6 +253,7 @@ class ScanRequest:
     input_file: Optional[str] = None
     exclude: Tuple[str, ...] = ()
     exclude_file: Optional[str] = None
+    no_default_exclude: bool = False
     ipv6: bool = False
     ports: Optional[str] = None
     top_ports: Optional[int] = None
@@ -297,6 +303,7 @@ class ScanRequest:
     ttl: Optional[int] = None
     data_length: int = 0
     source_port: Optional[int] = None
+    send_path: str = "auto"            # auto, xdp or packet
     normal_out: Optional[str] = None
     xml_out: Optional[str] = None
     grepable_out: Optional[str] = None
@@ -355,6 +362,8 @@ class ScanRequest:
             set_(self, "seed", _number(int, "--seed", self.seed, 0, (1 << 64) - 1))
         if self.top_ports is not None:
             set_(self, "top_ports", _number(int, "--top-ports", self.top_ports, 1, 65536))
+        if self.send_path not in SEND_PATHS:
+            raise InputError(f"bad --send-path '{self.send_path}': one of {', '.join(SEND_PATHS)}")
         if self.tcp_scan is not None and self.tcp_scan not in TCP_SCAN_FLAG:
             raise InputError(f"bad tcp_scan '{self.tcp_scan}': one of {', '.join(TCP_SCAN_FLAG)}")
         if self.db is not None and self.no_db:

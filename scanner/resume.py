@@ -25,7 +25,7 @@ from .request import ScanRequest
 from .states import RESULT_DTYPE
 
 FILE_NAME = "scanner-resume.json"
-VERSION = 2
+VERSION = 3              # 3: the bitmap has one bit per probe of the shard, in sending order
 
 
 def _pack(data: bytes) -> str:

@@ -131,7 +131,11 @@ class Session:
                 "host discovery (use -Pn to skip it)"
             raise InputError(f"{wanted} sends raw packets and needs root (or CAP_NET_RAW): run as root, "
                              "or use -sT")
-        targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6)
+        targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6,
+                                       default_exclude=not r.no_default_exclude)
+        note = targets.special_note()
+        if note:
+            self.notes.append(note)
         top = 100 if r.fast else r.top_ports
         tcp_ports, udp_ports = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp)
         self.discovery = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
@@ -165,7 +169,7 @@ class Session:
         self.common = dict(
             rate=t.rate, retries=t.retries, wait=t.wait or 0.0, seed=self.seed, shard=r.shard,
             interface=r.interface, udp_rounds=r.max_udp_rounds, timing=t, sequential=r.sequential,
-            trace=self._trace if r.packet_trace else None,
+            trace=self._trace if r.packet_trace else None, send_path=r.send_path,
             # Unanswered probes are listed for the per-host views and --show-all.
             list_unanswered=bool(r.show_all or self.grouped or self.table),
             list_silent=not self.silent_made_late)
@@ -173,6 +177,13 @@ class Session:
         from .space import ScanSpace
         first_probes: Any = self.discovery if r.ping_only else jobs[0][1]
         self._first_config = ScanConfig(space=ScanSpace(targets, first_probes), **self.common)
+        if self.discovery is not None and jobs:
+            # Host discovery before a port scan covers every target, whatever the shard.
+            try:
+                ScanConfig(space=ScanSpace(targets, self.discovery), **dict(self.common, shard=(1, 1)))
+            except InputError:
+                raise InputError(f"host discovery of {targets.count} addresses before a port scan is more than "
+                                 "one machine's bitmap holds: skip it with -Pn, as masscan and zmap do") from None
         self.post = None
         if (r.version_scan or r.os_scan) and not r.ping_only and not r.dry_run:
             from .service import PostScan

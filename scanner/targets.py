@@ -12,6 +12,7 @@ import ipaddress
 import re
 import socket
 import sys
+from functools import lru_cache
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -68,6 +69,72 @@ def _resolve(host: str, spec: str, what: str, family: int = 4) -> List[int]:
 
 # IPv6 targets are expanded into a sorted address list for the compiled path: keep it bounded.
 MAX_IPV6_HOSTS = 1 << 20
+
+# IANA's IPv4 and IPv6 Special-Purpose Address Registries: the ranges that are not globally
+# reachable, with multicast and the limited broadcast. A target block that merely contains one
+# (0.0.0.0/0, 192.0.0.0/2, ...) is scanned without it; a target inside one (a lab in 198.18.0.0/15,
+# 127.0.0.1, 10.1.2.0/24) is scanned. --no-default-exclude turns this off. (Globally reachable
+# registry entries such as AS112 or AMT are scanned; in 2001::/23 only its listed non-global
+# blocks are left out.)
+SPECIAL_PURPOSE = (
+    ("0.0.0.0/8", "this network"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "shared address space"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link local"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation"),
+    ("192.88.99.0/24", "6to4 relay anycast"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+    ("255.255.255.255/32", "limited broadcast"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+    ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation"),
+    ("100::/64", "discard-only"),
+    ("100:0:0:1::/64", "dummy prefix"),
+    ("2001::/32", "TEREDO"),
+    ("2001:1::1/128", "port control protocol anycast"),
+    ("2001:1::2/128", "traversal using relays around NAT anycast"),
+    ("2001:1::3/128", "DNS-SD service registration protocol anycast"),
+    ("2001:2::/48", "benchmarking"),
+    ("2001:10::/28", "deprecated ORCHID"),
+    ("2001:db8::/32", "documentation"),
+    ("2002::/16", "6to4"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing SIDs"),
+    ("fc00::/7", "unique local"),
+    ("fe80::/10", "link local"),
+    ("ff00::/8", "multicast"),
+)
+
+
+@lru_cache(maxsize=2)
+def _special_ranges(family: int) -> List[Tuple[int, int, str]]:
+    """(first, last, prefix) of the special-purpose ranges of a family, sorted."""
+    out = []
+    for prefix, _ in SPECIAL_PURPOSE:
+        net = ipaddress.ip_network(prefix)
+        if net.version == family:
+            out.append((int(net.network_address), int(net.broadcast_address), prefix))
+    return sorted(out)
+
+
+def without_special(intervals: List[Interval], family: int) -> List[Interval]:
+    """One target's intervals minus the special-purpose ranges they merely contain: a range stays
+    where the interval lies inside it (the target names something in it)."""
+    out: List[Interval] = []
+    for start, end in intervals:
+        drop = [(s, e) for s, e, _ in _special_ranges(family)
+                if s <= end and e >= start and not (s <= start and end <= e)]
+        out += _subtract([(start, end)], _merge(drop))
+    return out
 
 
 def _parse_ipv6(s: str, spec: str, what: str) -> List[Interval]:
@@ -282,10 +349,17 @@ class TargetSet:
         data = b"".join(a.to_bytes(16, "big") for s, e in self._ranges for a in range(s, e + 1))
         return np.frombuffer(data, dtype=np.uint8).reshape(-1, 16).copy()
 
+    # What the special-purpose exclusion removed (from_specs): (address count, prefixes touched).
+    special_excluded: Tuple[int, List[str]] = (0, [])
+
     @classmethod
     def from_specs(cls, targets: Sequence[str], exclude: Sequence[str] = (),
                    input_file: Optional[str] = None,
-                   exclude_file: Optional[str] = None, ipv6: bool = False) -> "TargetSet":
+                   exclude_file: Optional[str] = None, ipv6: bool = False,
+                   default_exclude: bool = True) -> "TargetSet":
+        """The targets of specs (and -iL's file) minus excludes (and --excludefile's). The whole
+        address space needs an exclude file (as masscan does; it may be empty); special-purpose
+        ranges are left out of larger blocks unless default_exclude is False."""
         specs = _split_specs(targets)
         if input_file is not None:
             specs += read_target_file(input_file)
@@ -301,12 +375,38 @@ class TargetSet:
             raise InputError("IPv4 and IPv6 targets cannot be mixed in one scan: run one scan for each")
         family = families.pop()
         keep = _merge(iv for _, ivs in parsed for iv in ivs)
+        everything = (0, _MAX if family == 4 else (1 << 128) - 1)
+        if keep == [everything] and exclude_file is None:
+            whole = "0.0.0.0/0" if family == 4 else "::/0"
+            raise InputError(f"the targets are the whole address space ({whole}): scanning it needs "
+                             "--excludefile FILE (it may be empty, e.g. --excludefile /dev/null)")
+        excluded: Tuple[int, List[str]] = (0, [])
+        if default_exclude:
+            kept = _merge(iv for _, ivs in parsed for iv in without_special(ivs, family))
+            gone = _subtract(keep, kept)
+            if gone:
+                touched = [p for s, e, p in _special_ranges(family)
+                           if any(gs <= e and ge >= s for gs, ge in gone)]
+                excluded = (sum(e - s + 1 for s, e in gone), touched)
+            keep = kept
         drop = _merge(iv for s in excl for f, ivs in [parse_target_family(s, "exclude", ipv6)]
                       if f == family for iv in ivs)
         left = _subtract(keep, drop)
         if not left:
-            raise InputError("no targets left after excludes")
-        return cls(left, family)
+            raise InputError("no targets left after excludes" + (
+                " (special-purpose ranges are scanned only when named; --no-default-exclude scans them)"
+                if excluded[0] else ""))
+        ts = cls(left, family)
+        ts.special_excluded = excluded
+        return ts
+
+    def special_note(self) -> Optional[str]:
+        """One line saying what the special-purpose exclusion left out, or None."""
+        count, prefixes = self.special_excluded
+        if not count:
+            return None
+        return (f"not scanning {count:,} addresses in IANA special-purpose ranges ({', '.join(prefixes)}): "
+                "name them as targets, or use --no-default-exclude")
 
     def address(self, value: int) -> str:
         return str(ipaddress.ip_address(value) if self.family == 6 else ipaddress.IPv4Address(value))

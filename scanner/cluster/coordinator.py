@@ -101,7 +101,7 @@ class ClusterScan:
         if resume and len(resume.bitmap) != (self.space.size + 7) // 8:
             raise InputError("the resume file does not match this scan (its targets or ports differ)")
         self.resume = resume
-        self.tracker = Tracker(self.space.size, resume.bitmap if resume else None)
+        self.tracker = Tracker(config, resume.bitmap if resume else None)
         self.key = resume.key if resume else os.urandom(16)
         self.client, self.address = client, address
         self.dry_run = dry_run
@@ -317,9 +317,9 @@ class ClusterScan:
     def _first_seen(self, rows: np.ndarray) -> np.ndarray:
         """The rows whose probe had no result yet (the engine's Tracker without its sort: a
         worker's batch never holds a probe twice, its own tracker saw to that)."""
-        index = rows["index"]
-        byte = index >> np.uint64(3)
-        bit = np.left_shift(np.uint8(1), (index & np.uint64(7)).astype(np.uint8))
+        ordinal, _ = self.tracker.ordinals(rows["index"])     # one shard (1/1): every probe is ours
+        byte = ordinal >> np.uint64(3)
+        bit = np.left_shift(np.uint8(1), (ordinal & np.uint64(7)).astype(np.uint8))
         fresh = (self.tracker.bitmap[byte] & bit) == 0
         if not fresh.all():
             rows, byte, bit = rows[fresh], byte[fresh], bit[fresh]

@@ -94,9 +94,9 @@ def run_shard(task: ShardTask) -> dict:
     config = ScanConfig(space=space, rate=rate, retries=task.retries, wait=task.wait, seed=task.seed,
                         shard=(task.shard + 1, task.n_shards), list_unanswered=task.list_unanswered,
                         interface=plugin.interface if plugin is not None else None, udp_rounds=task.udp_rounds)
-    bitmap = Tracker(space.size).bitmap
-    answered = np.frombuffer(go["answered"], dtype=np.uint64)
-    np.bitwise_or.at(bitmap, answered >> np.uint64(3), (np.uint8(1) << (answered & np.uint64(7)).astype(np.uint8)))
+    tracker = Tracker(config)       # the shard's bitmap: one bit per probe of this shard
+    tracker.mark_all(np.frombuffer(go["answered"], dtype=np.uint64))
+    bitmap = tracker.bitmap
     start = config.positions()[0]
     attempt, position = go["cursor"] or (0, start)
     scan = (DryScan if task.dry_run else Scan)(config, StageCheckpoint(attempt, position, bitmap, task.key))
@@ -179,7 +179,7 @@ class DryScan:
     def __init__(self, config, resume):
         from ..engine import ScanSummary, Tracker
         self.config, self.space = config, config.space
-        self.tracker = Tracker(self.space.size, resume.bitmap)
+        self.tracker = Tracker(config, resume.bitmap)
         self.cursor = (resume.attempt, resume.position)
         self.summary = ScanSummary()
         self.sender = None

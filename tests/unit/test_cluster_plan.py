@@ -53,11 +53,11 @@ def test_shards_cover_the_space_once(client):
 def test_resumed_stage_sends_only_what_had_no_answer(client):
     sp = space()
     answered = np.arange(0, sp.size, 3, dtype=np.uint64)         # a third already in
-    tracker = Tracker(sp.size)
+    config = ScanConfig(space=sp, rate=0, retries=0, wait=0, seed=3)
+    tracker = Tracker(config)
     tracker.first_seen(sp.rows(answered))
     resume = StageCheckpoint(0, 0, tracker.bitmap, b"k" * 16)
-    scan = ClusterScan(ScanConfig(space=sp, rate=0, retries=0, wait=0, seed=3), resume, client=client,
-                       dry_run=True)
+    scan = ClusterScan(config, resume, client=client, dry_run=True)
     _, rows = collect(scan)
     assert len(rows) == sp.size - len(answered)
     assert not np.isin(rows["index"], answered).any()

@@ -124,3 +124,14 @@ def test_requests_are_frozen_and_checked_on_replace():
     with pytest.raises(InputError, match="bad --rate"):
         dataclasses.replace(r, rate=-1)
     assert dataclasses.replace(r, shard="2/4").shard == (2, 4)
+
+
+def test_scale_options_round_trip():
+    req = ScanRequest.from_argv(["0.0.0.0/0", "-p", "80", "--excludefile", "/dev/null", "--no-default-exclude",
+                                 "--send-path", "xdp"])
+    assert (req.send_path, req.no_default_exclude, req.exclude_file) == ("xdp", True, "/dev/null")
+    assert ScanRequest.from_argv(req.to_argv()) == req
+    assert ScanRequest.from_json(req.to_json()) == req
+    assert ScanRequest.from_argv(["192.0.2.1"]).send_path == "auto"
+    with pytest.raises(InputError, match="--send-path"):
+        ScanRequest.from_argv(["192.0.2.1", "--send-path", "dpdk"])

@@ -10,7 +10,7 @@ from scapy.layers.l2 import Ether
 from probekit import Rig, batch
 from scanner._ext.cookie import probe_cookie
 from scanner._ext.parser import RESULT_DTYPE
-from scanner.engine import Tracker
+from scanner.engine import ScanConfig, Tracker
 from scanner.lab_services import udp_answer
 from scanner.space import ScanSpace
 from scanner.targets import TargetSet
@@ -252,6 +252,16 @@ def test_compiled_index_rejects_ipv6_neighbours():
 
 
 # --- Tracker -------------------------------------------------------------------
+# A tracker's bits follow the shard's sending order (bit j: the j-th probe it sends), so these
+# tests name probes by their position: idx[j] is the probe of bit j.
+
+def tracker(size, shard=(1, 1)):
+    """(Tracker of a scan with `size` probes, the probe index of each of its bits)."""
+    base = int(ipaddress.IPv4Address("198.18.0.0"))
+    space = ScanSpace(TargetSet([(base, base + size - 1)]), Probes.ports(SYN_SCAN, [80]))
+    config = ScanConfig(space=space, seed=11, shard=shard)
+    return Tracker(config), np.concatenate(list(config.indices()))
+
 
 def rows_for(indices):
     rows = np.zeros(len(indices), dtype=RESULT_DTYPE)
@@ -261,55 +271,65 @@ def rows_for(indices):
 
 
 def test_first_seen_drops_duplicates_within_a_batch():
-    t = Tracker(100)
-    fresh = t.first_seen(rows_for([5, 7, 5, 9, 7, 7, 0]))
-    assert fresh["index"].tolist() == [5, 7, 9, 0]
+    t, idx = tracker(100)
+    fresh = t.first_seen(rows_for(idx[[5, 7, 5, 9, 7, 7, 0]]))
+    assert fresh["index"].tolist() == idx[[5, 7, 9, 0]].tolist()
     assert fresh["port"].tolist() == [0, 1, 3, 6]     # the first occurrence, in arrival order
 
 
 def test_first_seen_drops_duplicates_across_batches():
-    t = Tracker(100)
-    assert t.first_seen(rows_for([1, 2, 3]))["index"].tolist() == [1, 2, 3]
-    assert t.first_seen(rows_for([3, 4, 1, 99]))["index"].tolist() == [4, 99]
-    assert t.first_seen(rows_for([1, 2, 3, 4, 99])).size == 0
-    assert t.first_seen(rows_for([])).size == 0
+    t, idx = tracker(100)
+    assert t.first_seen(rows_for(idx[[1, 2, 3]]))["index"].tolist() == idx[[1, 2, 3]].tolist()
+    assert t.first_seen(rows_for(idx[[3, 4, 1, 99]]))["index"].tolist() == idx[[4, 99]].tolist()
+    assert t.first_seen(rows_for(idx[[1, 2, 3, 4, 99]])).size == 0
+    assert t.first_seen(rows_for(idx[[]])).size == 0
 
 
 def test_first_seen_same_byte_different_bits():
-    t = Tracker(16)
-    assert t.first_seen(rows_for([0, 1, 2, 3, 4, 5, 6, 7]))["index"].tolist() == list(range(8))
+    t, idx = tracker(16)
+    assert t.first_seen(rows_for(idx[:8]))["index"].tolist() == idx[:8].tolist()
     assert t.bitmap.tolist() == [0xFF, 0]
-    assert t.first_seen(rows_for([8, 15]))["index"].tolist() == [8, 15]
+    assert t.first_seen(rows_for(idx[[8, 15]]))["index"].tolist() == idx[[8, 15]].tolist()
     assert t.bitmap.tolist() == [0xFF, 0x81]
 
 
 def test_answered_reflects_marks():
     size = 1000
-    t = Tracker(size)
-    all_idx = np.arange(size, dtype=np.uint64)
-    assert not t.answered(all_idx).any()
-    marked = np.array([0, 7, 8, 63, 64, 500, 999], dtype=np.uint64)
-    t.first_seen(rows_for(marked))
-    answered = t.answered(all_idx)
+    t, idx = tracker(size)
+    assert not t.answered(idx).any()
+    marked = [0, 7, 8, 63, 64, 500, 999]
+    t.first_seen(rows_for(idx[marked]))
+    answered = t.answered(idx)
     assert answered.dtype == bool
-    assert np.flatnonzero(answered).tolist() == marked.tolist()
-    assert t.answered(np.array([999, 998, 7], dtype=np.uint64)).tolist() == [True, False, True]
+    assert np.flatnonzero(answered).tolist() == marked
+    assert t.answered(idx[[999, 998, 7]]).tolist() == [True, False, True]
+    assert np.flatnonzero(t.answered_run(0, size)).tolist() == marked
 
 
 def test_tracker_size_not_multiple_of_eight():
-    t = Tracker(13)
+    t, idx = tracker(13)
     assert len(t.bitmap) == 2
-    t.first_seen(rows_for([12]))
-    assert t.answered(np.arange(13, dtype=np.uint64)).tolist() == [False] * 12 + [True]
+    t.first_seen(rows_for(idx[[12]]))
+    assert t.answered(idx).tolist() == [False] * 12 + [True]
+
+
+def test_tracker_of_a_shard_has_its_probes_only():
+    t, idx = tracker(1000, shard=(3, 4))
+    assert t.size == len(idx) == 250 and len(t.bitmap) == 32
+    _, every = tracker(1000)
+    others = np.setdiff1d(every, idx)
+    assert len(t.first_seen(rows_for(others))) == 0 and t.count == 0
+    assert t.first_seen(rows_for(idx[[249, 0]]))["index"].tolist() == idx[[249, 0]].tolist()
+    assert np.flatnonzero(t.answered_run(0, 250)).tolist() == [0, 249]
 
 
 def test_tracker_random_against_a_set():
     rng = np.random.default_rng(3)
     size = 5000
-    t = Tracker(size)
+    t, idx = tracker(size)
     seen = set()
     for _ in range(50):
-        batch = rng.integers(0, size, rng.integers(0, 300), dtype=np.uint64)
+        batch = idx[rng.integers(0, size, rng.integers(0, 300))]
         fresh = t.first_seen(rows_for(batch))["index"].tolist()
         expected = []
         for i in batch.tolist():
@@ -317,4 +337,4 @@ def test_tracker_random_against_a_set():
                 seen.add(i)
                 expected.append(i)
         assert fresh == expected
-    assert np.flatnonzero(t.answered(np.arange(size, dtype=np.uint64))).tolist() == sorted(seen)
+    assert set(idx[t.answered(idx)].tolist()) == seen and t.count == len(seen)

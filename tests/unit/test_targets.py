@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from scanner.errors import InputError
-from scanner.targets import TargetSet, int_to_ip, ip_to_int, parse_target, read_target_file
+from scanner.targets import SPECIAL_PURPOSE, TargetSet, int_to_ip, ip_to_int, parse_target, read_target_file
 
 
 def ip(s):
@@ -140,9 +140,76 @@ def test_slash8_is_not_expanded():
 
 
 def test_whole_internet_count():
-    ts = TargetSet.from_specs(["0.0.0.0/0"])
+    ts = TargetSet.from_specs(["0.0.0.0/0"], exclude_file="/dev/null", default_exclude=False)
     assert ts.count == 2 ** 32
     assert int(ts.ends[0]) == 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("targets", [["0.0.0.0/0"], ["0.0.0.0/1", "128.0.0.0/1"], ["0.0.0.0-255.255.255.255"],
+                                     ["::/0"]])
+def test_whole_address_space_needs_an_exclude_file(targets):
+    with pytest.raises(InputError, match=r"whole address space .*--excludefile"):
+        TargetSet.from_specs(targets)
+    with pytest.raises(InputError, match="--excludefile"):
+        TargetSet.from_specs(targets, exclude=["198.18.0.0/15"], default_exclude=False)   # --exclude is not enough
+
+
+SPECIAL_V4 = [ipaddress.ip_network(p) for p, _ in SPECIAL_PURPOSE if ":" not in p]
+
+
+def test_special_purpose_ranges_left_out_of_the_whole_internet():
+    ts = TargetSet.from_specs(["0.0.0.0/0"], exclude_file="/dev/null")
+    reserved = TargetSet([(int(n.network_address), int(n.broadcast_address)) for n in SPECIAL_V4])
+    assert ts.count == 2 ** 32 - reserved.count
+    for net in SPECIAL_V4:
+        assert str(net.network_address) not in ts and str(net.broadcast_address) not in ts
+    assert "8.8.8.8" in ts and "100.63.255.255" in ts and "100.128.0.0" in ts and "223.255.255.255" in ts
+    count, prefixes = ts.special_excluded
+    assert count == reserved.count and prefixes == sorted(map(str, SPECIAL_V4), key=ip_prefix_key)
+    assert ts.special_note().startswith(f"not scanning {count:,} addresses in IANA special-purpose ranges (0.0.0.0/8, ")
+
+
+def ip_prefix_key(prefix):
+    return int(ipaddress.ip_network(prefix).network_address)
+
+
+def test_a_target_inside_a_special_range_is_scanned():
+    for spec, count in (("198.18.0.0/16", 65536), ("198.18.0.0/15", 131072), ("10.1.2.3", 1),
+                        ("127.0.0.0/28", 16), ("2001:2::/120", 256), ("fe80::1", 1)):
+        ts = TargetSet.from_specs([spec])
+        assert ts.count == count and ts.special_excluded == (0, []), spec
+        assert ts.special_note() is None
+
+
+def test_special_ranges_inside_a_larger_block_are_removed_unless_named():
+    ts = TargetSet.from_specs(["198.0.0.0/8"])
+    assert "198.18.0.1" not in ts and "198.19.255.255" not in ts and "198.51.100.7" not in ts
+    assert "198.17.255.255" in ts and "198.20.0.0" in ts
+    assert ts.count == 2 ** 24 - 2 ** 17 - 256
+    assert ts.special_excluded == (2 ** 17 + 256, ["198.18.0.0/15", "198.51.100.0/24"])
+    # Naming a block inside one keeps that block only.
+    ts = TargetSet.from_specs(["198.0.0.0/8", "198.18.7.0/24"])
+    assert "198.18.7.9" in ts and "198.18.8.0" not in ts
+    # The limited broadcast inside 240/4 is left out even when 240/4 is named.
+    ts = TargetSet.from_specs(["240.0.0.0/4"])
+    assert ts.count == 2 ** 28 - 1 and "255.255.255.255" not in ts
+    # A dash range reaching into a private block loses the private part.
+    ts = TargetSet.from_specs(["9.255.255.250-10.0.0.5"])
+    assert ts.count == 6 and "10.0.0.0" not in ts
+
+
+def test_no_default_exclude_keeps_special_ranges():
+    ts = TargetSet.from_specs(["198.0.0.0/8"], default_exclude=False)
+    assert ts.count == 2 ** 24 and ts.special_excluded == (0, [])
+
+
+def test_special_ranges_v6():
+    ts = TargetSet.from_specs(["2001:1::/120"])             # holds three anycast addresses
+    assert ts.count == 253 and "2001:1::1" not in ts and "2001:1::4" in ts
+    assert ts.special_excluded == (3, ["2001:1::1/128", "2001:1::2/128", "2001:1::3/128"])
+    ts = TargetSet.from_specs(["::/108"])                    # unspecified and loopback
+    assert ts.count == 2 ** 20 - 2 and "::1" not in ts and "::2" in ts
+    assert TargetSet.from_specs(["::1"]).count == 1
 
 
 def test_merge_overlaps_and_adjacent():
@@ -253,3 +320,49 @@ def test_missing_target_file(tmp_path):
 def test_unreadable_target_file(tmp_path):
     with pytest.raises(InputError, match="cannot read target file"):
         read_target_file(str(tmp_path))  # a directory
+
+
+def scanner_cli(*args):
+    """`python -m scanner ARGS` from this checkout (dry runs and refusals need no root)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "scanner", *args], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=root)
+
+
+@pytest.mark.parametrize("target", ["0.0.0.0/0", "::/0"])
+def test_cli_refuses_the_whole_internet_without_an_exclude_file(target):
+    r = scanner_cli(target, "-p", "80", "--dry-run")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("scanner: error: the targets are the whole address space")
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_cli_dry_run_of_a_shard_of_the_internet_holds_no_special_purpose_address():
+    n = 65536
+    r = scanner_cli("0.0.0.0/0", "-p", "80", "-Pn", "--excludefile", "/dev/null", "--dry-run", "--seed", "5",
+                    "--shard", f"1/{n}")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scanner: not scanning 592,708,"), r.stderr
+    addrs = np.array([ip_to_int(line.split()[0]) for line in r.stdout.splitlines()], dtype=np.uint64)
+    reserved = TargetSet([(int(s.network_address), int(s.broadcast_address)) for s in SPECIAL_V4])
+    assert len(addrs) == -(-(2 ** 32 - reserved.count) // n)      # this shard's share, rounded up
+    for net in SPECIAL_V4:
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+        assert not ((addrs >= lo) & (addrs <= hi)).any(), f"{net} probed"
+    # Spread over the whole space (one address in 65536 of it, in permutation order).
+    assert len(np.unique(addrs >> np.uint64(24))) > 200
+
+
+def test_cli_dry_run_of_a_lab_prefix_inside_a_special_range_lists_all_of_it():
+    r = scanner_cli("198.18.0.0/16", "-p", "80", "--dry-run", "-Pn")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert len(set(r.stdout.splitlines())) == 65536
+    r = scanner_cli("198.0.0.0/8", "-p", "80", "--dry-run", "-Pn", "--shard", "1/4096", "--no-default-exclude")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert len(r.stdout.splitlines()) == 2 ** 24 // 4096

@@ -1,0 +1,129 @@
+"""Internet-scale spaces in bounded memory: the inverse permutation, the answered-probe bitmap
+over one shard's probes only (N/n bits), and a 2^48-probe space accepted with memory flat."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scanner._ext.permutation import Permutation
+from scanner.engine import MAX_SHARD_PROBES, ScanConfig, Tracker
+from scanner.errors import InputError
+from scanner.space import ScanSpace
+from scanner.states import RESULT_DTYPE
+from scanner.targets import TargetSet
+from scanner.techniques import SYN_SCAN, Probes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 17, 1000, 65537, 1 << 20, (1 << 48) - 12345, (1 << 63) + 7])
+def test_positions_invert_the_permutation(n):
+    perm = Permutation(n, 99)
+    rng = np.random.default_rng(n % 1000)
+    pos = rng.integers(0, n, size=min(n, 2000), dtype=np.uint64) if n > 2000 else np.arange(n, dtype=np.uint64)
+    elements = np.array([perm.at(int(p)) for p in pos], dtype=np.uint64)
+    assert np.array_equal(perm.positions(elements), pos)
+    if n <= 1000:            # a bijection: every element has exactly one position
+        assert sorted(perm.positions(np.arange(n, dtype=np.uint64)).tolist()) == list(range(n))
+    with pytest.raises(IndexError):
+        perm.positions(np.array([n], dtype=np.uint64))
+
+
+def config_of(spec, ports, shard=(1, 1), seed=5):
+    targets = TargetSet.from_specs([spec], exclude_file="/dev/null", default_exclude=False)
+    return ScanConfig(space=ScanSpace(targets, Probes.ports(SYN_SCAN, ports)), seed=seed, shard=shard)
+
+
+def rows_for(indices):
+    rows = np.zeros(len(indices), dtype=RESULT_DTYPE)
+    rows["index"] = indices
+    return rows
+
+
+def test_tracker_holds_one_bit_per_probe_of_its_shard():
+    cfg = config_of("198.18.0.0/22", [22, 80, 443], shard=(2, 7))
+    start, step, count = cfg.positions()
+    tracker = Tracker(cfg)
+    assert tracker.size == count == -(-(1024 * 3 - 1) // 7) and len(tracker.bitmap) == (count + 7) // 8
+    mine = np.concatenate(list(cfg.indices(100)))                 # bit j <-> mine[j]
+    assert len(mine) == count
+    other = np.concatenate(list(config_of("198.18.0.0/22", [22, 80, 443], shard=(3, 7)).indices()))
+    # Replies to this shard's probes pass once; replies to another shard's probes never do.
+    got = tracker.first_seen(rows_for(np.concatenate([mine[[5, 9, 5]], other[:4], mine[[9, 100]]])))
+    assert got["index"].tolist() == mine[[5, 9, 100]].tolist()
+    assert tracker.count == 3
+    assert tracker.answered(mine[[5, 6, 100]]).tolist() == [True, False, True]
+    assert not tracker.answered(other[:4]).any()
+    run = tracker.answered_run(0, count)
+    assert np.flatnonzero(run).tolist() == [5, 9, 100]
+    assert tracker.answered_run(99, 3).tolist() == [False, True, False]
+    tracker.mark(int(mine[7]))
+    tracker.mark(int(other[0]))                                    # not ours: no bit
+    assert tracker.count == 4 and tracker.answered_run(7, 1).tolist() == [True]
+    with pytest.raises(InputError, match="resume file does not match"):
+        Tracker(config_of("198.18.0.0/22", [22, 80, 443], shard=(1, 7)), np.zeros(3, dtype=np.uint8))
+
+
+def test_a_shard_is_limited_not_the_space():
+    cfg = config_of("0.0.0.0/0", list(range(1, 65536)), shard=(1, 1 << 32))   # ~2^48 probes
+    assert cfg.space.size > 1 << 47 and cfg.positions()[2] <= 65536
+    assert len(Tracker(cfg).bitmap) <= 8192
+    with pytest.raises(InputError, match=r"too many .* --shard K/N, N at least"):
+        config_of("0.0.0.0/0", list(range(1, 65536)), shard=(1, 1 << 10))
+    assert MAX_SHARD_PROBES // 8 <= 1 << 30                      # the bitmap stays under 1 GiB
+
+
+def max_rss_kib(*args) -> int:
+    """Peak RSS of `python -m scanner ARGS` (its stdout discarded)."""
+    code = ("import resource, runpy, sys; sys.argv = ['scanner', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('scanner', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, env=env, timeout=120, cwd=str(ROOT))
+    assert r.returncode == 0, r.stderr
+    return int(r.stderr.strip().splitlines()[-1])
+
+
+def test_the_whole_ipv4_space_times_every_port_in_flat_memory():
+    """A dry run of a tiny shard of 0.0.0.0/0 x 1-65535 (2^48 probes) costs what a dry run of
+    a /24 x 1 port does: nothing is sized by N."""
+    small = max_rss_kib("198.18.0.0/24", "-p", "80", "-Pn", "--dry-run")
+    huge = max_rss_kib("0.0.0.0/0", "-p", "1-65535", "-Pn", "--excludefile", "/dev/null", "--no-default-exclude",
+                       "--dry-run", "--shard", f"1/{1 << 33}")
+    assert huge < small + 40 * 1024, (small, huge)          # KiB: within 40 MiB of the tiny scan
+
+
+def test_discovery_of_the_internet_before_a_port_scan_is_refused_in_one_line():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "scanner", "0.0.0.0/0", "-p", "80", "--excludefile", "/dev/null",
+                        "--dry-run", "--shard", "1/1000"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines()[-1].startswith("scanner: error: host discovery of 3702258432 addresses")
+    assert "-Pn" in r.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_tracker_bits_follow_the_sending_order_in_either_order(sequential):
+    """Bit j is the shard's j-th probe as sent: through the inverse permutation, or with -r (no
+    permutation) straight from the index; mark_all (the connect scan's verdicts) maps the same way."""
+    from dataclasses import replace
+    cfg = replace(config_of("198.18.0.0/24", [22, 80, 443], shard=(2, 3)), sequential=sequential)
+    start, step, count = cfg.positions()
+    mine = np.concatenate(list(cfg.indices(50)))
+    assert len(mine) == count
+    if sequential:
+        assert mine.tolist() == list(range(start, cfg.space.size, step))
+    other = np.concatenate(list(replace(cfg, shard=(1, 3)).indices()))
+    tracker = Tracker(cfg)
+    got = tracker.first_seen(rows_for(mine[[3, 40, 3]]))
+    assert got["index"].tolist() == mine[[3, 40]].tolist()
+    tracker.mark_all(np.concatenate([mine[[7, 200]], other[:5]]))        # other shards' probes: no bit
+    assert np.flatnonzero(tracker.answered_run(0, count)).tolist() == [3, 7, 40, 200]
+    assert tracker.count == 4
+    assert tracker.answered(np.concatenate([mine[[3, 4, 200]], other[:2]])).tolist() == [True, False, True,
+                                                                                         False, False]
