@@ -171,6 +171,7 @@ SUBCOMMANDS = {
     "show": "scanner.commands:show_app",
     "diff": "scanner.commands:diff_app",
     "web": "scanner.web.cli:web_app",
+    "bench": "scanner.benchmark.cli:bench_app",
 }
 
 
