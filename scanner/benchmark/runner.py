@@ -159,6 +159,14 @@ def run_workloads(workloads: list[Workload], tools: list[str], quick: bool, repe
     return rows, notes
 
 
+def timeout(scan: T.Scan) -> float:
+    """Seconds after which a run is stopped (SIGINT): generous, but a stuck tool must not hold the
+    bench (UDP behind a rate limit and -sV are slow by nature)."""
+    if scan.version or scan.technique == "sU":
+        return 900.0
+    return min(900.0, 60 + scan.probes * (scan.retries + 1) / 2000)
+
+
 def run_one(lab: Lab, parker: Parker, w: Workload, label: str, x, scan: T.Scan, tool: str, rep: int, tmp: Path,
             blocklist: Path, csend: Optional[Path], expected: set, states: dict, services: dict) -> Optional[dict]:
     tag = f"{w.name}-{len(list(tmp.glob('*.log')))}-{tool}"
@@ -190,7 +198,7 @@ def run_one(lab: Lab, parker: Parker, w: Workload, label: str, x, scan: T.Scan, 
         return row if rep == 0 else None
     row["argv"] = argv
     row.update(run_measured(lab, parker, argv, log, env=env, idle_kill=idle_kill,
-                            timeout=900 if scan.version or scan.technique == "sU" else 300))
+                            timeout=timeout(scan)))
     text = log.read_text(errors="replace")
     if tool == "scanner":
         found, svc = T.parse_scanner(out)

@@ -156,7 +156,10 @@ def masscan_argv(scan: Scan, out: Path, ifname: str, router_mac: str) -> list[st
     rate = scan.rate or MASSCAN_MAX_RATE
     ports = ["--top-ports", str(scan.top_ports)] if scan.top_ports else [f"-p{scan.ports}"]
     return ["masscan", scan.targets, *ports, "--interface", ifname, "--router-mac", router_mac,
-            "--source-ip", MASSCAN_SPARE_SRC, "--rate", str(rate), "--retries", str(scan.retries),
+            "--source-ip", MASSCAN_SPARE_SRC, "--rate", str(rate),
+            # masscan 1.3.2 with --retries on one host resends without end (55M packets for 1024
+            # probes here): retries only for more than one host.
+            *(["--retries", str(scan.retries)] if scan.retries and scan.host_count > 1 else []),
             "--wait", str(max(1, round(scan.wait))), "-oL", str(out)]
 
 
