@@ -18,7 +18,7 @@ COLUMNS = [  # (header, metric, format)
     ("wall s", "wall_s", "{:.2f}"), ("probes/s at target", "pps_target", "{:,.0f}"),
     ("coverage", "coverage", "{:.2%}"), ("false +", "false_pos", "{:.0f}"), ("CPU s", "cpu_s", "{:.2f}"),
     ("CPU µs/probe", "cpu_us_per_probe", "{:.2f}"), ("capture drops", "capture_drops", "{:.0f}"),
-    ("= nmap", "agree_nmap", "{:.2%}"), ("service = nmap", "service_agree_nmap", "{:.2%}")]
+    ("= lab", "agree_lab", "{:.2%}"), ("= nmap", "agree_nmap", "{:.2%}"), ("service = nmap", "service_agree_nmap", "{:.2%}")]
 RATIO_COLUMNS = [("wall (lower is better)", "wall_s"), ("probes/s at target (higher)", "pps_target"),
                  ("CPU/probe (lower)", "cpu_us_per_probe")]
 

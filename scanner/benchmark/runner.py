@@ -3,6 +3,7 @@ after another in it (never two tools at once: the target's kernel shares the cor
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import re
 import subprocess
 import sys
@@ -215,6 +216,12 @@ def run_one(lab: Lab, parker: Parker, w: Workload, label: str, x, scan: T.Scan, 
         found, svc = {}, {}
     states[tool], services[tool] = found, svc
     row["cpu_us_per_probe"] = row["cpu_s"] / scan.probes * 1e6 if scan.probes else None
+    if found:
+        row["states"] = dict(Counter(found.values()))
+    if scan.all_states and scan.technique in ("sS", "sU") and not w.servers:
+        # the lab's own model of what a SYN / UDP scan finds (Lab.expected): the ground truth
+        model = lab.expected([int(p) for p in parse_ports(scan.ports)], proto="udp" if scan.technique == "sU" else "tcp")
+        row["agree_lab"] = sum(found.get(k) == v[0] for k, v in model.items()) / len(model)
     if expected and tool != "csend":
         opened = {k for k, v in found.items() if v == "open"}
         row["found"] = len(opened & expected)

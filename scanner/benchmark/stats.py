@@ -5,7 +5,7 @@ import statistics
 from typing import Optional
 
 METRICS = ("wall_s", "pps_target", "pps_sent", "coverage", "false_pos", "cpu_s", "cpu_us_per_probe",
-           "capture_drops", "agree_nmap", "service_agree_nmap", "first_probe_s")
+           "capture_drops", "agree_lab", "agree_nmap", "service_agree_nmap", "first_probe_s")
 # metric -> which way is better, for the ratio table's wording
 RATIO_METRICS = {"wall_s": "lower", "pps_target": "higher", "cpu_us_per_probe": "lower"}
 

@@ -70,8 +70,9 @@ def _top1000(quick: bool) -> list:
 
 
 def _udp_ratelimit(quick: bool) -> list:
-    ports = "40-73" if quick else "1-100"
-    return [(f"-sU {ports}", None, Scan("198.18.0.0/30", ports, technique="sU", retries=1, wait=1.0,
+    # One ICMP bucket per destination (the scanner's address): about one answer a second in all.
+    prefix, ports = ("198.18.0.0/31", "40-73") if quick else ("198.18.0.0/30", "40-73")
+    return [(f"-sU {prefix} {ports}", None, Scan(prefix, ports, technique="sU", retries=1, wait=1.0,
                                        all_states=True))]
 
 
@@ -123,9 +124,10 @@ WORKLOADS = {w.name: w for w in [
                                drop_tcp=(), reject_tcp={}),
              _top1000, peers=("nmap", "masscan"), x="ports"),
     Workload("udp-ratelimit", "UDP behind Linux's ICMP rate limit",
-             "A /30, every host live, port 53 answering, the other ports closed; the target keeps Linux's "
-             "ICMP rate limit (about one port-unreachable a second after a burst), as real hosts do.",
-             lambda q: LabSpec(prefix="198.18.0.0/30", open_tcp=(), open_udp=(53,), drop_tcp=(), reject_tcp={},
+             "A /30 (--quick: a /31) x UDP ports 40-73, every host live, port 53 answering, the other ports "
+             "closed; the target keeps Linux's ICMP rate limit (about one port-unreachable a second after a "
+             "burst, per destination), as real hosts do.",
+             lambda q: LabSpec(prefix="198.18.0.0/31" if q else "198.18.0.0/30", open_tcp=(), open_udp=(53,), drop_tcp=(), reject_tcp={},
                                icmp_ratelimit=True),
              _udp_ratelimit, peers=("nmap",)),
     Workload("service", "-sV on real services",
