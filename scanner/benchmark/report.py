@@ -104,8 +104,8 @@ def make_plots(summary: list[dict], workloads: dict, directory: Path) -> list[st
     if groups:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for (w, tool), es in groups.items():
-            pts = sorted((median(e, "pps_target"), median(e, "coverage")) for e in es
-                         if median(e, "pps_target") is not None and median(e, "coverage") is not None)
+            pts = sorted((x, y) for x, y in ((median(e, "pps_target"), median(e, "coverage")) for e in es)
+                         if x is not None and y is not None)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] * 100 for p in pts], marker="o", label=f"{tool} ({w})")
         ax.set_xlabel("probes/s at the target (median)")
@@ -135,8 +135,9 @@ def make_plots(summary: list[dict], workloads: dict, directory: Path) -> list[st
                 err = [[y - e["wall_s"]["min"] for y, e in zip(ys, tes)], [e["wall_s"]["max"] - y for y, e in zip(ys, tes)]]
                 ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{tool} {tech}")
         ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel("ports scanned per host")
-        ax.set_ylabel("wall time s (median, min-max)")
+        ax.set_ylabel("wall time s (median, min-max; log)")
         ax.set_title(PLOTS["wall_ports.png"])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

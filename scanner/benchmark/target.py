@@ -68,9 +68,9 @@ def run_target(target: str, ports: str, technique: str, repeat: int, report: Opt
                                             for (a, p), v in states["nmap"].items() if mine.get((a, p)) != v)[:50]
     bar.end()
     summary = summarize(rows)
-    for e, r in zip([e for e in summary], rows):
-        e["open"] = r["open"]
-    result = {"meta": {"command": f"scanner bench --target {target} --authorized -p {ports} --technique {technique}",
+    for entry in summary:
+        entry["open"] = next(r["open"] for r in rows if r["tool"] == entry["tool"])
+    result: dict = {"meta": {"command": f"scanner bench --target {target} --authorized -p {ports} --technique {technique}",
                        "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"), "repeat": repeat},
               "rows": rows, "summary": summary, "ratios": ratios(summary)}
     s = {e["tool"]: e for e in summary}

@@ -126,7 +126,8 @@ def _expand(text: str) -> list[int]:
 
 def parse_nmap_xml(out: Path) -> tuple[dict, dict]:
     """nmap-format XML: listed ports, and <extraports> expanded from <extrareasons ports=...>."""
-    states, services = {}, {}
+    states: dict = {}
+    services: dict = {}
     if not out.exists() or not out.stat().st_size:
         return states, services
     try:
@@ -136,8 +137,9 @@ def parse_nmap_xml(out: Path) -> tuple[dict, dict]:
     for host in root.iter("host"):
         addr = next((a.get("addr") for a in host.iter("address") if a.get("addrtype") in ("ipv4", "ipv6")), None)
         for port in host.iter("port"):
-            key = (addr, int(port.get("portid")))
-            states[key] = port.find("state").get("state")
+            key = (addr, int(port.get("portid", "0")))
+            state = port.find("state")
+            states[key] = None if state is None else state.get("state")
             svc = port.find("service")
             if svc is not None and svc.get("method") == "probed":
                 services[key] = ("ssl/" if svc.get("tunnel") == "ssl" else "") + svc.get("name", "")
