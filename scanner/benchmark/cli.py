@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def _meta(command: str, started: _dt.datetime, repeat: int) -> dict:
                          text=True).stdout.strip() if shutil.which("git") else ""
     return {"command": command, "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"), "host": platform.node(),
             "kernel": platform.release(), "cpus": os.cpu_count(), "scanner_version": __version__, "git": git,
-            "repeat": repeat, "loadavg_at_start": os.getloadavg()}
+            "repeat": repeat}
 
 
 def _version(tool: str) -> str:
@@ -51,6 +52,8 @@ def bench(
     ports: str = typer.Option("1-1024", "-p", "--ports", help="--target: the ports to scan."),
     technique: str = typer.Option("sT", "--technique", help="--target: the scan technique (sT, sS, ...)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar on stderr."),
+    note: Optional[List[str]] = typer.Option(None, "--note", help="A note for the report (repeatable), "
+                                             "e.g. what else ran on the machine."),
 ):
     """Benchmarks scanner against nmap, masscan and zmap (one after another, never at once) in a
     disposable network-namespace lab, and writes a report: report.md, report.json, PNG plots and
@@ -88,7 +91,7 @@ def bench(
     from .stats import ratios, summarize
     from .tools import installed
     started = _dt.datetime.now(_dt.timezone.utc)
-    notes = []
+    notes = list(note or [])
     present = []
     for peer in peers:
         if installed(peer):
@@ -99,6 +102,7 @@ def bench(
     chosen = [WORKLOADS[n] for n in names]
     runs = plan(chosen, present, quick, repeat)
     bar = Progress(len(runs), enabled=progress)
+    load0 = os.getloadavg()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="scanner-bench-") as td:
         try:
@@ -106,7 +110,9 @@ def bench(
         finally:
             bar.end()
     notes += more
-    command = "scanner bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "scanner bench"
+    notes.append("load average (1, 5, 15 min) at the start {:.2f} {:.2f} {:.2f}, at the end {:.2f} {:.2f} {:.2f}; "
+                 "{} CPUs".format(*load0, *os.getloadavg(), os.cpu_count() or 0))
+    command = shlex.join(["scanner", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "scanner bench"
     meta = _meta(command, started, repeat)
     meta["duration_s"] = time.monotonic() - t0
     meta["quick"] = quick

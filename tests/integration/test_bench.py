@@ -106,3 +106,24 @@ def test_bench_needs_root(monkeypatch, capsys):
     assert e.value.code == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "scanner: error: scanner bench builds network namespaces: run it as root"]
+
+
+def test_bench_bad_input_is_one_line(monkeypatch, capsys):
+    from scanner import cli
+    from scanner.benchmark import report
+    for argv, code, line in [
+            (["bench", "nosuch"], 2, "scanner: error: unknown workload 'nosuch': expected one of " + ", ".join(WORKLOADS)),
+            (["bench", "--tools", "nmap,foo"], 2, "scanner: error: unknown tool 'foo' in --tools: expected nmap, "
+                                                  "masscan or zmap"),
+            (["bench", "--repeat", "0"], 2, "scanner: error: --repeat must be 1 or more"),
+            (["bench", "sparse", "--target", "127.0.0.1", "--authorized"], 2,
+             "scanner: error: --target benchmarks the targets you name: give no workloads with it")]:
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert (e.value.code, capsys.readouterr().err.strip().splitlines()) == (code, [line]), argv
+    monkeypatch.setattr(report, "have_matplotlib", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--quick"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "scanner: error: the bench plots need matplotlib: pip install 'scanner[bench]' (or pip install matplotlib)"]
