@@ -53,7 +53,9 @@ cdef inline uint64_t cookie_v4(uint64_t k0, uint64_t k1, uint32_t saddr, uint32_
                                uint16_t dport) noexcept nogil:
     """The cookie of an IPv4 probe from saddr to daddr:dport (addresses and port as host-order
     ints; dport is 0 for ICMP probes). Its low 32 bits go where a reply echoes a sequence number
-    (TCP seq, ICMP timestamp), bits 32..46 pick the source port, bits 0..15 the ICMP id."""
+    (TCP seq, ICMP timestamp, UDP payloads of protocols that echo a request id), bits 32..46 pick
+    the source port, bits 0..15 the ICMP id, bits 48..63 the IPv4 id, bits 44..63 the IPv6 flow
+    label (both quoted back in ICMP errors)."""
     cdef uint8_t msg[10]
     msg[0] = saddr >> 24; msg[1] = saddr >> 16; msg[2] = saddr >> 8; msg[3] = saddr
     msg[4] = daddr >> 24; msg[5] = daddr >> 16; msg[6] = daddr >> 8; msg[7] = daddr
@@ -83,3 +85,6 @@ cdef inline uint16_t cookie_sport(uint64_t c) noexcept nogil:
 
 cdef inline uint32_t cookie_seq(uint64_t c) noexcept nogil:
     return <uint32_t>c
+
+cdef inline uint32_t cookie_flow(uint64_t c) noexcept nogil:
+    return <uint32_t>(c >> 44) & 0xfffff

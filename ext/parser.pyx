@@ -11,7 +11,7 @@ from codes cimport *
 from cookie cimport cookie_v4, cookie_v6, cookie_sport, cookie_seq
 from space cimport Space, space_host4, space_host6, space_init
 from probes cimport (ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, PROTO_ARP, PROTO_ICMP, PROTO_TCP,
-                     PROTO_UDP, PROTO_ICMP6)
+                     PROTO_UDP, PROTO_ICMP6, ECHO_SNMP, payload_cookie, write_probe)
 
 cnp.import_array()
 
@@ -74,6 +74,105 @@ cdef inline uint8_t unreach_reason6(uint8_t code) noexcept nogil:
     return RS_NONE
 
 
+cdef inline int ipv6_upper(const uint8_t* ip, uint32_t left, uint32_t* hlen) noexcept nogil:
+    """The upper-layer protocol of an IPv6 packet (`left` bytes at ip), past its extension headers
+    (hop-by-hop, routing, destination options, a first fragment); *hlen: where that header
+    starts. -1: a non-first fragment, a chain past the captured bytes or longer than 8 headers."""
+    cdef uint32_t off = 40
+    cdef uint8_t nh = ip[6], nxt
+    cdef int n
+    for n in range(8):
+        if nh == 0 or nh == 43 or nh == 60 or nh == 44:
+            if off + 8 > left:
+                return -1
+            nxt = ip[off]
+            if nh == 44:
+                if get16(ip + off + 2) & 0xfff8:    # offset != 0: no upper-layer header here
+                    return -1
+                off += 8
+            else:
+                off += (<uint32_t>ip[off + 1] + 1) * 8
+            nh = nxt
+        else:
+            if off > left:
+                return -1
+            hlen[0] = off
+            return nh
+    return -1
+
+
+cdef inline bint ber_tlv(const uint8_t* p, uint32_t n, uint32_t* i, uint8_t* tag, uint32_t* length) noexcept nogil:
+    """Reads one BER tag and length at p[*i]; *i then points at the contents, which fit in n."""
+    cdef uint32_t j = i[0], k, nb
+    if j + 2 > n:
+        return False
+    tag[0] = p[j]
+    length[0] = p[j + 1]
+    j += 2
+    if length[0] & 0x80:                         # long form: 1-3 length bytes
+        nb = length[0] & 0x7f
+        if nb == 0 or nb > 3 or j + nb > n:
+            return False
+        length[0] = 0
+        for k in range(nb):
+            length[0] = (length[0] << 8) | p[j + k]
+        j += nb
+    if j + length[0] > n:
+        return False
+    i[0] = j
+    return True
+
+
+cdef int64_t snmp_request_id(const uint8_t* p, uint32_t n) noexcept nogil:
+    """The request-id of an SNMP v1/v2c message, SEQUENCE { version, community, PDU { request-id,
+    ... } }, as a signed value; -1 when it is not such a message (or the id is negative)."""
+    cdef uint32_t i = 0, length, k
+    cdef uint8_t tag
+    cdef int64_t v
+    if not ber_tlv(p, n, &i, &tag, &length) or tag != 0x30:
+        return -1
+    if not ber_tlv(p, n, &i, &tag, &length) or tag != 0x02:      # version
+        return -1
+    i += length
+    if not ber_tlv(p, n, &i, &tag, &length) or tag != 0x04:      # community
+        return -1
+    i += length
+    if not ber_tlv(p, n, &i, &tag, &length) or (tag & 0xf0) != 0xa0:
+        return -1
+    if not ber_tlv(p, n, &i, &tag, &length) or tag != 0x02 or length < 1 or length > 5:
+        return -1
+    if p[i] & 0x80:
+        return -1
+    v = 0
+    for k in range(length):
+        v = (v << 8) | p[i + k]
+    return v
+
+
+cdef inline bint udp_echo_ok(const ProbeKind* k, const uint8_t* data, uint32_t n, uint64_t c) noexcept nogil:
+    """Whether a UDP reply's payload (n bytes) echoes the cookie bits of the probe's payload."""
+    cdef uint32_t want = payload_cookie(k, c)
+    if k.ck_echo == ECHO_SNMP:
+        return snmp_request_id(data, n) == <int64_t>want
+    if k.ck_echo < 0 or n < <uint32_t>k.ck_echo + k.ck_len:
+        return False
+    if k.ck_len == 2:
+        return get16(data + k.ck_echo) == want
+    return get32(data + k.ck_echo) == want
+
+
+# Replies to UDP probes whose protocol echoes nothing carry only the 15-bit source-port cookie:
+# a forger who tries every port hits it once. A bad cookie claiming (host, UDP slot) taints that
+# index in this fixed table, and a later "genuine" reply for it is taken for the forgery it
+# probably is: the forger gets one guess per port, not 32768. 1 MiB whatever the scan size.
+cdef enum:
+    TAINT_BITS = 23
+
+
+cdef inline uint64_t taint_bit(uint64_t index) noexcept nogil:
+    return (index * 0x9E3779B97F4A7C15ULL) >> (64 - TAINT_BITS)
+
+
 cdef inline void tcp_fingerprint(const uint8_t* tcp, uint32_t left, Result* out) noexcept nogil:
     """MSS, window scale and the order of the options of a SYN-ACK, within the captured bytes."""
     cdef uint32_t end = (tcp[12] >> 4) * 4, i = 20, n = 0
@@ -110,13 +209,29 @@ cdef class ReplyParser:
     cdef int l2_len
     cdef Space space
     cdef const ProbeKind* kinds
+    cdef const uint8_t* templates
+    cdef int template_l2
+    cdef uint8_t* scratch          # a probe rebuilt to compare with the one an ICMP error quotes
+    cdef uint8_t* taint            # TAINT_BITS bits, or NULL without UDP probes
     cdef object _keep
-    cdef readonly uint64_t bad_cookie, not_in_scan, parsed
+    cdef readonly uint64_t bad_cookie, not_in_scan, parsed, forged
 
-    def __init__(self, uint64_t k0, uint64_t k1, bytes saddr, int l2_len, cnp.ndarray kinds, dict space):
+    def __init__(self, uint64_t k0, uint64_t k1, bytes saddr, int l2_len, cnp.ndarray kinds, dict space,
+                 bytes templates, int template_l2_len=14):
+        """templates, template_l2_len: the template blob and link header length that the sender
+        was given (Probes.compile())."""
         self.k0, self.k1, self.l2_len = k0, k1, l2_len
-        self._keep = (space_init(&self.space, space, kinds, sizeof(ProbeKind)), kinds)
+        keep = space_init(&self.space, space, kinds, sizeof(ProbeKind))      # checks kinds too
+        scratch = np.zeros(max([int(n) for n in kinds["length"]] + [64]), dtype=np.uint8)
+        taint = np.zeros((1 << TAINT_BITS) // 8 if (kinds["proto"] == PROTO_UDP).any() else 1, dtype=np.uint8)
+        self._keep = (keep, kinds, templates, scratch, taint)
+        if max([int(o) + int(n) for o, n in zip(kinds["offset"], kinds["length"])] + [0]) > len(templates):
+            raise ValueError("templates: shorter than the probe kinds say")
         self.kinds = <const ProbeKind*>cnp.PyArray_DATA(kinds)
+        self.templates = <const uint8_t*><const char*>templates
+        self.template_l2 = template_l2_len
+        self.scratch = <uint8_t*>cnp.PyArray_DATA(scratch)
+        self.taint = <uint8_t*>cnp.PyArray_DATA(taint) if len(taint) > 1 else NULL
         if self.space.family == 4:
             self.saddr4 = int.from_bytes(saddr, "big")
         else:
@@ -129,6 +244,46 @@ cdef class ReplyParser:
 
     cdef inline int64_t _host(self, const uint8_t* target, uint32_t target4) noexcept nogil:
         return space_host4(&self.space, target4) if self.space.family == 4 else space_host6(&self.space, target)
+
+    cdef int64_t _index(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
+        cdef int64_t host = self._host(target, target4)
+        return -1 if host < 0 else host * <int64_t>self.space.n_slots + slot
+
+    cdef void _set_taint(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
+        cdef int64_t index = self._index(target, target4, slot)
+        cdef uint64_t bit
+        if index >= 0 and self.taint != NULL:
+            bit = taint_bit(<uint64_t>index)
+            self.taint[bit >> 3] |= <uint8_t>(1 << (bit & 7))
+
+    cdef bint _tainted(self, const uint8_t* target, uint32_t target4, int32_t slot) noexcept nogil:
+        cdef int64_t index = self._index(target, target4, slot)
+        cdef uint64_t bit
+        if index < 0 or self.taint == NULL:
+            return False
+        bit = taint_bit(<uint64_t>index)
+        return (self.taint[bit >> 3] >> (bit & 7)) & 1
+
+    cdef bint _udp_quote_ok(self, const uint8_t* q, uint32_t qhl, uint32_t left, int32_t slot,
+                            const uint8_t* target, uint32_t target4, uint64_t c) noexcept nogil:
+        """Whether an ICMP error quotes the UDP probe we sent, beyond its source port: the IPv4 id
+        or IPv6 flow label, then the UDP header (length, checksum: a sum over the payload's cookie
+        bits) and as much of the payload as is quoted, all compared with the probe rebuilt."""
+        cdef const ProbeKind* k = &self.kinds[self.space.slot_kind[slot]]
+        cdef uint32_t sent_len = write_probe(self.scratch, self.templates, k, self.template_l2, self.space.family,
+                                             target4, target, self.space.slot_port[slot], slot, c, 0)
+        cdef const uint8_t* sent = self.scratch + self.template_l2
+        cdef uint32_t sent_hl = 20 if self.space.family == 4 else 40
+        cdef uint32_t n = left - qhl
+        if self.space.family == 4:
+            # a zero id would have been replaced by a raw socket's kernel: nothing to compare
+            if get16(sent + 4) != 0 and get16(q + 4) != get16(sent + 4):
+                return False
+        elif (get32(q) & 0xfffff) != (get32(sent) & 0xfffff):
+            return False
+        if n > sent_len - self.template_l2 - sent_hl:
+            n = sent_len - self.template_l2 - sent_hl
+        return memcmp(q + qhl, sent + sent_hl, n) == 0
 
     cdef inline bint _tcp_echo_ok(self, const uint8_t* tcp, uint8_t probe_flags, uint64_t c) noexcept nogil:
         """Whether a TCP reply echoes the cookie of the probe it answers."""
@@ -143,7 +298,7 @@ cdef class ReplyParser:
                      const uint8_t** target, uint32_t* target4) noexcept nogil:
         """Matches the probe quoted in an ICMP error to its slot; returns the slot or -1."""
         cdef uint32_t qhl
-        cdef uint8_t proto
+        cdef int proto
         cdef const uint8_t* ql4
         cdef int32_t slot
         cdef uint64_t c
@@ -151,16 +306,18 @@ cdef class ReplyParser:
             if left < 20 or (q[0] >> 4) != 4:
                 return -1
             qhl = (q[0] & 0x0f) * 4
-            if qhl < 20 or left < qhl + 8 or get32(q + 12) != self.saddr4:
+            # our probes are never fragments: a quoted fragment is not one of them
+            if qhl < 20 or left < qhl + 8 or get32(q + 12) != self.saddr4 or get16(q + 6) & 0x3fff:
                 return -1
             proto = q[9]
             target4[0] = get32(q + 16)
             target[0] = q + 16
         else:
-            qhl = 40
-            if left < qhl + 8 or (q[0] >> 4) != 6 or memcmp(q + 8, self.saddr6, 16) != 0:
+            if left < 48 or (q[0] >> 4) != 6 or memcmp(q + 8, self.saddr6, 16) != 0:
                 return -1
-            proto = q[6]
+            proto = ipv6_upper(q, left, &qhl)
+            if proto < 0 or left < qhl + 8:
+                return -1
             target[0] = q + 24
         ql4 = q + qhl
         if proto == PROTO_TCP:
@@ -170,6 +327,7 @@ cdef class ReplyParser:
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             slot = get16(ql4 + 6)
             if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
+                self.not_in_scan += 1
                 return -1
         else:
             return -1
@@ -183,6 +341,9 @@ cdef class ReplyParser:
         elif proto == PROTO_UDP:
             if get16(ql4) != cookie_sport(c):
                 slot = -2
+            elif not self._udp_quote_ok(q, qhl, left, slot, target[0], target4[0], c):
+                self.forged += 1                # the port guessed right, the rest of the probe not
+                return -1
         elif get16(ql4 + 4) != <uint16_t>c:
             slot = -2
         if slot == -2:
@@ -217,8 +378,9 @@ cdef class ReplyParser:
         cdef const uint8_t* src = NULL
         cdef const uint8_t* target = NULL
         cdef uint32_t iplen, ihl, left, src4 = 0, target4 = 0
-        cdef uint16_t sport, ethertype
-        cdef uint8_t proto, flags, rk, reason, itype, icode
+        cdef uint16_t sport, ethertype, frag = 0
+        cdef uint8_t flags, rk, reason, itype, icode
+        cdef int proto
         cdef uint64_t c
         cdef int64_t host
         cdef int32_t slot
@@ -253,13 +415,15 @@ cdef class ReplyParser:
                 left = iplen                             # ignore Ethernet padding
             if get32(ip + 16) != self.saddr4:
                 return 0
+            frag = get16(ip + 6)
+            if frag & 0x1fff:                            # a non-first fragment: no transport header
+                return 0
             src4 = get32(ip + 12)
             src = ip + 12
             proto = ip[9]
             out.ttl = ip[8]
             out.df = (ip[6] >> 6) & 1
         else:
-            ihl = 40
             if (ip[0] >> 4) != 6 or left < 40:
                 return 0
             iplen = 40 + get16(ip + 4)
@@ -268,14 +432,16 @@ cdef class ReplyParser:
             if memcmp(ip + 24, self.saddr6, 16) != 0:
                 return 0
             src = ip + 8
-            proto = ip[6]                                # extension headers: not parsed, ignored
+            proto = ipv6_upper(ip, left, &ihl)
+            if proto < 0:
+                return 0
             out.ttl = ip[7]
         l4 = ip + ihl
         left -= ihl
         target, target4 = src, src4
         if proto == PROTO_TCP:                           # a reply from the target itself
-            if left < 20:
-                return 0
+            if left < 20 or (frag & 0x2000 and left < <uint32_t>(l4[12] >> 4) * 4):
+                return 0                                 # a first fragment must hold the whole header
             sport = get16(l4)
             flags = l4[13]
             if flags & TCP_RST:
@@ -309,6 +475,20 @@ cdef class ReplyParser:
             c = self._cookie(target, target4, sport)
             if get16(l4 + 2) != cookie_sport(c):
                 self.bad_cookie += 1
+                self._set_taint(target, target4, slot)
+                return 0
+            kind = &self.kinds[self.space.slot_kind[slot]]
+            if kind.ck_len:
+                iplen = get16(l4 + 4)                    # the UDP length bounds the payload
+                if iplen < 8:
+                    return 0
+                if iplen > left:
+                    iplen = left
+                if not udp_echo_ok(kind, l4 + 8, iplen - 8, c):
+                    self.forged += 1
+                    return 0
+            elif self._tainted(target, target4, slot):
+                self.forged += 1                         # a wrong guess at this port came first
                 return 0
             rk, reason = RK_UDP_REPLY, RS_UDP_RESPONSE
             out.port = sport
@@ -322,6 +502,7 @@ cdef class ReplyParser:
                     return 0
                 slot = get16(l4 + 6)
                 if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
+                    self.not_in_scan += 1                # names no ICMP probe of this scan
                     return 0
                 c = self._cookie(target, target4, self.space.slot_port[slot])
                 if get16(l4 + 4) != <uint16_t>c or get32(l4 + 8) != cookie_seq(c):

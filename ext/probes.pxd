@@ -1,10 +1,10 @@
 # cython: language_level=3
 """Probe kinds and how one probe is written into a frame: the kind's template is copied, then
 only addresses, ports, cookie, timestamp and checksums are filled in."""
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t
 from libc.string cimport memcpy
 from checksum cimport put16, put32, csum_add, csum_fold, ipv4_header_checksum
-from cookie cimport cookie_sport, cookie_seq
+from cookie cimport cookie_sport, cookie_seq, cookie_flow
 from codes cimport RK_COUNT
 
 cdef enum:
@@ -23,16 +23,33 @@ cdef enum:
     ICMP_TIMESTAMP = 13
     ICMP6_ECHO = 128
 
+# Where a reply echoes the cookie bytes of a UDP payload (ProbeKind.ck_echo), besides an offset.
+cdef enum:
+    ECHO_NONE = -1            # the protocol echoes nothing (or the port has no payload)
+    ECHO_SNMP = -2            # the request-id of an SNMP response (a BER INTEGER, any length)
+
 # One entry per probe kind; scanner/techniques.py builds the same layout (PROBE_KIND_DTYPE).
 cdef packed struct ProbeKind:
     uint8_t proto             # PROTO_*
     uint8_t tcp_flags
     uint8_t icmp_type
-    uint8_t pad
+    uint8_t ck_len            # UDP: bytes of the payload that carry the cookie (0, 2 or 4)
     int32_t offset            # of its template frame in the template blob
     int32_t length            # of the frame
     int32_t ts_offset         # of the TCP timestamp value in the frame, or -1
+    int16_t ck_at             # UDP: where those bytes are in the payload
+    int16_t ck_echo           # UDP: where a reply's payload echoes them, or ECHO_*
     uint8_t table[RK_COUNT]   # reply kind -> port state (0: not a reply to this kind)
+
+
+cdef inline uint32_t payload_cookie(const ProbeKind* k, uint64_t c) noexcept nogil:
+    """The cookie bits a UDP payload carries (the low 32 bits of the cookie, which UDP does not
+    use otherwise). SNMP: a positive request-id whose 4-byte BER form is minimal (bits 31-30: 01)."""
+    if k.ck_echo == ECHO_SNMP:
+        return 0x40000000 | (<uint32_t>c & 0x3fffffff)
+    if k.ck_len == 2:
+        return <uint32_t>c & 0xffff
+    return <uint32_t>c
 
 
 cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const ProbeKind* k, int l2_len,
@@ -60,6 +77,7 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
         l4 = ip + 40
         l4_len = k.length - l2_len - 40
         memcpy(ip + 24, daddr6, 16)
+        put32(ip, 0x60000000 | cookie_flow(c))       # flow label: quoted back in ICMPv6 errors
         pseudo = csum_add(0, ip + 8, 32) + k.proto + <uint64_t>l4_len
     if k.proto == PROTO_TCP:
         put16(l4, cookie_sport(c))
@@ -74,6 +92,10 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
     elif k.proto == PROTO_UDP:
         put16(l4, cookie_sport(c))
         put16(l4 + 2, dport)
+        if k.ck_len == 4:                            # cookie bits where the protocol echoes them
+            put32(l4 + 8 + k.ck_at, payload_cookie(k, c))
+        elif k.ck_len == 2:
+            put16(l4 + 8 + k.ck_at, <uint16_t>payload_cookie(k, c))
         sum = csum_fold(csum_add(pseudo, l4, l4_len))
         put16(l4 + 6, sum if sum else 0xffff)
     else:                                            # ICMP / ICMPv6 echo or timestamp request

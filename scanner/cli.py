@@ -79,7 +79,25 @@ def summary_line(event) -> str:
     if summary.pcap_dropped is not None:
         line += (f"; {summary.bad_cookie} replies failed the cookie check;"
                  f" {summary.pcap_dropped} dropped by capture")
+        if summary.suspected_forgeries:
+            line += f"; {summary.suspected_forgeries} suspected forgeries dropped"
     return line
+
+
+_early_stop: list = []
+
+
+def install_early_handler() -> None:
+    """From the first moment: a Ctrl-C/SIGTERM before the session exists still ends in a resume
+    file (the session stops as soon as it starts), not in a traceback or a lost signal."""
+    import signal
+
+    def handler(signum, frame):
+        if _early_stop:
+            raise KeyboardInterrupt
+        _early_stop.append(signum)
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def install_interrupt_handler(session) -> None:
@@ -100,9 +118,11 @@ def run_scan(request, resume=None) -> int:
     from .session import Session
     stdout_taken = any(path == "-" for path in request.outputs.values())
     view = TerminalView(request, stdout_taken)
-    session = Session(request, on_event=view, resume=resume, keep_rows=False)
+    session = Session(request, on_event=view, resume=resume, keep_rows=None)
     view.attach(session)
     install_interrupt_handler(session)
+    if _early_stop:                     # Ctrl-C/SIGTERM while the scan was being planned
+        session.stop()
     result = session.run()
     if request.dry_run:
         return 0
@@ -140,14 +160,21 @@ def main(argv: Optional[List[str]] = None) -> None:
             from . import __version__
             print(f"scanner version {__version__}")
             sys.exit(0)
+        install_early_handler()
         resume = None
         if argv[0] == "--resume":
             # The interrupted scan again, with its state: nothing else may change.
+            import dataclasses
+
             from .resume import Checkpoint
-            if len(argv) != 2:
-                raise InputError("--resume takes the resume file and nothing else: scanner --resume FILE")
+            if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--cluster"):
+                raise InputError("--resume takes the resume file and nothing else (but --cluster ADDR|none): "
+                                 "scanner --resume FILE")
             resume = Checkpoint.load(argv[1])
             request = resume.request
+            if len(argv) == 4:              # go on with another scheduler, or on this machine alone
+                request = dataclasses.replace(request, cluster=None if argv[3] == "none" else argv[3])
+                resume.request = request
         else:
             from .request import ScanRequest
             request = ScanRequest.from_argv(argv)
@@ -171,6 +198,7 @@ SUBCOMMANDS = {
     "show": "scanner.commands:show_app",
     "diff": "scanner.commands:diff_app",
     "web": "scanner.web.cli:web_app",
+    "worker": "scanner.cluster.worker:worker_app",
     "bench": "scanner.benchmark.cli:bench_app",
 }
 

@@ -74,6 +74,7 @@ class ScanSummary:
     replies: int = 0                # genuine first replies
     duplicates: int = 0
     bad_cookie: int = 0
+    suspected_forgeries: int = 0    # replies with the right port cookie but not the rest (UDP)
     pcap_received: int | None = None   # None: no capture (connect scan)
     pcap_dropped: int | None = None
     elapsed: float = 0.0
@@ -199,7 +200,7 @@ class Scan:
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
         capture = Capture(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring)
-        parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays())
+        parser = ReplyParser(k0, k1, saddr, capture.link_header_len, kinds, space.arrays(), templates, l2_len)
 
         def on_batch(data, meta):
             rows = parser.parse(data, meta)
@@ -234,6 +235,7 @@ class Scan:
             self.summary.sent = self.sender.sent if self.sender is not None else 0
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
+            self.summary.suspected_forgeries = parser.forged
             received, dropped, _ = capture.stats()
             self.summary.pcap_received, self.summary.pcap_dropped = received, dropped
         if not self.summary.interrupted:
@@ -348,14 +350,16 @@ class Scan:
                 yield self._no_response_rows(np.uint64(host) * n_slots + slots)
 
 
-def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None):
+def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: StageCheckpoint | None = None,
+                   engine=None):
     """nmap-style host discovery over config.space's targets with the given probes; returns
     (TargetSet of the hosts that answered or None if none did, the discovery summary).
     sink, if given, receives the first reply of each host (state "up"); runner(scan, sink),
-    if given, runs the scan (e.g. with a progress line) instead of scan.run(sink)."""
+    if given, runs the scan (e.g. with a progress line) instead of scan.run(sink); engine, if
+    given, replaces Scan (e.g. the cluster's)."""
     from dataclasses import replace
     space = ScanSpace(config.space.targets, probes)
-    scan = Scan(replace(config, space=space, list_unanswered=False), resume)
+    scan = (engine or Scan)(replace(config, space=space, list_unanswered=False), resume)
     # Hosts that answered any probe (a resumed scan's bitmap already knows some).
     answered = np.unpackbits(scan.tracker.bitmap, bitorder="little")[:space.size]
     seen = answered.reshape(space.n_hosts, space.n_slots).any(axis=1)

@@ -3,10 +3,11 @@
     python -m scanner.lab_services --tcp 22,80,443 --udp 53 [--ipv6]
 
 TCP: listen on the wildcard address, accept and close.  UDP: answer every
-datagram with b"scanner-lab\\n" *from the address it was sent to* (IP_PKTINFO,
-IPV6_PKTINFO), because the target answers for a whole prefix via a local route
-(IPv6: many addresses on lo) and the scanner must see the reply come from the
-probed host.  --ipv6 adds IPv6-only sockets on the same ports.
+datagram with b"scanner-lab\\n" (with the request's id where the port's protocol
+echoes one, as a real DNS/NTP/SNMP server would: see udp_answer) *from the address
+it was sent to* (IP_PKTINFO, IPV6_PKTINFO), because the target answers for a
+whole prefix via a local route (IPv6: many addresses on lo) and the scanner must
+see the reply come from the probed host.  --ipv6 adds IPv6-only sockets on the same ports.
 Prints "ready" once every socket is bound; exits on SIGTERM or parent death.
 """
 from __future__ import annotations
@@ -82,6 +83,24 @@ def main(argv: list[str] | None = None) -> int:
                 _answer_all(s)
 
 
+def udp_answer(port: int, request: bytes) -> bytes:
+    """REPLY, carrying the request's cookie bytes where the port's protocol echoes them
+    (scanner/data/udp-payloads.txt): a DNS/NetBIOS/memcached id or RPC XID in front, the NTP
+    transmit timestamp as the origin timestamp, the SNMP request-id in a GetResponse. Requests
+    shorter than scanner's own payload for the port get REPLY alone."""
+    from .states import ECHO_SNMP
+    from .techniques import udp_payload_cookie, udp_payloads
+    where = udp_payload_cookie(port)
+    if where is None or len(request) < len(udp_payloads()[port]):
+        return REPLY
+    echoed = request[where.at:where.at + where.length]
+    if where.echo == ECHO_SNMP:
+        pdu = bytes([2, len(echoed)]) + echoed + bytes.fromhex("020100020100" "3000")   # no error, no vars
+        body = bytes.fromhex("020100" "0406") + b"public" + bytes([0xA2, len(pdu)]) + pdu
+        return bytes([0x30, len(body)]) + body
+    return bytes(where.echo) + echoed + REPLY
+
+
 def _socket(family: int, kind: int) -> socket.socket:
     s = socket.socket(family, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,7 +123,7 @@ def _accept_all(s: socket.socket) -> None:
 def _answer_all(s: socket.socket) -> None:
     while True:
         try:
-            _, anc, _, peer = s.recvmsg(2048, socket.CMSG_SPACE(20))
+            request, anc, _, peer = s.recvmsg(2048, socket.CMSG_SPACE(20))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -120,7 +139,7 @@ def _answer_all(s: socket.socket) -> None:
                 # struct in6_pktinfo {in6_addr addr; int ifindex;}: the same, source := addr.
                 cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, struct.pack("=16si", data[:16], 0))]
         try:
-            s.sendmsg([REPLY], cmsg, 0, peer)
+            s.sendmsg([udp_answer(s.getsockname()[1], request)], cmsg, 0, peer)
         except OSError:
             pass
 

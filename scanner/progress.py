@@ -37,7 +37,14 @@ def describe(stage: str, snap: dict, pps: float, elapsed: float) -> str:
     if stage == "service":
         return (f"service scan: {snap.get('done', 0)}/{snap.get('total', 0)} ports done, "
                 f"{snap.get('found', 0)} identified, {format_duration(elapsed)}")
-    return status_text(snap, pps, elapsed)
+    text = status_text(snap, pps, elapsed)
+    return text + (f", workers: {len(snap['workers'])}" if snap.get("workers") else "")
+
+
+def worker_lines(snap: dict) -> list:
+    """A cluster stage's workers, one line each: probes sent, rate while sending, results."""
+    return [f"worker {addr}: {w['sent']} sent ({format_rate(w['rate'])}), {w['results']} results"
+            for addr, w in sorted((snap.get("workers") or {}).items())]
 
 
 class StatusLine:
@@ -74,7 +81,8 @@ class StatusLine:
         if self._next_log is not None and elapsed >= self._next_log:
             while self._next_log <= elapsed:
                 self._next_log += self.every
-            self._write(("\r\033[K" if self._shown else "") + f"scanner: [{format_duration(elapsed)}] {text}\n")
+            self._write(("\r\033[K" if self._shown else "") + f"scanner: [{format_duration(elapsed)}] {text}\n"
+                        + "".join(f"scanner:   {line}\n" for line in worker_lines(snap)))
             self._shown = False
         if self.live:
             self._write("\r\033[K" + text)

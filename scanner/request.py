@@ -107,6 +107,8 @@ OPTIONS = (
     _opt("--shard", "shard", "value", "K/N: scan this machine's slice K of N", "SCALE", "K/N"),
     _opt("-e --interface", "interface", "value", "Send on this interface", "SCALE", "IF"),
     _opt("--dry-run", "dry_run", "flag", "Print the probes instead of sending them", "SCALE"),
+    _opt("--cluster", "cluster", "value", "Run the scan on the workers of this Dask scheduler "
+         "(tcp://HOST:8786, tls://...; see docs/cluster.md)", "SCALE", "ADDR"),
     _opt("-oN", "normal_out", "value", "nmap's normal output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oX", "xml_out", "value", "nmap's XML output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oG", "grepable_out", "value", "nmap's grepable output", "OUTPUT", "FILE"),
@@ -189,6 +191,8 @@ class ScanRequest:
     shard: Tuple[int, int] = (1, 1)
     interface: Optional[str] = None
     dry_run: bool = False
+    # How the scan runs, not what it scans: a checkpoint resumes with another address, or none.
+    cluster: Optional[str] = field(default=None, compare=False)
     normal_out: Optional[str] = None
     xml_out: Optional[str] = None
     grepable_out: Optional[str] = None
@@ -239,6 +243,14 @@ class ScanRequest:
             raise InputError("-sn and -Pn together leave nothing to do")
         if self.ports is not None and self.top_ports is not None:
             raise InputError("-p and --top-ports contradict each other: choose one")
+        if self.cluster is not None:
+            if not str(self.cluster).startswith(("tcp://", "tls://")):
+                raise InputError(f"bad --cluster '{self.cluster}': expected tcp://HOST:PORT or tls://HOST:PORT")
+            if self.shard != (1, 1):
+                raise InputError("--shard and --cluster do not go together: the cluster shards the scan itself")
+            if self.tcp_scan == "connect" or self.version_scan or self.os_scan:
+                raise InputError("--cluster runs the raw scans (-sS, -sA, ..., -sU, discovery): "
+                                 "not -sT, -sV or -O")
 
     # -- the command line
     @classmethod
@@ -388,7 +400,7 @@ def help_text() -> str:
     """scanner --help, in sections as nmap's is."""
     lines = ["scanner: nmap's scan techniques and port states at masscan/zmap speed",
              "Usage: scanner [Scan Type(s)] [Options] {target specification}",
-             "       scanner --resume FILE | scanner COMMAND ... (lab, history, show, diff, web; each has --help)",
+             "       scanner --resume FILE | scanner COMMAND ... (lab, history, show, diff, web, worker; each has --help)",
              ""]
     sections: dict = {}
     for opt in OPTIONS:

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import events as ev
 from .errors import EnvironmentFault, InputError, ScannerError
+from .privileges import can_raw_scan
 from .request import ScanRequest
 from .states import RESULT_DTYPE, STATES
 
@@ -72,15 +73,15 @@ class ScanResult:
 
 class Session:
     def __init__(self, request: ScanRequest, on_event: Optional[Callable] = None, resume=None,
-                 keep_rows: bool = True):
+                 keep_rows: Optional[bool] = True):
         """Plans the scan (targets resolved, ports and probes chosen, every check that can fail
         before the first probe): raises InputError. resume: a Checkpoint of this request.
-        keep_rows: keep every result in memory for ScanResult.array (False for huge scans)."""
+        keep_rows: keep every result in memory for ScanResult.array (False for huge scans; None:
+        only for scans small enough for the terminal's table, which a resumed run must redraw)."""
         if resume is not None and resume.request != request:
             raise InputError("the checkpoint belongs to another scan request")
         self.request = request
         self.resume = resume
-        self.keep_rows = keep_rows
         self._on_event = on_event
         self._emit_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -89,6 +90,7 @@ class Session:
         self.scan_id: Optional[int] = None
         self.notes: List[str] = []
         self._plan()
+        self.keep_rows = self.table if keep_rows is None else keep_rows
 
     # -- planning: the request made concrete
     def _plan(self) -> None:
@@ -96,9 +98,11 @@ class Session:
         from .targets import TargetSet
         from .techniques import SYN_SCAN, TCP_TECHNIQUES, UDP_SCAN, Probes, parse_scanflags, with_flags
         r = self.request
-        root = os.geteuid() == 0
+        root = can_raw_scan()               # root, or a user granted CAP_NET_RAW: not the uid
         technique: Any = TCP_TECHNIQUES[f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else None
         no_ping = r.no_ping
+        # With --cluster the workers send (as root); this machine only coordinates.
+        root = root or r.cluster is not None
         if technique is None and not r.udp and not r.ping_only:
             technique = SYN_SCAN if root or r.dry_run else TCP_TECHNIQUES["-sT"]
             if technique.key == "connect":
@@ -113,7 +117,8 @@ class Session:
             chosen = [f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else []
             wanted = " ".join(chosen + ["-sU"] * r.udp + ["-sn"] * r.ping_only) or \
                 "host discovery (use -Pn to skip it)"
-            raise InputError(f"{wanted} sends raw packets and needs root: run as root, or use -sT")
+            raise InputError(f"{wanted} sends raw packets and needs root (or CAP_NET_RAW): run as root, "
+                             "or use -sT")
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6)
         tcp_ports, udp_ports = port_lists(r.ports, r.top_ports, tcp=technique is not None, udp=r.udp)
         self.discovery: Any = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
@@ -265,6 +270,10 @@ class _Run:
             from .connect import ConnectScan
             from .engine import Scan, ScanConfig, discover_hosts
             from .space import ScanSpace
+            engine: Any = Scan
+            if r.cluster is not None:        # the raw stages run on the cluster's workers
+                from .cluster.coordinator import engine_for
+                engine = engine_for(r.cluster, lambda text: s.emit(ev.Note(text)))
             for number, (kind, probes) in enumerate(stages):
                 if number < at["stage"] or targets is None:
                     continue
@@ -280,14 +289,14 @@ class _Run:
                     up, summary = discover_hosts(
                         config, probes, up_sink,
                         runner=lambda scan, consumer: run_stage("discovery", scan, consumer, not s.jobs),
-                        resume=checkpoint)
+                        resume=checkpoint, engine=engine)
                     s.emit(ev.StageEnded("discovery", summary, targets.count, len(probes.slots),
                                          up=up.count if up else 0))
                     if not summary.interrupted:
                         targets = up
                 else:
                     scan: Any = (ConnectScan(config, r.max_parallelism, resume=checkpoint) if kind == "connect"
-                                 else Scan(config, checkpoint))
+                                 else engine(config, checkpoint))
                     summary = run_stage(kind, scan, sink)
                     s.emit(ev.StageEnded(kind, summary, config.space.n_hosts, config.space.n_slots))
                     if s.silent_made_late and not summary.interrupted:
@@ -297,7 +306,7 @@ class _Run:
                     break
             if post is not None and not total.interrupted:
                 sink.close()                 # every row in: then -sV / -O
-                if post.os_detect and os.geteuid() == 0:
+                if post.os_detect and can_raw_scan():
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed
@@ -329,10 +338,14 @@ class _Run:
             from .resume import Checkpoint
             up_ranges = targets.ranges() if targets is not None and at["stage"] > 0 else None
             # What the outputs and the result already hold, for the resumed session to go on from.
-            if outs.buffered or kept is None:
+            if outs.buffered:
                 held = outs.buffer.rows()
-            else:
+            elif kept is not None:
                 held = np.concatenate([kept_up.rows(), kept.rows()])
+            elif post is not None:          # what -sV/-O will need once the port scan is done
+                held = post.collector.rows()
+            else:
+                held = outs.buffer.rows()
             s._checkpoint = Checkpoint(r, s.seed, at["stage"], at["scan"].checkpoint(), up_ranges,
                                        targets.family if targets is not None else 4, held,
                                        dataclasses.asdict(total), recorder.scan_id if recorder else None)
@@ -481,7 +494,8 @@ def fault_text(e: BaseException) -> str:
 def merge_summary(total, summary, count_states=True) -> None:
     """Adds one stage's summary to the scan's (what the store and the output footers see);
     host discovery before a port scan adds its time and packets, not its states."""
-    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "elapsed", "sending"):
+    for name in ("probes", "sent", "replies", "duplicates", "bad_cookie", "suspected_forgeries", "elapsed",
+                 "sending"):
         setattr(total, name, getattr(total, name) + getattr(summary, name))
     total.interrupted |= summary.interrupted
     for state, n in (summary.states.items() if count_states else ()):

@@ -1,13 +1,14 @@
 """Port states and reasons: the codes the compiled parser writes, and the names nmap prints."""
 import numpy as np
 
-from ._ext.constants import PROBE_KIND_DTYPE, PROTOCOLS
+from ._ext.constants import ECHOES, PROBE_KIND_DTYPE, PROTOCOLS
 from ._ext.parser import REASONS, REPLY_KINDS, RESULT_DTYPE, STATES
 
 STATE_NAMES = {code: name for name, code in STATES.items()}
 REASON_NAMES = {code: name for name, code in REASONS.items()}
 PROTO_NUMBERS = PROTOCOLS                 # scanner's protocol names -> IP protocol numbers (ARP: 0)
 PROTO_NAMES = {number: name for name, number in PROTO_NUMBERS.items()}
+ECHO_NONE, ECHO_SNMP = ECHOES["none"], ECHOES["snmp"]    # ProbeKind.ck_echo besides an offset
 
 __all__ = ["STATES", "REASONS", "REPLY_KINDS", "RESULT_DTYPE", "STATE_NAMES", "REASON_NAMES", "addresses",
            "PROTO_NAMES", "PROTO_NUMBERS", "PROBE_KIND_DTYPE"]

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._ext.constants import ICMP_TYPES, TCP_FLAGS
 from .errors import InputError
-from .states import PROBE_KIND_DTYPE, PROTO_NUMBERS, REPLY_KINDS, STATES
+from .states import ECHO_NONE, ECHO_SNMP, PROBE_KIND_DTYPE, PROTO_NUMBERS, REPLY_KINDS, STATES
 
 TCP_FLAG_NAMES = TCP_FLAGS
 FIN, SYN, RST, PSH, ACK, URG = (TCP_FLAGS[name] for name in ("FIN", "SYN", "RST", "PSH", "ACK", "URG"))
@@ -122,17 +122,47 @@ DEFAULT_DISCOVERY = (("PE", 0), ("PS", 443), ("PA", 80), ("PP", 0))
 LOCAL_LINK_DISCOVERY = (("PR", 0),)
 
 
+@dataclass(frozen=True)
+class PayloadCookie:
+    """Where a UDP payload carries cookie bits (`length` bytes at `at`) and where a genuine reply
+    echoes them: at offset `echo` of its payload, or ECHO_SNMP (the SNMP request-id)."""
+    at: int
+    length: int
+    echo: int
+
+    @classmethod
+    def parse(cls, text: str) -> "PayloadCookie | None":
+        if text == "-":
+            return None
+        where, echo = text.split(">")
+        at, length = where.split("+")
+        return cls(int(at), int(length), ECHO_SNMP if echo == "snmp" else int(echo))
+
+
 @lru_cache(maxsize=1)
-def udp_payloads() -> dict:
-    """UDP port -> the payload its service answers (scanner/data/udp-payloads.txt)."""
+def _udp_payload_table() -> dict:
+    """UDP port -> (payload, PayloadCookie or None), from scanner/data/udp-payloads.txt."""
     text = resources.files("scanner").joinpath("data/udp-payloads.txt").read_text(encoding="ascii")
-    payloads = {}
+    table = {}
     for line in text.splitlines():
         if line.strip() and not line.startswith("#"):
-            ports, _name, hexdata = line.split()
+            ports, _name, hexdata, cookie = line.split()
+            payload, where = bytes.fromhex(hexdata), PayloadCookie.parse(cookie)
+            if where and not (where.length in (2, 4) and where.at + where.length <= len(payload)):
+                raise ValueError(f"udp-payloads.txt: bad cookie place {cookie} for {ports}")
             for port in ports.split(","):
-                payloads[int(port)] = bytes.fromhex(hexdata)
-    return payloads
+                table[int(port)] = (payload, where)
+    return table
+
+
+def udp_payloads() -> dict:
+    """UDP port -> the payload its service answers (scanner/data/udp-payloads.txt)."""
+    return {port: payload for port, (payload, _) in _udp_payload_table().items()}
+
+
+def udp_payload_cookie(port: int) -> "PayloadCookie | None":
+    """Where the payload sent to a UDP port carries cookie bits that its answer echoes."""
+    return _udp_payload_table().get(port, (b"", None))[1]
 
 
 class Probes:
@@ -145,12 +175,13 @@ class Probes:
             raise InputError("nothing to scan: no ports for the chosen scan types")
         if len(self.slots) > 65535:
             raise InputError("too many probes per host (at most 65535 ports and probe types)")
-        self.kinds = []                               # [(technique, payload)]
+        self.kinds = []                               # [(technique, payload, PayloadCookie|None)]
         kind_of = {}
         slot_kind = []
         for technique, port in self.slots:
-            payload = udp_payloads().get(port, b"") if technique.proto == "udp" else b""
-            key = (technique, payload)
+            payload, cookie = _udp_payload_table().get(port, (b"", None)) if technique.proto == "udp" \
+                else (b"", None)
+            key = (technique, payload, cookie)
             if key not in kind_of:
                 kind_of[key] = len(self.kinds)
                 self.kinds.append(key)
@@ -179,18 +210,19 @@ class Probes:
 
     @property
     def protos(self) -> set:
-        return {t.proto for t, _ in self.kinds}
+        return {t.proto for t, _, _ in self.kinds}
 
     def compile(self, family: int, src_mac: bytes, dst_mac: bytes, saddr: bytes):
         """(template blob, PROBE_KIND_DTYPE array, link header length) for the sender/parser."""
         kinds = np.zeros(len(self.kinds), dtype=PROBE_KIND_DTYPE)
         blob = b""
-        for i, (technique, payload) in enumerate(self.kinds):
+        for i, (technique, payload, cookie) in enumerate(self.kinds):
             frame, ts_offset = template(technique, payload, family, src_mac, dst_mac, saddr)
             if technique.proto == "arp" and family != 4:
                 raise InputError("-PR (ARP ping) is for IPv4 targets")
             kinds[i] = (technique.ip_proto(family), technique.tcp_flags, icmp_type(technique, family),
-                        len(blob), len(frame), ts_offset, technique.table())
+                        cookie.length if cookie else 0, len(blob), len(frame), ts_offset,
+                        cookie.at if cookie else 0, cookie.echo if cookie else ECHO_NONE, technique.table())
             blob += frame
         return blob, kinds, 14
 

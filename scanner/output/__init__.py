@@ -8,14 +8,15 @@ it registers with @register, declaring its name, option and -oA suffix, and noth
 change to add one. Streaming formats write as they go; the formats nmap groups by host share one
 buffer of rows and render it at the end. A writer whose file fails (e.g. disk full) stops writing
 and keeps the error for the caller to report: the scan itself goes on."""
-from .base import FORMATS, RowBuffer, ScanInfo, Writer, done_line, nmap_time, port_ranges, register, rows_to_dicts
+from .base import (FORMATS, RowBuffer, ScanInfo, Writer, done_line, escape_for_screen, nmap_time, port_ranges, register,
+                   rows_to_dicts)
 from .hosts import HostView, host_block, host_views
 from .nmap import GrepableWriter, NormalWriter, XmlWriter
 from .outputs import BackgroundSink, Outputs, by_option, make_writer, plan_outputs
 from .streams import CsvWriter, ListWriter, NdjsonWriter
 from .terminal import HostTable, OpenPortLines
 
-__all__ = ["FORMATS", "RowBuffer", "ScanInfo", "Writer", "done_line", "nmap_time", "port_ranges", "register",
+__all__ = ["FORMATS", "RowBuffer", "ScanInfo", "Writer", "done_line", "escape_for_screen", "nmap_time", "port_ranges", "register",
            "rows_to_dicts", "HostView", "host_block", "host_views", "GrepableWriter", "NormalWriter", "XmlWriter",
            "BackgroundSink", "Outputs", "by_option", "make_writer", "plan_outputs", "CsvWriter", "ListWriter",
            "NdjsonWriter", "HostTable", "OpenPortLines"]

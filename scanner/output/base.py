@@ -41,6 +41,24 @@ class ScanInfo:
         return port_ranges(self.ports)
 
 
+def escape_for_screen(text: str, newline: bool = True) -> str:
+    """nmap's escape_for_screen(): printable ASCII, tab and newline as they are, every other
+    byte as \\xHH, so that a hostile banner cannot put control sequences on a terminal or into
+    -oN. Chars up to U+00FF are that byte (banners are decoded as latin-1), others their UTF-8.
+    newline=False: a newline is escaped too (a line that must stay one line)."""
+    if text.isascii() and text.isprintable():
+        return text
+    keep = "\t\n" if newline else "\t"
+    out = []
+    for ch in text:
+        if ch in keep or " " <= ch <= "~":
+            out.append(ch)
+        else:
+            raw = bytes([ord(ch)]) if ord(ch) < 256 else ch.encode("utf-8", "surrogatepass")
+            out.append("".join(f"\\x{b:02X}" for b in raw))
+    return "".join(out)
+
+
 def nmap_time(t: float) -> str:
     return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(t))
 

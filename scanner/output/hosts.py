@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ports import service_name
 from ..states import PROTO_NAMES, REASON_NAMES, STATE_NAMES, addresses, host_keys
-from .base import FOLD_ABOVE, NO_RESPONSE, OPEN, UP, rows_to_dicts
+from .base import FOLD_ABOVE, NO_RESPONSE, OPEN, UP, escape_for_screen, rows_to_dicts
 
 
 @dataclass
@@ -125,7 +125,7 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
     info = service_info_line(view.addr, services)
     if info:
         out.append(info)
-    return out
+    return [escape_for_screen(line, newline=False) for line in out]   # script output was split above
 
 
 def os_lines(g) -> list:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
 from ..ports import format_ports as port_ranges, service_name
-from .base import Writer, done_line, nmap_time, register, rows_to_dicts
+from .base import Writer, done_line, escape_for_screen, nmap_time, register, rows_to_dicts
 from .hosts import host_block
 
 
@@ -115,7 +115,7 @@ class GrepableWriter(Writer):
         if svc is None:
             return f"{service_name(d['port'], d['proto'])}//"
         name = f"ssl|{svc.name}" if svc.tunnel == "ssl" else svc.name
-        return f"{name}//{svc.version_text.replace('/', '|')}"
+        return f"{name}//{escape_for_screen(svc.version_text, newline=False).replace('/', '|')}"
 
 
 def _comment(text: str) -> str:

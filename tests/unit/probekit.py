@@ -72,7 +72,7 @@ class Rig:
     def parser(self, key=None, l2_len=None, kinds=None):
         k0, k1 = split_key(key) if key is not None else (self.k0, self.k1)
         return ReplyParser(k0, k1, self.saddr, self.l2_len if l2_len is None else l2_len,
-                           self.kinds if kinds is None else kinds, self.space.arrays())
+                           self.kinds if kinds is None else kinds, self.space.arrays(), self.blob, self.l2_len)
 
 
 def parse(parser, *frames, gap=0):

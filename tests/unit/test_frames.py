@@ -12,6 +12,8 @@ from scanner.errors import InputError
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
+from scapy.layers.dns import DNS
+from scapy.layers.snmp import SNMP
 
 from probekit import DST_MAC, SRC_MAC, Rig, addr_bytes, parse
 from scanner._ext.cookie import SOURCE_PORT_RANGE, probe_cookie, siphash24, split_key
@@ -19,7 +21,8 @@ from scanner._ext.parser import REASONS, STATES
 from scanner.states import PROBE_KIND_DTYPE
 from scanner.techniques import (ACK_SCAN, DISCOVERY, FIN_SCAN, MAIMON_SCAN, NULL_SCAN, SYN_SCAN,
                                 SYN_TSVAL_OFFSET, UDP_SCAN, WINDOW_SCAN, XMAS_SCAN, Probes,
-                                parse_scanflags, udp_payloads, with_flags)
+                                parse_scanflags, udp_payload_cookie, udp_payloads, with_flags)
+from scanner.states import ECHO_SNMP
 
 SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (0, 0)), ("NOP", None), ("WScale", 7)]
 
@@ -66,6 +69,17 @@ def _cookie4(key, saddr, daddr, dport):
 def _cookie6(key, saddr, daddr, dport):
     """The IPv6 cookie: SipHash-2-4 of saddr (16 bytes), daddr (16 bytes), dport (2 bytes)."""
     return siphash24(key, addr_bytes(saddr) + addr_bytes(daddr) + struct.pack("!H", dport))
+
+
+def _payload(port, c):
+    """The payload a UDP probe to `port` carries: the file's, with the documented cookie bits at
+    their place (low 16 or 32 bits of the cookie; SNMP: 30 bits under a 01 top)."""
+    payload = bytearray(udp_payloads().get(port, b""))
+    where = udp_payload_cookie(port)
+    if where:
+        value = (0x40000000 | (c & 0x3FFFFFFF)) if where.echo == ECHO_SNMP else c & ((1 << 8 * where.length) - 1)
+        payload[where.at:where.at + where.length] = value.to_bytes(where.length, "big")
+    return bytes(payload)
 
 
 def _sport(c):
@@ -266,7 +280,14 @@ def test_udp_frames(port):
         assert udp.sport == probe_cookie(key, saddr, daddr, port)[1]
         assert udp.dport == port
         assert udp.len == 8 + len(payload)
-        assert bytes(udp.payload) == payload
+        c = _cookie4(key, saddr, daddr, port)
+        assert bytes(udp.payload) == _payload(port, c)
+        if port == 53:                            # where each protocol's own decoder sees them
+            assert pkt[DNS].id == c & 0xFFFF
+        elif port == 123:
+            assert struct.unpack("!I", bytes(udp.payload)[40:44])[0] == c & 0xFFFFFFFF
+        elif port == 161:
+            assert pkt[SNMP].PDU.id.val == 0x40000000 | (c & 0x3FFFFFFF)
         assert udp.chksum != 0                    # 0 would mean "no checksum"
         _assert_checksums(frame, (IP, "chksum"), (UDP, "chksum"))
 
@@ -276,7 +297,8 @@ def test_udp_payload_file():
     assert payloads[53][2:6] == b"\x01\x00\x00\x01"          # DNS: RD, one question
     assert payloads[123][0] == 0xE3                           # NTP v4 client
     assert payloads[161][0] == 0x30 and b"public" in payloads[161]
-    assert payloads[7] == payloads[19]
+    assert payloads[7][4:] == payloads[19]                    # echo: 4 cookie bytes, then chargen's
+    assert udp_payload_cookie(7).at == 0 and udp_payload_cookie(19) is None
 
 
 # --- ICMP echo / timestamp ----------------------------------------------------
@@ -319,10 +341,10 @@ def _rig6(key=bytes(range(16)), targets=TARGETS6, slots=SLOTS6):
     return Rig(targets, Probes(slots), key, SADDR6)
 
 
-def _check_ipv6(pkt, daddr, nh, plen):
+def _check_ipv6(pkt, daddr, nh, plen, c):
     assert pkt.type == 0x86DD
     ip6 = pkt[IPv6]
-    assert ip6.version == 6 and ip6.tc == 0 and ip6.fl == 0
+    assert ip6.version == 6 and ip6.tc == 0 and ip6.fl == (c >> 44) & 0xFFFFF     # cookie bits 44-63
     assert ip6.hlim == 64
     assert ip6.nh == nh
     assert ip6.plen == plen
@@ -339,7 +361,7 @@ def test_ipv6_frames():
             pkt = Ether(frame)
             c = _cookie6(key, SADDR6, daddr, port)
             if technique.proto == "tcp":
-                _check_ipv6(pkt, daddr, 6, len(frame) - 14 - 40)
+                _check_ipv6(pkt, daddr, 6, len(frame) - 14 - 40, c)
                 tcp = pkt[TCP]
                 assert (tcp.sport, tcp.dport, tcp.seq) == (_sport(c), port, c & 0xFFFFFFFF)
                 if technique is SYN_SCAN:
@@ -351,13 +373,13 @@ def test_ipv6_frames():
                 _assert_checksums(frame, (TCP, "chksum"))
             elif technique.proto == "udp":
                 payload = udp_payloads().get(port, b"")
-                _check_ipv6(pkt, daddr, 17, 8 + len(payload))
+                _check_ipv6(pkt, daddr, 17, 8 + len(payload), c)
                 udp = pkt[UDP]
                 assert (udp.sport, udp.dport, udp.len) == (_sport(c), port, 8 + len(payload))
-                assert bytes(udp.payload) == payload
+                assert bytes(udp.payload) == _payload(port, c)
                 _assert_checksums(frame, (UDP, "cksum" if hasattr(udp, "cksum") else "chksum"))
             else:
-                _check_ipv6(pkt, daddr, 58, 8 + 12)
+                _check_ipv6(pkt, daddr, 58, 8 + 12, c)
                 echo = pkt[ICMPv6EchoRequest]
                 assert (echo.type, echo.code) == (128, 0)
                 assert echo.id == c & 0xFFFF and echo.seq == slot

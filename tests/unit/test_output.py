@@ -237,3 +237,36 @@ def test_background_sink_writes_in_order_and_reraises_bugs():
     sink(ROWS)
     with pytest.raises(ZeroDivisionError):
         sink.close()
+
+
+def test_hostile_banners_are_escaped_on_the_terminal_and_in_normal_and_grepable_output(tmp_path):
+    """A service's banner may hold any byte: ESC, NUL, CR, BEL ... reach neither the terminal
+    nor -oN/-oG raw; they are written as \\xHH, as nmap's escape_for_screen() does."""
+    from scanner.output import escape_for_screen
+    from scanner.service import ServiceInfo
+    evil = ServiceInfo("http", product="Evil\x1b[2J\x1b]0;owned\x07", version="1.0\x00\r\n",
+                       extrainfo="caf\xe9 \u2603", scripts={"http-title": "T\x1b[31mred\ttab"})
+    assert escape_for_screen(evil.product) == "Evil\\x1B[2J\\x1B]0;owned\\x07"
+    assert escape_for_screen("caf\xe9 \u2603\x7f\tok\n") == "caf\\xE9 \\xE2\\x98\\x83\\x7F\tok\n"
+    services = {("127.0.0.1", "tcp", 80): evil}
+    path = tmp_path / "out.nmap"
+    w = NormalWriter(str(path), INFO, reason=True)
+    w.write(ROWS)
+    w.set_details(services=services)
+    w.close(SUMMARY)
+    gpath = tmp_path / "out.gnmap"
+    g = GrepableWriter(str(gpath), INFO)
+    g.write(ROWS)
+    g.set_details(services=services)
+    g.close(SUMMARY)
+    term = io.StringIO()
+    table = HostTable(term, reason=True)
+    table.write(ROWS)
+    table.set_details(services=services)
+    table.close(SUMMARY)
+    for text in (path.read_text(encoding="utf-8"), gpath.read_text(encoding="utf-8"), term.getvalue()):
+        assert not any(c in text for c in "\x1b\x00\x07\r\x7f\xe9\u2603"), text
+        assert "\\x1B[2J" in text
+    normal = path.read_text(encoding="utf-8")
+    assert "Evil\\x1B[2J\\x1B]0;owned\\x07 1.0\\x00\\x0D\\x0A (caf\\xE9 \\xE2\\x98\\x83)" in normal
+    assert "|_http-title: T\\x1B[31mred\ttab" in normal

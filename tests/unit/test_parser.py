@@ -11,6 +11,7 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoReq
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from probekit import Rig, kinds_copy, one, parse
+from scanner.lab_services import udp_answer
 from scanner._ext.cookie import probe_cookie, split_key
 from scanner._ext.parser import REASONS, REPLY_KINDS, RESULT_DTYPE, STATES, ReplyParser
 from scanner.techniques import (ACK, ACK_SCAN, DISCOVERY, FIN, FIN_SCAN, MAIMON_SCAN, NULL_SCAN, SYN,
@@ -472,14 +473,14 @@ def test_kinds_must_be_an_array():
     rig = make_rig()
     k0, k1 = split_key(KEY)
     with pytest.raises((TypeError, ValueError)):
-        ReplyParser(k0, k1, rig.saddr, 14, [1, 2, 3], rig.space.arrays())
+        ReplyParser(k0, k1, rig.saddr, 14, [1, 2, 3], rig.space.arrays(), rig.blob)
 
 
 def test_kinds_dtype_and_length_checked():
     rig = make_rig()
     k0, k1 = split_key(KEY)
     with pytest.raises(ValueError):
-        ReplyParser(k0, k1, rig.saddr, 14, np.zeros(3, dtype=np.uint8), rig.space.arrays())
+        ReplyParser(k0, k1, rig.saddr, 14, np.zeros(3, dtype=np.uint8), rig.space.arrays(), rig.blob)
 
 
 # --- other TCP techniques -----------------------------------------------------
@@ -596,8 +597,12 @@ def udp_rig():
     return make_rig(SYN_SCAN, udp_ports=UDP_PORTS)
 
 
-def udp_reply(target, port, key=KEY, dport=None, ttl=58, payload=b"answer"):
+def udp_reply(target, port, key=KEY, dport=None, ttl=58, payload=None):
+    """A UDP answer to our probe; by default what a genuine server sends (the lab's answer: the
+    request's cookie bytes echoed where the protocol echoes them)."""
     _, sport = probe_cookie(key, SADDR, ip2int(target), port)
+    if payload is None:
+        payload = udp_answer(port, bytes(Ether(probe(target, port, key, UDP_SCAN))[UDP].payload))
     return bytes(eth() / IP(src=target, dst=SADDR_S, ttl=ttl)
                  / UDP(sport=port, dport=sport if dport is None else dport) / payload)
 
@@ -657,11 +662,16 @@ def test_udp_unreach_quoting_a_foreign_udp_packet():
 
 
 def test_truncated_udp_reply_prefixes():
-    frame = udp_reply("198.18.0.4", 53, payload=b"")
+    frame = udp_reply("198.18.0.4", 40000, payload=b"")
     p = udp_rig().parser()
     for n in range(len(frame)):
         assert len(one(p, frame[:n])) == 0, n
     assert len(one(p, frame)) == 1
+    # a DNS answer needs its transaction id (the payload's first two bytes)
+    frame = udp_reply("198.18.0.4", 53)
+    for n in range(14 + 20 + 8 + 2):
+        assert len(one(p, frame[:n])) == 0, n
+    assert len(one(p, frame[:14 + 20 + 8 + 2])) == 1
 
 
 # --- host discovery -----------------------------------------------------------
@@ -816,7 +826,8 @@ def tcp6_reply(rig, target, slot, flags="SA", delta=0, window=29200, hlim=61, op
 
 def udp6_reply(rig, target, slot):
     sent = Ether(rig.build(target, slot))[UDP]
-    return bytes(eth6() / IPv6(src=target, dst=SADDR6, hlim=62) / UDP(sport=sent.dport, dport=sent.sport) / b"x")
+    return bytes(eth6() / IPv6(src=target, dst=SADDR6, hlim=62) / UDP(sport=sent.dport, dport=sent.sport)
+                 / udp_answer(sent.dport, bytes(sent.payload)))
 
 
 def unreach6(rig, target, slot, code, quote_len=None, router="2001:db8:ffff::1"):
@@ -966,3 +977,125 @@ def test_ipv6_timestamp_ping_is_refused_or_answered():
                                                                                    data=sent.data))
     rows = parse(rig.parser(), frame)
     assert [(int(r["state"]), int(r["reason"])) for r in rows] == [(STATES["up"], REASONS["echo-reply"])]
+
+
+# --- IPv4 fragments and IPv6 extension headers -------------------------------
+
+def _refrag(frame, offset8=0, mf=False):
+    """The IPv4 frame with its fragment offset (in 8-byte units) and MF flag set; checksum redone."""
+    pkt = Ether(frame)
+    pkt[IP].frag, pkt[IP].flags = offset8, ("MF" if mf else 0)
+    del pkt[IP].chksum
+    return bytes(pkt)
+
+
+def test_ipv4_non_first_fragment_is_not_a_transport_header():
+    """A non-first fragment's bytes are the middle of a datagram: even when they look exactly
+    like a genuine reply (cookie included) they must not be read as one."""
+    rig = make_rig(SYN_SCAN, udp_ports=UDP_PORTS)
+    p = rig.parser()
+    genuine = [synack("198.18.0.1", 22), udp_reply("198.18.0.4", 53),
+               icmp_unreach("198.18.0.2", 80, 13)]
+    assert len(parse(p, *genuine)) == 3
+    for offset8 in (1, 3, 0x1fff):
+        for mf in (False, True):
+            assert len(parse(p, *[_refrag(f, offset8, mf) for f in genuine])) == 0
+
+
+def test_ipv4_first_fragment_needs_its_whole_transport_header():
+    p = make_parser()
+    frame = synack("198.18.0.1", 22, options=[("MSS", 1460), ("NOP", None), ("WScale", 7), ("EOL", None)])
+    assert len(one(p, _refrag(frame, 0, mf=True))) == 1      # a first fragment with all of it
+    ip = Ether(frame)[IP]
+    ip.frag, ip.flags, ip.len = 0, "MF", 20 + 20       # the options cut off by the fragment
+    del ip.chksum
+    cut = bytes(Ether(src=GW_MAC, dst=US_MAC) / ip)[:14 + 40]
+    assert len(one(p, cut)) == 0
+
+
+def test_icmp_quoting_a_fragment_is_not_our_probe():
+    p = make_parser()
+    quoted = bytearray(probe("198.18.0.2", 80)[14:14 + 28])
+    for flags_frag in (0x2000, 0x0001, 0x2001):              # MF; offset 8; both
+        q = bytearray(quoted)
+        q[6:8] = struct.pack("!H", flags_frag)
+        assert len(parse(p, icmp_unreach("198.18.0.2", 80, 13, quoted=bytes(q)))) == 0
+    assert len(parse(p, icmp_unreach("198.18.0.2", 80, 13, quoted=bytes(quoted)))) == 1
+
+
+def _ext(*headers):
+    """An IPv6 packet of the given extension headers (scapy layers) in that order."""
+    chain = headers[0]
+    for h in headers[1:]:
+        chain = chain / h
+    return chain
+
+
+def _with_ext(frame, *headers):
+    """The IPv6 frame with extension headers inserted between the fixed header and its payload."""
+    pkt = Ether(frame)
+    ip6 = pkt[IPv6]
+    upper = ip6.payload.copy()
+    new = Ether(src=pkt.src, dst=pkt.dst, type=0x86DD) / IPv6(src=ip6.src, dst=ip6.dst, hlim=ip6.hlim, fl=ip6.fl) / \
+        _ext(*headers) / upper
+    return bytes(new)
+
+
+def _ext_chains():
+    from scapy.layers.inet6 import (IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
+                                    IPv6ExtHdrRouting, PadN)
+    return {
+        "hop-by-hop": (IPv6ExtHdrHopByHop(),),
+        "destination options (padded to 16)": (IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0" * 12)]),),
+        "routing": (IPv6ExtHdrRouting(addresses=["2001:db8:ffff::2"]),),
+        "first fragment": (IPv6ExtHdrFragment(offset=0, m=1, id=7),),
+        "atomic fragment": (IPv6ExtHdrFragment(offset=0, m=0, id=8),),
+        "all four": (IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting(),
+                     IPv6ExtHdrFragment(offset=0, m=1)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_ext_chains()))
+def test_ipv6_replies_behind_extension_headers(name):
+    chain = _ext_chains()[name]
+    rig = rig6()
+    p = rig.parser()
+    frames = [tcp6_reply(rig, "2001:db8::11", 0), udp6_reply(rig, "2001:db8::12", 2),
+              unreach6(rig, "2001:db8::13", 1, 1)]
+    plain = rows6(parse(p, *frames))
+    assert len(plain) == 3
+    assert rows6(parse(p, *[_with_ext(f, *chain) for f in frames])) == plain
+    # every truncation of the chain or of what follows is dropped, never misread
+    frame = _with_ext(frames[0], *chain)
+    for n in range(len(frame)):
+        assert len(one(p, frame[:n])) == 0, n
+
+
+def test_ipv6_non_first_fragment_and_long_chains_dropped():
+    from scapy.layers.inet6 import IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
+    rig = rig6()
+    p = rig.parser()
+    reply = tcp6_reply(rig, "2001:db8::11", 0)
+    assert len(parse(p, _with_ext(reply, IPv6ExtHdrFragment(offset=1, m=0)))) == 0
+    assert len(parse(p, _with_ext(reply, IPv6ExtHdrFragment(offset=100, m=1)))) == 0
+    assert len(parse(p, _with_ext(reply, *[IPv6ExtHdrDestOpt() for _ in range(7)]))) == 1
+    assert len(parse(p, _with_ext(reply, *[IPv6ExtHdrDestOpt() for _ in range(8)]))) == 0
+    # a header length that points past the packet
+    bad = bytearray(_with_ext(reply, IPv6ExtHdrDestOpt()))
+    bad[14 + 40 + 1] = 200
+    assert len(parse(p, bytes(bad))) == 0
+
+
+def test_ipv6_icmp_error_quotes_with_extension_headers():
+    """A quoted probe behind extension headers (which a middlebox may have added) still matches;
+    a quoted non-first fragment never does."""
+    from scapy.layers.inet6 import IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+    rig = rig6()
+    p = rig.parser()
+    for target, slot, port in (("2001:db8::13", 1, 80), ("2001:db8::10", 3, 9)):
+        sent = _with_ext(rig.build(target, slot), IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt())
+        frame = bytes(eth6() / IPv6(src="2001:db8:ffff::1", dst=SADDR6) / ICMPv6DestUnreach(code=1) / sent[14:])
+        assert [r[2] for r in rows6(parse(p, frame))] == [port]
+        frag = _with_ext(rig.build(target, slot), IPv6ExtHdrFragment(offset=2))
+        frame = bytes(eth6() / IPv6(src="2001:db8:ffff::1", dst=SADDR6) / ICMPv6DestUnreach(code=1) / frag[14:])
+        assert len(parse(p, frame)) == 0

@@ -11,6 +11,7 @@ from probekit import Rig, batch
 from scanner._ext.cookie import probe_cookie
 from scanner._ext.parser import RESULT_DTYPE
 from scanner.engine import Tracker
+from scanner.lab_services import udp_answer
 from scanner.space import ScanSpace
 from scanner.targets import TargetSet
 from scanner.techniques import DISCOVERY, SYN_SCAN, UDP_SCAN, Probes
@@ -168,7 +169,9 @@ def _reply4(addr, proto, port):
     if proto == "tcp":
         return bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / ip
                      / TCP(sport=port, dport=sport, ack=(seq + 1) & 0xFFFFFFFF, flags="SA"))
-    return bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / ip / UDP(sport=port, dport=sport))
+    probe = Ether(Rig([str(ipaddress.IPv4Address(addr))], Probes.ports(SYN_SCAN, [], [port]), KEY, SADDR_S).sender.build(0))
+    answer = udp_answer(port, bytes(probe[UDP].payload))     # echoing the payload's cookie, if any
+    return bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / ip / UDP(sport=port, dport=sport) / answer)
 
 
 def _reply_to_probe(frame):
@@ -181,7 +184,7 @@ def _reply_to_probe(frame):
         l4 = TCP(sport=t.dport, dport=t.sport, ack=(t.seq + 1) & 0xFFFFFFFF, flags="SA")
     else:
         u = pkt[UDP]
-        l4 = UDP(sport=u.dport, dport=u.sport)
+        l4 = UDP(sport=u.dport, dport=u.sport) / udp_answer(u.dport, bytes(u.payload))
     return bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / back / l4)
 
 

@@ -9,7 +9,7 @@ from scanner.errors import InputError
 from scanner.states import PROBE_KIND_DTYPE
 from scanner.techniques import (ACK, ACK_SCAN, CONNECT_SCAN, DISCOVERY, FIN, FIN_SCAN, MAIMON_SCAN, NULL_SCAN,
                                 PSH, SYN, SYN_SCAN, TCP_TECHNIQUES, UDP_SCAN, URG, WINDOW_SCAN, XMAS_SCAN,
-                                Probes, parse_scanflags, udp_payloads, with_flags)
+                                Probes, parse_scanflags, udp_payload_cookie, udp_payloads, with_flags)
 
 SADDR = bytes([198, 19, 255, 1])
 MAC = bytes(6)
@@ -172,11 +172,13 @@ def test_empty_probes_rejected():
 
 def test_kinds_shared_by_slots_with_the_same_technique_and_payload():
     payloads = udp_payloads()
-    assert payloads[7] == payloads[19]                       # echo and chargen: the same datagram
+    assert payloads[7][4:] == payloads[19]                   # echo: cookie bytes, then chargen's datagram
     p = Probes.ports(SYN_SCAN, [22, 80, 443], [1000, 53, 2000, 7, 19, 161])
-    assert p.kinds == [(SYN_SCAN, b""), (UDP_SCAN, b""), (UDP_SCAN, payloads[53]), (UDP_SCAN, payloads[7]),
-                       (UDP_SCAN, payloads[161])]
-    assert p.slot_kind.tolist() == [0, 0, 0, 1, 2, 1, 3, 3, 4]
+    assert [k[:2] for k in p.kinds] == [(SYN_SCAN, b""), (UDP_SCAN, b""), (UDP_SCAN, payloads[53]),
+                                        (UDP_SCAN, payloads[7]), (UDP_SCAN, payloads[19]), (UDP_SCAN, payloads[161])]
+    assert [k[2] for k in p.kinds] == [None, None, udp_payload_cookie(53), udp_payload_cookie(7), None,
+                                       udp_payload_cookie(161)]
+    assert p.slot_kind.tolist() == [0, 0, 0, 1, 2, 1, 3, 4, 5]
     d = Probes([(DISCOVERY["PE"], 0), (DISCOVERY["PS"], 443), (DISCOVERY["PS"], 80), (DISCOVERY["PA"], 81),
                 (DISCOVERY["PP"], 0), (SYN_SCAN, 22)])
     assert d.slot_kind.tolist() == [0, 1, 1, 2, 3, 4]

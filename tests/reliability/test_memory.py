@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import make_lab, require_lab_tools, scanner_argv, scanner_env
+from integration_helpers import make_lab, require_lab_tools, scanner_argv, scanner_env
 
 PREFIX = "198.18.0.0/18"            # 16384 hosts: above the terminal table's 4096
 LIVE_EVERY = 1 << 10

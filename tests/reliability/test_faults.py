@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import make_lab, read_ndjson, require_lab_tools, require_root, scanner_argv, scanner_env
+from integration_helpers import make_lab, read_ndjson, require_lab_tools, require_root, scanner_argv, scanner_env
 
 PREFIX = "198.18.0.0/22"
 PORTS = "22,23,80,443"
@@ -128,3 +128,21 @@ def test_store_on_a_full_disk_is_marked_incomplete(tmp_path, tiny_disk):
                              env=scanner_env())
     lines = history.stdout.splitlines()[1:]
     assert lines and all(("(failed)" in line or "(unfinished)" in line) for line in lines), history.stdout
+
+
+@pytest.mark.lab
+def test_ctrl_c_before_the_first_probe_still_leaves_a_resume_file(lab, tmp_path):
+    """A signal that arrives while the scan is still being planned is not lost, nor a traceback."""
+    args = [PREFIX, "-p", PORTS, "--rate", "2000", "--wait", "1", "--no-db", "-oJ", "scan.ndjson"]
+    p = lab.popen(scanner_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                  env=scanner_env(), cwd=tmp_path)
+    time.sleep(0.15)                                     # python has started, the session not yet
+    p.send_signal(2)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "Traceback" not in err, err
+    assert (tmp_path / "scanner-resume.json").exists(), err
+    r = lab.run(scanner_argv("--resume", "scanner-resume.json"), capture_output=True, text=True,
+                env=scanner_env(), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got, _ = read_ndjson(tmp_path / "scan.ndjson")
+    assert len(got) == 512 * 4

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import require_root, scanner_argv, scanner_env
+from integration_helpers import require_root, scanner_argv, scanner_env
 
 LO = "127.0.0.1"
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import make_lab, read_ndjson, require_lab_tools, scanner_argv, scanner_env
+from integration_helpers import make_lab, read_ndjson, require_lab_tools, scanner_argv, scanner_env
 
 PREFIX = "198.18.0.0/29"
 SILENT = ("import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
