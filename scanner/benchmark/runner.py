@@ -59,9 +59,12 @@ def expected_open(lab: Lab, w: Workload, scan: T.Scan) -> set:
         opened = set(SERVICE_PORTS)
     else:
         opened = set(lab.spec.open_udp if scan.technique == "sU" else lab.spec.open_tcp)
-    ports = (set(int(p) for p in top_ports(scan.top_ports)) if scan.top_ports
-             else set(int(p) for p in parse_ports(scan.ports)))
-    return {(h, p) for h in lab.live_hosts() for p in ports & opened}
+    return {(h, p) for h in lab.live_hosts() for p in set(scan_ports(scan)) & opened}
+
+
+def scan_ports(scan: T.Scan) -> list[int]:
+    proto = "udp" if scan.technique == "sU" else "tcp"
+    return [int(p) for p in (top_ports(scan.top_ports, proto) if scan.top_ports else parse_ports(scan.ports))]
 
 
 @contextlib.contextmanager
@@ -164,7 +167,7 @@ def timeout(scan: T.Scan) -> float:
     """Seconds after which a run is stopped (SIGINT): generous, but a stuck tool must not hold the
     bench (UDP behind a rate limit and -sV are slow by nature)."""
     if scan.version or scan.technique == "sU":
-        return 900.0
+        return 400.0
     return min(900.0, 60 + scan.probes * (scan.retries + 1) / 2000)
 
 
@@ -218,9 +221,9 @@ def run_one(lab: Lab, parker: Parker, w: Workload, label: str, x, scan: T.Scan, 
     row["cpu_us_per_probe"] = row["cpu_s"] / scan.probes * 1e6 if scan.probes else None
     if found:
         row["states"] = dict(Counter(found.values()))
-    if scan.all_states and scan.technique in ("sS", "sU") and not w.servers:
+    if tool in STATEFUL and scan.all_states and scan.technique in ("sS", "sU") and not w.servers:
         # the lab's own model of what a SYN / UDP scan finds (Lab.expected): the ground truth
-        model = lab.expected([int(p) for p in parse_ports(scan.ports)], proto="udp" if scan.technique == "sU" else "tcp")
+        model = lab.expected(scan_ports(scan), proto="udp" if scan.technique == "sU" else "tcp")
         row["agree_lab"] = sum(found.get(k) == v[0] for k, v in model.items()) / len(model)
     if expected and tool != "csend":
         opened = {k for k, v in found.items() if v == "open"}

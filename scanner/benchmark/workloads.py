@@ -66,7 +66,7 @@ def _techniques(quick: bool) -> list:
 
 def _top1000(quick: bool) -> list:
     prefix, n = ("198.18.0.0/28", 100) if quick else ("198.18.0.0/24", 1000)
-    return [(f"top {n}", n, Scan(prefix, top_ports=n, rate=UNLIMITED, retries=0, wait=1.0))]
+    return [(f"top {n}", n, Scan(prefix, top_ports=n, rate=UNLIMITED, retries=0, wait=1.0, all_states=True))]
 
 
 def _udp_ratelimit(quick: bool) -> list:
@@ -119,7 +119,8 @@ WORKLOADS = {w.name: w for w in [
                                reject_udp={2002: "port-unreachable", 2003: "admin-prohibited"}),
              _techniques, peers=("nmap",), in_quick=True),
     Workload("top1000", "A /24 x the top 1000 ports",
-             "A /24 (--quick: a /28 x top 100), one host in 4 live with 22, 80, 443 open, SYN scan, no retries.",
+             "A /24 (--quick: a /28 x top 100), one host in 4 live with 22, 80, 443 open, SYN scan at unlimited "
+             "rate, no retries; every state compared with the lab's and nmap's.",
              lambda q: LabSpec(prefix="198.18.0.0/28" if q else "198.18.0.0/24", live_every=4, open_udp=(),
                                drop_tcp=(), reject_tcp={}),
              _top1000, peers=("nmap", "masscan"), x="ports"),
