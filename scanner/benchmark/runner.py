@@ -211,7 +211,7 @@ def run_one(lab: Lab, parker: Parker, w: Workload, label: str, x, scan: T.Scan, 
     elif tool == "nmap":
         found, svc = T.parse_nmap_xml(out)
     elif tool == "masscan":
-        found, svc = T.parse_masscan(out)
+        found, svc = T.parse_masscan(out, text)
     elif tool == "zmap":
         found, svc = T.parse_zmap(out, int(scan.ports.split(",")[0].split("-")[0]))
         row["capture_drops"] = T.zmap_drops(meta)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import sys
 import xml.etree.ElementTree as ET
@@ -165,13 +166,20 @@ def masscan_argv(scan: Scan, out: Path, ifname: str, router_mac: str) -> list[st
             "--wait", str(max(1, round(scan.wait))), "-oL", str(out)]
 
 
-def parse_masscan(out: Path) -> tuple[dict, dict]:
+DISCOVERED_RE = re.compile(r"Discovered open port (\d+)/tcp on (\S+)")
+
+
+def parse_masscan(out: Path, log: str = "") -> tuple[dict, dict]:
+    """-oL; when masscan had to be killed (it writes -oL only when it exits by itself or on
+    SIGINT), the "Discovered open port" lines it printed as it went."""
     states = {}
     if out.exists():
         for line in out.read_text().splitlines():
             f = line.split()
             if len(f) >= 4 and f[0] == "open":
                 states[(f[3], int(f[2]))] = "open"
+    if not states:
+        states = {(ip, int(port)): "open" for port, ip in DISCOVERED_RE.findall(log)}
     return states, {}
 
 

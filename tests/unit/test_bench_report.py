@@ -140,3 +140,12 @@ def test_nmap_xml_with_extraports_expanded(tmp_path):
     assert states == {("198.18.0.1", 1): "closed", ("198.18.0.1", 2): "closed", ("198.18.0.1", 5): "closed",
                       ("198.18.0.1", 22): "open", ("198.18.0.1", 80): "open"}
     assert services == {("198.18.0.1", 22): "ssh"}
+
+
+def test_masscan_results_from_its_log_when_killed(tmp_path):
+    log = ("Starting masscan 1.3.2\nDiscovered open port 22/tcp on 198.18.0.1                                    \n"
+           "rate:  0.00-kpps, 100.00% done, waiting -8-secs, found=2\r"
+           "Discovered open port 80/tcp on 198.18.0.1\n")
+    assert tools.parse_masscan(tmp_path / "none", log)[0] == {("198.18.0.1", 22): "open", ("198.18.0.1", 80): "open"}
+    (tmp_path / "l").write_text("#masscan\nopen tcp 443 198.18.0.4 1700000000\n# end\n")
+    assert tools.parse_masscan(tmp_path / "l", log)[0] == {("198.18.0.4", 443): "open"}
