@@ -45,7 +45,7 @@ def bench(
     repeat: int = typer.Option(1, "--repeat", help="Runs of each workload and tool (medians, min and max)."),
     report: Optional[str] = typer.Option(None, "--report", help="Directory for the report (default: "
                                          "./scanner-bench-<UTC time>)."),
-    quick: bool = typer.Option(False, "--quick", help="Small prefixes, one run, a subset: a smoke test (~1 min)."),
+    quick: bool = typer.Option(False, "--quick", help="Small prefixes and a subset of the workloads: a smoke test (~1 min)."),
     target: Optional[str] = typer.Option(None, "--target", help="Benchmark against these targets (yours) "
                                          "instead of the lab: scanner and nmap, the same scan; needs --authorized."),
     authorized: bool = typer.Option(False, "--authorized", help="You own, or may scan, the --target hosts."),
