@@ -263,6 +263,7 @@ SUBCOMMANDS = {
     "diff": "scanner.commands:diff_app",
     "web": "scanner.web.cli:web_app",
     "worker": "scanner.cluster.worker:worker_app",
+    "bench": "scanner.benchmark.cli:bench_app",
 }
 
 

@@ -550,7 +550,7 @@ def help_text() -> str:
     """scanner --help, in sections as nmap's is."""
     lines = ["scanner: nmap's scan techniques and port states at masscan/zmap speed",
              "Usage: scanner [Scan Type(s)] [Options] {target specification}",
-             "       scanner --resume FILE | scanner COMMAND ... (lab, history, show, diff, web, worker; each has --help)",
+             "       scanner --resume FILE | scanner COMMAND ... (lab, history, show, diff, web, worker, bench; each has --help)",
              ""]
     sections: dict = {}
     for opt in OPTIONS:

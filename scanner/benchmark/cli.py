@@ -1,0 +1,126 @@
+"""`scanner bench`: scanner against nmap, masscan and zmap in the namespace lab, or (with
+--target and --authorized) against nmap on targets the user names."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import EnvironmentFault, InputError
+
+bench_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+def _meta(command: str, started: _dt.datetime, repeat: int) -> dict:
+    from .. import __version__
+    root = Path(__file__).resolve().parents[2]
+    git = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
+                         text=True).stdout.strip() if shutil.which("git") else ""
+    return {"command": command, "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"), "host": platform.node(),
+            "kernel": platform.release(), "cpus": os.cpu_count(), "scanner_version": __version__, "git": git,
+            "repeat": repeat}
+
+
+def _version(tool: str) -> str:
+    flag = {"nmap": "--version", "masscan": "--version", "zmap": "--version"}[tool]
+    p = subprocess.run([tool, flag], capture_output=True, text=True)
+    return next((line.strip() for line in (p.stdout + p.stderr).splitlines() if line.strip()), "?")
+
+
+@bench_app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def bench(
+    workloads: Optional[List[str]] = typer.Argument(None, help="Workloads to run (default: all; with --quick: "
+                                                   "sparse allports techniques sendpath)."),
+    tools: str = typer.Option("nmap,masscan,zmap", "--tools", help="Peers to compare with (those installed)."),
+    repeat: int = typer.Option(1, "--repeat", help="Runs of each workload and tool (medians, min and max)."),
+    report: Optional[str] = typer.Option(None, "--report", help="Directory for the report (default: "
+                                         "./scanner-bench-<UTC time>)."),
+    quick: bool = typer.Option(False, "--quick", help="Small prefixes and a subset of the workloads: a smoke test (~1 min)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Benchmark against these targets (yours) "
+                                         "instead of the lab: scanner and nmap, the same scan; needs --authorized."),
+    authorized: bool = typer.Option(False, "--authorized", help="You own, or may scan, the --target hosts."),
+    ports: str = typer.Option("1-1024", "-p", "--ports", help="--target: the ports to scan."),
+    technique: str = typer.Option("sT", "--technique", help="--target: the scan technique (sT, sS, ...)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar on stderr."),
+    note: Optional[List[str]] = typer.Option(None, "--note", help="A note for the report (repeatable), "
+                                             "e.g. what else ran on the machine."),
+):
+    """Benchmarks scanner against nmap, masscan and zmap (one after another, never at once) in a
+    disposable network-namespace lab, and writes a report: report.md, report.json, PNG plots and
+    report.html. Needs root. Workloads: sparse dense allports loss techniques top1000
+    udp-ratelimit service sendpath (see docs/bench.md)."""
+    from .report import INSTALL_HINT, have_matplotlib
+    from .workloads import WORKLOADS
+    if repeat < 1:
+        raise InputError("--repeat must be 1 or more")
+    peers = [t.strip() for t in tools.split(",") if t.strip()]
+    unknown = [t for t in peers if t not in ("nmap", "masscan", "zmap")]
+    if unknown:
+        raise InputError(f"unknown tool '{unknown[0]}' in --tools: expected nmap, masscan or zmap")
+    if target is not None:
+        if workloads:
+            raise InputError("--target benchmarks the targets you name: give no workloads with it")
+        if not authorized:
+            raise InputError("--target scans hosts outside the lab: add --authorized to confirm you may scan them")
+        from .target import run_target
+        raise typer.Exit(run_target(target, ports, technique, repeat, report, progress))
+    names = list(workloads or [n for n, w in WORKLOADS.items() if w.in_quick or not quick])
+    bad = [n for n in names if n not in WORKLOADS]
+    if bad:
+        raise InputError(f"unknown workload '{bad[0]}': expected one of {', '.join(WORKLOADS)}")
+    if not have_matplotlib():
+        raise EnvironmentFault(INSTALL_HINT)
+    if os.geteuid() != 0:
+        raise EnvironmentFault("scanner bench builds network namespaces: run it as root")
+    missing = [t for t in ("ip", "nft") if shutil.which(t) is None]
+    if missing:
+        raise EnvironmentFault(f"scanner bench needs {' and '.join(missing)} (apt-get install iproute2 nftables)")
+
+    from .runner import Progress, plan, run_workloads
+    from .report import write_report
+    from .stats import ratios, summarize
+    from .tools import installed
+    started = _dt.datetime.now(_dt.timezone.utc)
+    notes = list(note or [])
+    present = []
+    for peer in peers:
+        if installed(peer):
+            present.append(peer)
+            notes.append(f"{peer}: {_version(peer)}")
+        else:
+            notes.append(f"{peer} is not installed: skipped (apt-get install {peer})")
+    chosen = [WORKLOADS[n] for n in names]
+    runs = plan(chosen, present, quick, repeat)
+    bar = Progress(len(runs), enabled=progress)
+    load0 = os.getloadavg()
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="scanner-bench-") as td:
+        try:
+            rows, more = run_workloads(chosen, present, quick, repeat, Path(td), bar)
+        finally:
+            bar.end()
+    notes += more
+    notes.append("load average (1, 5, 15 min) at the start {:.2f} {:.2f} {:.2f}, at the end {:.2f} {:.2f} {:.2f}; "
+                 "{} CPUs".format(*load0, *os.getloadavg(), os.cpu_count() or 0))
+    command = shlex.join(["scanner", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "scanner bench"
+    meta = _meta(command, started, repeat)
+    meta["duration_s"] = time.monotonic() - t0
+    meta["quick"] = quick
+    summary = summarize(rows)
+    result = {"meta": meta, "notes": notes,
+              "workloads": {w.name: {"title": w.title, "doc": w.doc, "x": w.x,
+                                     "lab": repr(w.lab(quick)), "peers": list(w.peers)} for w in chosen},
+              "rows": rows, "summary": summary, "ratios": ratios(summary)}
+    out = Path(report or f"scanner-bench-{started.strftime('%Y%m%dT%H%M%SZ')}")
+    paths = write_report(result, out)
+    print(f"scanner bench: {len(rows)} runs in {meta['duration_s']:.0f}s; report: {paths['html']}", file=sys.stderr)

@@ -1,0 +1,236 @@
+"""The report: report.json (everything), report.md (tables), PNG plots (matplotlib) and
+report.html (the tables and the plots, embedded: one self-contained page)."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Optional
+
+from .stats import median
+
+INSTALL_HINT = "the bench plots need matplotlib: pip install 'scanner[bench]' (or pip install matplotlib)"
+PLOTS = {"rate_coverage.png": "Probes/s at the target against coverage (sweeps)",
+         "wall_ports.png": "Wall time against ports scanned",
+         "cpu_per_probe.png": "CPU per probe (median over each workload's runs)"}
+COLUMNS = [  # (header, metric, format)
+    ("wall s", "wall_s", "{:.2f}"), ("probes/s at target", "pps_target", "{:,.0f}"),
+    ("coverage", "coverage", "{:.2%}"), ("false +", "false_pos", "{:.0f}"), ("CPU s", "cpu_s", "{:.2f}"),
+    ("CPU µs/probe", "cpu_us_per_probe", "{:.2f}"), ("capture drops", "capture_drops", "{:.0f}"),
+    ("= lab", "agree_lab", "{:.2%}"), ("= nmap", "agree_nmap", "{:.2%}"), ("service = nmap", "service_agree_nmap", "{:.2%}")]
+RATIO_COLUMNS = [("wall (lower is better)", "wall_s"), ("probes/s at target (higher)", "pps_target"),
+                 ("CPU/probe (lower)", "cpu_us_per_probe")]
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fmt_spread(s: Optional[dict], spec: str) -> str:
+    """median, with (min-max) when the runs differ."""
+    if s is None:
+        return "-"
+    m = spec.format(s["median"])
+    if s["n"] > 1 and s["min"] != s["max"]:
+        return f"{m} ({spec.format(s['min'])}–{spec.format(s['max'])})"
+    return m
+
+
+def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["workload", "variant", "tool", "runs"] + [c[0] for c in COLUMNS]
+    body = []
+    for e in summary:
+        if "skipped" in e:
+            continue
+        body.append([e["workload"], e["variant"], e["tool"], str(e["runs"])]
+                    + [fmt_spread(e.get(m), spec) for _, m, spec in COLUMNS])
+    return head, body
+
+
+def ratio_table(ratios: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["workload", "variant", "scanner ÷"] + [c[0] for c in RATIO_COLUMNS]
+    body = [[r["workload"], r["variant"], r["peer"]]
+            + ["-" if r.get(m) is None else f"{r[m]:.2f}" for _, m in RATIO_COLUMNS] for r in ratios]
+    return head, body
+
+
+def markdown_table(head: list[str], body: list[list[str]]) -> str:
+    esc = [[c.replace("|", "\\|") for c in row] for row in [head, *body]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in esc[1:]])
+
+
+def html_table(head: list[str], body: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def commands(summary: list[dict]) -> list[tuple[str, str, str]]:
+    """(workload/variant, tool, argv or why skipped): every tool's exact command line."""
+    out = []
+    for e in summary:
+        what = "skipped: " + e["skipped"] if "skipped" in e else " ".join(map(str, e.get("argv") or []))
+        out.append((f"{e['workload']} / {e['variant']}", e["tool"], what))
+    return out
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+def _series(summary, workloads, xkey_metric):
+    """{(workload, tool): [(x, y-spread)]}"""
+    out: dict = {}
+    for e in summary:
+        if "skipped" in e or e["workload"] not in workloads:
+            continue
+        out.setdefault((e["workload"], e["tool"]), []).append(e)
+    return out
+
+
+def make_plots(summary: list[dict], workloads: dict, directory: Path) -> list[str]:
+    """Writes the PNG plots that have data; returns their file names."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    rate_w = [n for n, w in workloads.items() if w.get("x") == "rate"]
+    groups = _series(summary, rate_w, "pps_target")
+    if groups:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for (w, tool), es in groups.items():
+            pts = sorted((x, y) for x, y in ((median(e, "pps_target"), median(e, "coverage")) for e in es)
+                         if x is not None and y is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] * 100 for p in pts], marker="o", label=f"{tool} ({w})")
+        ax.set_xlabel("probes/s at the target (median)")
+        ax.set_ylabel("coverage %")
+        ax.set_title(PLOTS["rate_coverage.png"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(directory / "rate_coverage.png", dpi=110)
+        plt.close(fig)
+        written.append("rate_coverage.png")
+
+    port_w = [n for n, w in workloads.items() if w.get("x") == "ports"]
+    groups = _series(summary, port_w, "wall_s")
+    if groups:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for (w, tool), es in groups.items():
+            by_tech: dict = {}
+            for e in es:
+                by_tech.setdefault(e["variant"].split()[0] if e["variant"].startswith("-s") else w, []).append(e)
+            for tech, tes in by_tech.items():
+                tes = sorted((e for e in tes if e.get("wall_s")), key=lambda e: e["x"])
+                if not tes:
+                    continue
+                xs = [e["x"] for e in tes]
+                ys = [e["wall_s"]["median"] for e in tes]
+                err = [[y - e["wall_s"]["min"] for y, e in zip(ys, tes)], [e["wall_s"]["max"] - y for y, e in zip(ys, tes)]]
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{tool} {tech}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("ports scanned per host")
+        ax.set_ylabel("wall time s (median, min-max; log)")
+        ax.set_title(PLOTS["wall_ports.png"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(directory / "wall_ports.png", dpi=110)
+        plt.close(fig)
+        written.append("wall_ports.png")
+
+    cpu: dict = {}
+    for e in summary:
+        v = median(e, "cpu_us_per_probe") if "skipped" not in e else None
+        if v is not None:
+            cpu.setdefault(e["workload"], {}).setdefault(e["tool"], []).append(v)
+    if cpu:
+        tools = sorted({t for d in cpu.values() for t in d}, key=lambda t: (t != "scanner", t))
+        fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(cpu)), 4.5))
+        width = 0.8 / len(tools)
+        for i, tool in enumerate(tools):
+            xs = [j + i * width for j, w in enumerate(cpu) if tool in cpu[w]]
+            ys = [sorted(cpu[w][tool])[len(cpu[w][tool]) // 2] for w in cpu if tool in cpu[w]]
+            ax.bar(xs, ys, width, label=tool)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cpu))])
+        ax.set_xticklabels(list(cpu), rotation=20)
+        ax.set_yscale("log")
+        ax.set_ylabel("CPU µs per probe (log)")
+        ax.set_title(PLOTS["cpu_per_probe.png"])
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(directory / "cpu_per_probe.png", dpi=110)
+        plt.close(fig)
+        written.append("cpu_per_probe.png")
+    return written
+
+
+# -- the report -------------------------------------------------------------------------------
+
+def render_markdown(result: dict, plots: list[str]) -> str:
+    meta = result["meta"]
+    parts = [f"# scanner bench report ({meta['started']})", "",
+             f"`{meta['command']}` on {meta['host']} (kernel {meta['kernel']}, {meta['cpus']} CPUs), "
+             f"scanner {meta['scanner_version']} ({meta.get('git') or 'no git'}), {meta['repeat']} run(s) each, "
+             f"{meta['duration_s']:.0f} s in all.", ""]
+    parts += [f"- {n}" for n in result.get("notes", [])] + [""]
+    parts += ["## Results", "", "Medians over the runs, with (min–max) where they differ.", "",
+              markdown_table(*summary_table(result["summary"])), ""]
+    if result["ratios"]:
+        parts += ["## scanner against each peer (same run)", "",
+                  "scanner's median divided by the peer's.", "", markdown_table(*ratio_table(result["ratios"])), ""]
+    for p in plots:
+        parts += [f"![{PLOTS[p]}]({p})", ""]
+    parts += ["## Workloads", ""]
+    for name, w in result["workloads"].items():
+        parts += [f"- **{name}** ({w['title']}): {w['doc']}"]
+    parts += ["", "## Command lines", "", markdown_table(["workload / variant", "tool", "argv"],
+                                                         [list(c) for c in commands(result["summary"])]), ""]
+    return "\n".join(parts)
+
+
+def render_html(result: dict, plots: list[str], directory: Path) -> str:
+    meta = result["meta"]
+    imgs = "".join(
+        f"<figure><img alt='{html.escape(PLOTS[p])}' src='data:image/png;base64,"
+        f"{base64.b64encode((directory / p).read_bytes()).decode()}'><figcaption>{html.escape(PLOTS[p])}"
+        f"</figcaption></figure>" for p in plots)
+    wl = "".join(f"<li><b>{html.escape(n)}</b> ({html.escape(w['title'])}): {html.escape(w['doc'])}</li>"
+                 for n, w in result["workloads"].items())
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.get("notes", []))
+    ratios = (f"<h2>scanner against each peer (same run)</h2><p>scanner's median divided by the peer's.</p>"
+              f"{html_table(*ratio_table(result['ratios']))}" if result["ratios"] else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>scanner bench {html.escape(meta['started'])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;font-size:13px;
+margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:nth-child(-n+3),th{{text-align:left}}
+img{{max-width:100%}}figure{{display:inline-block;margin:0 1em 1em 0}}code{{font-size:12px}}</style></head>
+<body><h1>scanner bench report</h1>
+<p><code>{html.escape(meta['command'])}</code>: {html.escape(meta['started'])} on {html.escape(meta['host'])}
+(kernel {html.escape(meta['kernel'])}, {meta['cpus']} CPUs), scanner {html.escape(meta['scanner_version'])},
+{meta['repeat']} run(s) each, {meta['duration_s']:.0f} s in all.</p><ul>{notes}</ul>
+<h2>Results</h2><p>Medians over the runs, with (min–max) where they differ.</p>
+{html_table(*summary_table(result['summary']))}{ratios}<h2>Plots</h2>{imgs or '<p>no plots</p>'}
+<h2>Workloads</h2><ul>{wl}</ul><h2>Command lines</h2>
+{html_table(['workload / variant', 'tool', 'argv'], [list(c) for c in commands(result['summary'])])}
+</body></html>
+"""
+
+
+def write_report(result: dict, directory: Path) -> dict:
+    """Writes report.json, report.md, the plots and report.html into directory; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    plots = make_plots(result["summary"], result["workloads"], directory)
+    paths = {"json": directory / "report.json", "markdown": directory / "report.md",
+             "html": directory / "report.html"}
+    paths["json"].write_text(json.dumps(result, indent=1, default=str))
+    paths["markdown"].write_text(render_markdown(result, plots))
+    paths["html"].write_text(render_html(result, plots, directory))
+    return {**{k: str(v) for k, v in paths.items()}, "plots": [str(directory / p) for p in plots]}
