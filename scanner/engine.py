@@ -584,26 +584,28 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: S
     from dataclasses import replace
     space = ScanSpace(config.space.targets, probes)
     scan = (engine or Scan)(replace(config, space=space, list_unanswered=False), resume)
-    # Hosts that answered any probe (a resumed scan's bitmap already knows some).
-    seen = np.zeros(space.n_hosts, dtype=bool)
+    # Hosts that answered any probe (a resumed scan's bitmap already knows some): a set of the
+    # hosts up, so that memory grows with the hosts found, not with the targets.
+    seen: set = set()
     if resume is not None:
         done = 0
         for indices in scan.config.indices(1 << 20):
             answered = scan.tracker.answered_run(done, len(indices))
             done += len(indices)
-            seen[space.locate(indices[answered])[0].astype(np.int64)] = True
+            seen.update(space.locate(indices[answered])[0].tolist())
 
     def collect(rows):
         """Keeps the first answer from each host."""
         rows = rows[rows["state"] == STATES["up"]]
         hosts, first = np.unique(space.locate(rows["index"])[0].astype(np.int64), return_index=True)
-        fresh = ~seen[hosts]
-        seen[hosts[fresh]] = True
-        if sink and fresh.any():
-            sink(rows[first[fresh]])
-    scan.complete = lambda: bool(seen.all())
+        new = set(hosts.tolist()) - seen
+        if new:
+            seen.update(new)
+            if sink:
+                sink(rows[first[np.isin(hosts, np.fromiter(new, dtype=np.int64, count=len(new)))]])
+    scan.complete = lambda: len(seen) >= space.n_hosts
     summary = runner(scan, collect) if runner else scan.run(collect)
-    up = np.flatnonzero(seen).astype(np.uint64)
+    up = np.array(sorted(seen), dtype=np.uint64)
     if not len(up):
         return None, summary
     rows = space.rows(up * np.uint64(space.n_slots))
