@@ -73,7 +73,7 @@ MAX_IPV6_HOSTS = 1 << 20
 # IANA's IPv4 and IPv6 Special-Purpose Address Registries: the ranges that are not globally
 # reachable, with multicast and the limited broadcast. A target block that merely contains one
 # (0.0.0.0/0, 192.0.0.0/2, ...) is scanned without it; a target inside one (a lab in 198.18.0.0/15,
-# 127.0.0.1, 10.1.2.0/24) is scanned. --no-default-exclude turns this off. (Globally reachable
+# 127.0.0.1) is scanned. --no-default-exclude turns this off. (Globally reachable
 # registry entries such as AS112 or AMT are scanned; in 2001::/23 only its listed non-global
 # blocks are left out.)
 SPECIAL_PURPOSE = (
