@@ -344,7 +344,7 @@ class Scan:
             if not self._stop.is_set():
                 self.cursor = (cfg.retries + 1, start)
             if not self._stop.is_set() and "udp" in space.probes.protos and cfg.udp_rounds:
-                self._slow_udp_rounds(start, step)
+                self._slow_udp_rounds()
             self._wait(cfg.wait)
         finally:
             self.summary.interrupted = self._stop.is_set()
@@ -486,7 +486,7 @@ class Scan:
         while time.monotonic() < deadline and not self.complete():
             time.sleep(0.01)
 
-    def _slow_udp_rounds(self, start, step):
+    def _slow_udp_rounds(self):
         """Hosts that answered some UDP probes with port-unreachable but not others are likely
         rate-limiting ICMP (Linux: about one a second): resend their unanswered UDP probes at a
         pace they can answer, round after round while rounds still bring answers."""
