@@ -408,14 +408,16 @@ class Lab:
         """The target namespace's nftables table (applied with nft -f)."""
         spec, tif = self.spec, self.target_if
         net = spec.network
-        lines = ["table inet lab {", "  counter rx { }"]
+        lines = ["table inet lab {", "  counter rx { }", "  counter rst { }"]
         # inet ingress sees IPv4/IPv6 only: ARP still gets through, so the
         # scanner can resolve the target's MAC even with ingress_drop_all.
         # Neighbour discovery, IPv6's ARP, is let through explicitly.
         nd = "ip6 nexthdr icmpv6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }"
         lines += ["  chain ingress {",
                   f'    type filter hook ingress device "{tif}" priority -500; policy accept;',
-                  '    counter name "rx"']
+                  '    counter name "rx"',
+                  # RSTs (the scanner kernel's answers to SYN-ACKs, a connect scan's close): not probes
+                  '    tcp flags & rst == rst counter name "rst"']
         if spec.prefix6 is not None:
             lines.append(f"    {nd} accept")
         if spec.ingress_drop_all:
@@ -556,10 +558,11 @@ class Lab:
                 out[(ip, p)] = per[p]
         return out
 
-    def target_counter(self) -> int:
-        """Packets that arrived on the target's veth (IPv4/IPv6, before any drop)."""
-        out = _sh(_nsexec(self.target_ns, ["nft", "-j", "list", "counter", "inet", "lab", "rx"])).stdout
+    def target_counter(self, name: str = "rx") -> int:
+        """Packets that arrived on the target's veth (IPv4/IPv6, before any drop); name="rst":
+        those of them that are TCP RSTs."""
+        out = _sh(_nsexec(self.target_ns, ["nft", "-j", "list", "counter", "inet", "lab", name])).stdout
         for item in json.loads(out)["nftables"]:
             if "counter" in item:
                 return int(item["counter"]["packets"])
-        raise RuntimeError("nft counter rx not found")
+        raise RuntimeError(f"nft counter {name} not found")

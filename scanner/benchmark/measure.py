@@ -4,7 +4,9 @@
   /proc/<pid>/net/dev of a `sleep` parked in the scanner namespace. The send phase is the time
   between the counter passing 1% and 99% of its increase (scaled by 1/0.98): blind to ARP before
   the first probe and to stragglers after the last.
-- packets that reached the target: Lab.target_counter() (nft counter at the target's ingress).
+- packets that reached the target: Lab.target_counter() (nft counter at the target's ingress);
+  probes/s at the target leaves out the TCP RSTs among them (Lab.target_counter("rst")): the
+  scanner kernel's RSTs to SYN-ACKs (as many as the open ports in a dense sweep) are no probes.
 - CPU: os.wait4 on the tool's pid; `ip netns exec` execs the tool, so this is the tool's own
   user+sys time, threads and reaped children included. The sampler also reads the tool's CPU from
   /proc/<pid>/stat with each tx sample: its CPU per packet over the send phase alone (no start-up,
@@ -189,7 +191,7 @@ def run_measured(lab: Lab, parker: Parker, argv: list[str], log: Path, *, timeou
                  idle_kill: Optional[float] = None, env: Optional[dict] = None,
                  cwd: Optional[Path] = None) -> dict:
     """Runs argv in the scanner namespace (stdout and stderr to log); returns the measurements."""
-    rx0 = lab.target_counter()
+    rx0, rst0 = lab.target_counter(), lab.target_counter("rst")
     busy0 = machine_busy_s()
     sampler = TxSampler(parker.proc.pid, lab.scanner_if)
     sampler.start()
@@ -207,11 +209,13 @@ def run_measured(lab: Lab, parker: Parker, argv: list[str], log: Path, *, timeou
     sampler.halt()
     busy = machine_busy_s() - busy0
     arrived = lab.target_counter() - rx0
+    rsts = lab.target_counter("rst") - rst0
     sent, send_s, first_s = sampler.send_phase(t0)
     cpu = ru.ru_utime + ru.ru_stime
     return {"pps_10_90": sampler.core_rate(), "send_cpu_us_per_packet": sampler.send_cpu(),
             "others_cpu_share": max(0.0, busy - cpu) / (wall * (os.cpu_count() or 1)),
             "wall_s": wall, "tx": sent, "send_s": send_s, "first_probe_s": first_s,
             "pps_sent": sent / send_s if send_s > 0 else None,
-            "arrived": arrived, "pps_target": arrived / send_s if send_s > 0 else None,
+            "arrived": arrived, "arrived_rst": rsts,
+            "pps_target": (arrived - rsts) / send_s if send_s > 0 else None,
             "cpu_s": cpu, "rc": p.returncode, "killed": sampler.killed}
