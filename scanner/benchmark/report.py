@@ -93,6 +93,18 @@ def _series(summary, workloads, xkey_metric):
     return out
 
 
+def _save(plt, fig, ax, directory: Path, name: str, grid: bool) -> str:
+    """Titles, legends and writes one plot; returns its file name."""
+    ax.set_title(PLOTS[name])
+    if grid:
+        ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(directory / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def make_plots(summary: list[dict], workloads: dict, directory: Path) -> list[str]:
     """Writes the PNG plots that have data; returns their file names."""
     import matplotlib
@@ -111,13 +123,7 @@ def make_plots(summary: list[dict], workloads: dict, directory: Path) -> list[st
                 ax.plot([p[0] for p in pts], [p[1] * 100 for p in pts], marker="o", label=f"{tool} ({w})")
         ax.set_xlabel("probes/s at the target (median)")
         ax.set_ylabel("coverage %")
-        ax.set_title(PLOTS["rate_coverage.png"])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(directory / "rate_coverage.png", dpi=110)
-        plt.close(fig)
-        written.append("rate_coverage.png")
+        written.append(_save(plt, fig, ax, directory, "rate_coverage.png", grid=True))
 
     port_w = [n for n, w in workloads.items() if w.get("x") == "ports"]
     groups = _series(summary, port_w, "wall_s")
@@ -139,13 +145,7 @@ def make_plots(summary: list[dict], workloads: dict, directory: Path) -> list[st
         ax.set_yscale("log")
         ax.set_xlabel("ports scanned per host")
         ax.set_ylabel("wall time s (median, min-max; log)")
-        ax.set_title(PLOTS["wall_ports.png"])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(directory / "wall_ports.png", dpi=110)
-        plt.close(fig)
-        written.append("wall_ports.png")
+        written.append(_save(plt, fig, ax, directory, "wall_ports.png", grid=True))
 
     cpu: dict = {}
     for e in summary:
@@ -164,12 +164,7 @@ def make_plots(summary: list[dict], workloads: dict, directory: Path) -> list[st
         ax.set_xticklabels(list(cpu), rotation=20)
         ax.set_yscale("log")
         ax.set_ylabel("CPU µs per probe (log)")
-        ax.set_title(PLOTS["cpu_per_probe.png"])
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(directory / "cpu_per_probe.png", dpi=110)
-        plt.close(fig)
-        written.append("cpu_per_probe.png")
+        written.append(_save(plt, fig, ax, directory, "cpu_per_probe.png", grid=False))
     return written
 
 
