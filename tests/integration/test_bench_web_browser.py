@@ -1,12 +1,16 @@
 """The benchmark reports in the web GUI, in a browser: `scanner web --reports DIR` on 127.0.0.1
 (no scan is run), Debian's chromium driven by Playwright: the list of reports, one report's
-results table, ratio table and plots (loaded, not broken images)."""
+results table, ratio table and plots (loaded, not broken images). The screenshot goes to the
+test's temporary directory, or to $SCANNER_WEB_SCREENSHOTS if set."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+
+from pathlib import Path
 
 from conftest import REPO_ROOT, scanner_argv, scanner_env
 
@@ -43,12 +47,15 @@ def test_browser_lists_and_shows_a_bench_report(tmp_path):
                 listed.first.click()
                 expect(page.locator("#bench-results tbody tr")).to_have_count(rows)
                 expect(page.locator("#bench-command")).to_have_text(data["meta"]["command"])
+                expect(page.locator("#bench-results th").nth(9)).to_have_text("CPU µs/probe", use_inner_text=True)   # as shown
                 expect(page.locator("#bench-ratios tbody tr")).to_have_count(len(data["ratios"]))
                 imgs = page.locator("#bench-plots img")
                 expect(imgs).to_have_count(3)
                 page.wait_for_function("[...document.querySelectorAll('#bench-plots img')]"
                                        ".every((i) => i.complete && i.naturalWidth > 100)")
-                page.screenshot(path=str(tmp_path / "bench-report.png"), full_page=True)
+                shots = Path(os.environ.get("SCANNER_WEB_SCREENSHOTS") or tmp_path)
+                shots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shots / "web-bench-report.png"))
             finally:
                 browser.close()
     finally:
