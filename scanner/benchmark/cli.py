@@ -175,9 +175,11 @@ def _render(directory: Path, readme: Optional[Path]) -> None:
     from .stats import ratios
     try:
         result = json.loads((directory / "report.json").read_text())
-        result["summary"], result["workloads"], result["meta"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise InputError(f"--render {directory}: no scanner bench report.json there") from None
+        ok = isinstance(result, dict) and all(k in result for k in ("meta", "workloads", "summary"))
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"--render {directory}: no scanner bench report.json there")
     if not have_matplotlib():
         raise EnvironmentFault(INSTALL_HINT)
     result["ratios"] = ratios(result["summary"])       # with the metrics this version compares
