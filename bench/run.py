@@ -36,7 +36,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
     from scanner import cli
-    cli.main(argv_for(args, _dt.datetime.now(_dt.timezone.utc)))
+    argv = argv_for(args, _dt.datetime.now(_dt.timezone.utc))
+    sys.argv = ["scanner", *argv]           # the report records this command line
+    cli.main(argv)
 
 
 if __name__ == "__main__":
