@@ -6,7 +6,8 @@ was learned while probing (certificate, page title, the probes' replies) and the
 exchanges for talking to the port again. Registering one is one call: register(Script(...)).
 
 Which scripts run: -sC the default set (nmap's "default" category), --script names, categories
-(default, safe, discovery, version, auth, all) and shell patterns (http-*); -sV alone runs the
+(default, safe, discovery, version, auth, all) and shell patterns (http-*), instead of -sC's set
+when both are given, as in nmap; -sV alone runs the
 scripts marked sv (nmap's version-category http-server-header, and ssl-cert/http-title, which
 read only what probing already learned)."""
 from __future__ import annotations
@@ -83,6 +84,7 @@ def select(names: Iterable[str] = (), default: bool = False, versions: bool = Fa
     words = [w.strip() for n in names for w in n.split(",") if w.strip()]
     if not words and not default:
         return None
+    default = default and not words        # as nmap: --script replaces -sC's default set
     chosen = {s.name for s in SCRIPTS.values() if (default and s.default) or (versions and s.sv)}
     for w in words:
         if w in SCRIPTS:
