@@ -385,10 +385,12 @@ async def _redis_info(info: ServiceInfo, facts: PortFacts) -> Result:
             await c.send(f"*{len(words)}\r\n".encode() + b"".join(
                 f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words))
             reply = await c.read_until(_resp_complete)
-            if not reply:
-                raise ValueError("no Redis reply")
+            if not reply:                   # as nmap: a command without answer adds nothing
+                return True, None
             return reply[:1] == b"-", _resp_parse(reply, 0)[0]
         err, text = await cmd("INFO")
+        if text is None:
+            return None
         if err:
             return "ERROR: Authentication required" if "NOAUTH" in (text or "") or "not permitted" in (text or "") \
                 else f"ERROR: {text}"

@@ -17,7 +17,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import scanner_argv, scanner_env
 from test_service_lab import TARGET, _wait_port, service_lab  # noqa: F401 - the fixture, shared
