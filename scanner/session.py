@@ -191,8 +191,9 @@ class Session:
             self.post = PostScan(r.version_scan or scripts, r.os_scan, r.version_intensity, r.service_db,
                                  concurrency=r.max_parallelism or 128)
             if scripts:
-                from .service.scripts import parse_args, select
+                from .service.scripts import named, parse_args, select
                 self.post.scripts = select(r.scripts, default=r.script_scan, versions=r.version_scan)
+                self.post.script_named = named(r.scripts)
                 self.post.script_args = parse_args(r.script_args)
             self.post.verbose = r.verbose
             self.post.os_limit, self.post.os_guess_more = r.osscan_limit, r.osscan_guess

@@ -25,10 +25,11 @@ class ServiceScanner:
     def __init__(self, db: Optional[ProbeDB] = None, intensity: int = DEFAULT_INTENSITY,
                  concurrency: int = 128, null_wait: float = NULL_WAIT, probe_wait: float = PROBE_WAIT,
                  port_deadline: float = PORT_DEADLINE, scripts: Optional[frozenset] = None,
-                 script_args: Optional[dict] = None, verbose: int = 0):
+                 script_args: Optional[dict] = None, verbose: int = 0, named: frozenset = frozenset()):
         self.db = db or load_db()
         # scripts.select(): the scripts asked for (-sC, --script), None for plain -sV's
         self.scripts, self.script_args, self.verbose = scripts, dict(script_args or {}), verbose
+        self.named = named           # scripts.named(): those --script named (nmap's verbosity boost)
         self.intensity = intensity
         self.concurrency = concurrency
         self.null_wait, self.probe_wait, self.port_deadline = null_wait, probe_wait, port_deadline
@@ -157,7 +158,7 @@ class ServiceScanner:
         async def one(addr, proto, port):
             async with sem:
                 facts = PortFacts(addr, port, proto, args=self.script_args, active=self.scripts is not None,
-                                  verbose=self.verbose)
+                                  verbose=self.verbose, named=self.named)
                 try:
                     info = await (self.tcp_port(addr, port, facts) if proto == "tcp" else self.udp_port(addr, port))
                 except Exception as e:      # noqa: BLE001 - one odd server must not end the scan

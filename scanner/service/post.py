@@ -54,6 +54,7 @@ class PostScan:
         self.os_limit = self.os_guess_more = False      # --osscan-limit, --osscan-guess
         self.scripts: Optional[frozenset] = None         # -sC/--script: scripts.select(); None: plain -sV's
         self.script_args: dict = {}
+        self.script_named: frozenset = frozenset()      # scripts.named()
         self.verbose = 0
         self.services: dict = {}
         self.os_guesses: dict = {}
@@ -70,7 +71,7 @@ class PostScan:
         if self.versions:
             targets = service_targets(rows)
             scanner = ServiceScanner(self.db, self.intensity, self.concurrency, scripts=self.scripts,
-                                     script_args=self.script_args, verbose=self.verbose)
+                                     script_args=self.script_args, verbose=self.verbose, named=self.script_named)
             scanner.on_warning = lambda text: session.emit(ev.Warning(text))
             session._current = scanner
             if session.stopping:

@@ -16,7 +16,7 @@ import asyncio
 import fnmatch
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Dict, Iterable, Optional, Union
 
 from ..errors import InputError
@@ -40,7 +40,8 @@ class PortFacts:
     replies: dict = field(default_factory=dict)   # probe name -> its first reply (NULL: the banner)
     args: dict = field(default_factory=dict)      # --script-args
     active: bool = False                # scripts were asked for (-sC, --script): they may talk to the port
-    verbose: int = 0
+    verbose: int = 0                    # -v count; one more for the scripts named (nmap's boost)
+    named: frozenset = frozenset()      # scripts selected by name or pattern
 
 
 @dataclass
@@ -98,6 +99,13 @@ def select(names: Iterable[str] = (), default: bool = False, versions: bool = Fa
     return frozenset(chosen)
 
 
+def named(names: Iterable[str] = ()) -> frozenset:
+    """The scripts that --script selects by name or pattern, not by category: nmap gives them one
+    more level of verbosity."""
+    words = [w.strip() for n in names for w in n.split(",") if w.strip()]
+    return frozenset(x for w in words if w not in CATEGORIES for x in fnmatch.filter(SCRIPTS, w))
+
+
 def parse_args(text: Optional[str]) -> dict:
     """--script-args: name=value pairs separated by commas (values may be quoted)."""
     out: dict = {}
@@ -115,8 +123,9 @@ async def run_scripts(info: ServiceInfo, facts: PortFacts, names=None) -> Servic
             and s.applies(info, facts)]
 
     async def one(script: Script) -> Result:
+        mine = replace(facts, verbose=facts.verbose + 1) if script.name in facts.named else facts
         try:
-            return await asyncio.wait_for(script.run(info, facts), SCRIPT_TIMEOUT)
+            return await asyncio.wait_for(script.run(info, mine), SCRIPT_TIMEOUT)
         except (OSError, ValueError, EOFError, IndexError, struct.error, asyncio.TimeoutError):
             return None     # the port stopped answering or spoke nonsense: no output, as nmap
     results = await asyncio.gather(*(one(s) for s in todo))
@@ -236,7 +245,8 @@ async def _ssh_hostkey(info: ServiceInfo, facts: PortFacts) -> Result:
     keys = await host_keys(facts.host, facts.port, STEP_TIMEOUT)
     if not keys:
         return None
-    text = "\n" + "\n".join(f"  {k.bits} {k.fingerprint} ({k.label})" for k in keys)
+    text = "\n" + "\n".join(f"  {k.bits} {k.fingerprint} ({k.label})" + (f"\n{k.type} {k.key}" if facts.verbose > 1
+                                                                         else "") for k in keys)
     return ScriptOutput(text, [{"key": k.key, "fingerprint": k.fingerprint, "type": k.type, "bits": str(k.bits)}
                                for k in keys])
 
@@ -249,14 +259,14 @@ async def _banner(info: ServiceInfo, facts: PortFacts) -> Result:
     text = (data or b"").strip(b" \t\r\n\f\v")
     if not text:
         return None
-    return banner_text(text)
+    return banner_text(text, facts.verbose)
 
 
 def banner_text(data: bytes, verbose: int = 0) -> str:
-    """nmap's banner layout: bytes outside 32-126 as \\xNN, cut at 63 + 71 characters at the
-    default verbosity (71 more per -v; then "..."), in lines of 63 and then 71 characters."""
+    """nmap's banner layout: bytes outside 32-126 as \\xNN, cut at 63 characters (71 more per
+    level of verbosity; then "..."), in lines of 63 and then 71 characters."""
     first, per_line = 75 - 1 - len("banner") - 5, 75 - 1 - 3
-    total = first + (1 + verbose) * per_line       # NSE's verbosity is one above the -v count
+    total = first + verbose * per_line
     out = ""
     for b in data:
         out += chr(b) if 32 <= b <= 126 else f"\\x{b:02X}"
@@ -309,7 +319,7 @@ async def _ftp_list(c: Conversation, facts: PortFacts, done) -> list:
         listing = await d.read_until(lambda b: 0)          # until the server closes the data line
         listing = listing or bytes(d.buf)
     await c.read_until(done)
-    limit = int(facts.args.get("ftp-anon.maxlist", 20))
+    limit = int(facts.args.get("ftp-anon.maxlist", 20 if facts.verbose == 0 else -1))
     rows = [x.rstrip("\r") for x in listing.decode("utf-8", "replace").split("\n") if x.strip()]
     extra = [f"Only {limit} shown. Use --script-args ftp-anon.maxlist=-1 to see all."] \
         if 0 <= limit < len(rows) else []

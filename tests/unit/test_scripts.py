@@ -38,6 +38,7 @@ def test_select_default_names_categories_patterns():
     assert SC.select(["ssh-hostkey"], default=True) == {"ssh-hostkey"}     # --script replaces -sC, as nmap
     with pytest.raises(InputError, match="unknown script: nope"):
         SC.select(["http-title,nope"])
+    assert SC.named(["default,banner", "http-*"]) == {"banner", "http-title", "http-server-header"}
 
 
 def test_options_parse_and_round_trip():
@@ -67,7 +68,9 @@ def test_cli_unknown_script_is_one_line_exit_2():
 
 def test_banner_layout_is_nmaps():
     assert SC.banner_text(b"220 (vsFTPd 3.0.3)") == "220 (vsFTPd 3.0.3)"
-    text = SC.banner_text(bytes(range(0, 60)))     # 156 characters escaped: cut at 63 + 71
+    short = SC.banner_text(bytes(range(0, 60)))    # 156 characters escaped: cut at 63
+    assert len(short) == 64 and short.endswith("...\n") and short.startswith("\\x00\\x01")
+    text = SC.banner_text(bytes(range(0, 60)), 1)  # named in --script: nmap's one more level, 63 + 71
     first, second, last = text.split("\n")         # nmap ends a full last line with a newline
     assert len(first) == 63 and first.startswith("\\x00\\x01\\x02") and "\\x0A" in first
     assert len(second) == 71 and second.endswith("...") and "\\x1F" in second and last == ""
