@@ -156,6 +156,9 @@ def test_scripts_match_nmap(service_lab):  # noqa: F811 - the imported fixture
     rows = [json.loads(line) for line in ours_json.read_text().splitlines()]
     ssh = [r for r in rows if r.get("details") and r.get("port") == 22][0]["service"]
     assert ssh["script_data"]["ssh-hostkey"][0]["fingerprint"] in ssh["scripts"]["ssh-hostkey"]
+    lint = subprocess.run(["xmllint", "--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", str(ours_xml)],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stderr                       # valid per nmap's DTD
     # ndiff reads our XML against nmap's, or fails on nmap's own file alike: Debian's ndiff (Python 3)
     # cannot sort two <script>s of one port (ScriptResult has no order), whoever wrote them.
     ok, err = _ndiff(nmap_xml, ours_xml)

@@ -98,6 +98,7 @@ def _render(option, tmp_path, services):
     return path.read_text()
 
 
+DTD = "/usr/share/nmap/nmap.dtd"
 HOSTKEY = [{"key": "AAAA", "fingerprint": "ea01a31da1fe16672c191206e607acde", "type": "ssh-ed25519", "bits": "256"}]
 SSH = {("198.18.0.1", "tcp", 22): ServiceInfo(
     "ssh", "OpenSSH", scripts={"ssh-hostkey": "\n  256 ea01a31da1fe16672c191206e607acde (ED25519)",
@@ -117,6 +118,12 @@ def test_xml_script_elements_read_by_libnmap(tmp_path):
     assert redis.find("elem[@key='Version']").text == "7"
     assert [e.text for e in redis.find("table[@key='Bind addresses']")] == ["0.0.0.0", "::1"]
     assert not list(scripts["banner"])              # no structured values: a bare <script/>
+    # Valid against nmap's DTD (Debian's nmap ships it; xmllint: libxml2-utils).
+    assert shutil.which("xmllint") and Path(DTD).exists(), "apt-get install nmap libxml2-utils"
+    (tmp_path / "v.xml").write_text(text)
+    lint = subprocess.run(["xmllint", "--noout", "--dtdvalid", DTD, str(tmp_path / "v.xml")], capture_output=True,
+                          text=True)
+    assert lint.returncode == 0, lint.stderr
     from libnmap.parser import NmapParser
     svc = NmapParser.parse_fromstring(text).hosts[0].services[0]
     got = {s["id"]: s for s in svc.scripts_results}
