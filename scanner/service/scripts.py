@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable, Dict, Iterable, Optional, Union
 from ..errors import InputError
 from .exchange import Conversation, tcp_exchange, tls_context, udp_exchange
 from .model import ServiceInfo
-from .tls import cert_data, cert_text, http_title
+from .tls import cert_data, cert_text
 
 SCRIPT_TIMEOUT = 20.0     # at most this long per script and port
 STEP_TIMEOUT = 5.0        # each read of a dialogue
@@ -185,7 +185,8 @@ def _line_reply(code_ok: Callable[[bytes], bool] = lambda line: True) -> Callabl
 
 async def _http_get(info: ServiceInfo, facts: PortFacts, path: str = "/") -> bytes:
     agent = facts.args.get("http.useragent", "Mozilla/5.0 (compatible; scanner)")
-    request = (f"GET {path} HTTP/1.1\r\nHost: {facts.host}\r\nUser-Agent: {agent}\r\n"
+    host = f"[{facts.host}]" if ":" in facts.host else facts.host
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {agent}\r\n"
                "Connection: close\r\n\r\n").encode()
     ex = await tcp_exchange(facts.host, facts.port, request, STEP_TIMEOUT,
                             tls_context() if info.tunnel == "ssl" else None)
@@ -205,24 +206,71 @@ async def _ssl_cert(info: ServiceInfo, facts: PortFacts) -> Result:
     return ScriptOutput(cert_text(facts.cert, facts.verbose), cert_data(facts.cert) if "md5" in facts.cert else None)
 
 
+_NMAP_TITLE = re.compile(rb"<title[^>]*>([^<]*)</title>", re.I)
+MAX_REDIRECTS = 5
+
+
+def _status(reply: bytes) -> int:
+    parts = reply.split(b"\r\n", 1)[0].split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _same_place(location: str, facts: PortFacts, tls: bool) -> Optional[str]:
+    """The path to ask for if a redirect stays on the scanned host and port (nmap's
+    redirect_ok), else None: a redirect never sends a probe anywhere else."""
+    from urllib.parse import urlsplit
+    u = urlsplit(location)
+    if not u.scheme and not u.netloc:
+        return location if location.startswith("/") else "/" + location
+    default = 443 if u.scheme == "https" else 80
+    try:
+        port = u.port or default
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or (u.scheme == "https") != tls or port != facts.port \
+            or (u.hostname or "").lower() != facts.host.lower():
+        return None
+    return (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+
 async def _http_title(info: ServiceInfo, facts: PortFacts) -> Result:
-    if facts.title:
-        return ScriptOutput(facts.title, {"title": facts.title})
-    if not facts.active:
-        return None
-    reply = await _http_get(info, facts, facts.args.get("http-title.url", "/"))
-    if not reply.startswith(b"HTTP/"):
-        return None
-    title = http_title(reply)
+    """nmap's http-title: GET the page (redirects followed on the same host and port), the
+    <title> without CR/LF/tab and cut at 65 characters, "Requested resource was ..." after a
+    redirect, "Did not follow redirect to ..." when one leads elsewhere."""
+    if not facts.active:          # plain -sV: the title its probes saw
+        return ScriptOutput(facts.title, {"title": facts.title}) if facts.title else None
+    tls = info.tunnel == "ssl" or (info.name == "https")
+    path: Optional[str] = facts.args.get("http-title.url", "/")
+    redirect = None
+    reply = b""
+    for _ in range(MAX_REDIRECTS + 1):
+        reply = await _http_get(info, facts, path or "/")
+        if not reply.startswith(b"HTTP/"):
+            return None
+        loc = dict((k.lower(), v) for k, v in _headers(reply)).get("location")
+        if not (300 <= _status(reply) < 400 and loc):
+            break
+        redirect = loc
+        path = _same_place(loc, facts, tls)
+        if path is None:
+            return ScriptOutput(f"Did not follow redirect to {loc}", {"redirect_url": loc})
+    else:
+        return ScriptOutput(f"Did not follow redirect to {redirect}", {"redirect_url": redirect})
+    body = reply.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in reply else b""
+    m = _NMAP_TITLE.search(body)
+    title = m.group(1).decode("utf-8", "replace") if m else None
+    data: dict = {}
     if title:
-        return ScriptOutput(title, {"title": title})
-    status = reply.split(b"\r\n", 1)[0].split()
-    headers = dict((k.lower(), v) for k, v in _headers(reply))
-    if len(status) > 1 and status[1].startswith(b"3") and "location" in headers:
-        loc = headers["location"]
-        return ScriptOutput(f"Did not follow redirect to {loc}", {"redirect_url": loc})
-    ctype = headers.get("content-type", "").split(";")[0].strip()
-    return ScriptOutput(f"Site doesn't have a title{f' ({ctype})' if ctype else ''}.")
+        shown = re.sub(r"[\n\r\t]", "", title)
+        shown = shown[:62] + "..." if len(shown) > 65 else shown
+        data["title"] = title
+    else:
+        ctype = dict((k.lower(), v) for k, v in _headers(reply)).get("content-type")
+        shown = "Site doesn't have a title" + (f" ({ctype})." if ctype else ".")
+    if redirect:
+        data["redirect_url"] = redirect
+        shown += f"\nRequested resource was {redirect}"
+    return ScriptOutput(shown or "Site doesn't have a title.", data or None)
 
 
 async def _http_server_header(info: ServiceInfo, facts: PortFacts) -> Result:

@@ -276,6 +276,11 @@ class Servers:
             req = (await r.readuntil(b"\r\n\r\n")).decode()
             if req.startswith("GET /old"):
                 w.write(b"HTTP/1.1 301 Moved\r\nServer: fake/1.0\r\nLocation: /new\r\nContent-Length: 0\r\n\r\n")
+            elif req.startswith("GET /away"):     # elsewhere: never followed (never connected to)
+                w.write(b"HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1/\r\nContent-Length: 0\r\n\r\n")
+            elif req.startswith("GET /titled"):
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><TITLE>A\tvery " + b"long " * 20
+                        + b"title</TITLE>")
             else:
                 w.write(b"HTTP/1.1 200 OK\r\nServer: fake/1.0\r\nContent-Type: text/plain\r\n\r\nno title here")
             w.close()
@@ -324,6 +329,8 @@ def test_script_dialogues_on_loopback():
         dns, dns_data = _run("dns-nsid", "domain", p["dns"], "udp")
         title, _ = _run("http-title", "http", p["http"])
         moved, moved_data = _run("http-title", "http", p["http"], args={"http-title.url": "/old"})
+        away, away_data = _run("http-title", "http", p["http"], args={"http-title.url": "/away"})
+        titled, titled_data = _run("http-title", "http", p["http"], args={"http-title.url": "/titled"})
         server, _ = _run("http-server-header", "http", p["http"])
         banner, _ = _run("banner", "ftp", p["ftp"])
     assert ftp.splitlines() == ["Anonymous FTP login allowed (FTP code 230)",
@@ -336,7 +343,11 @@ def test_script_dialogues_on_loopback():
     assert mysql_data["Version"] == "10.11.6-MariaDB" and "\n  Status: Autocommit" in mysql
     assert dns_data == {"NSID": "ns-a (6e732d61)", "id.server": "ns1.fake", "bind.version": "fake-dns-1.0"}
     assert title == "Site doesn't have a title (text/plain)."
-    assert moved == "Did not follow redirect to /new" and moved_data == {"redirect_url": "/new"}
+    assert moved == "Site doesn't have a title (text/plain).\nRequested resource was /new"
+    assert moved_data == {"redirect_url": "/new"}
+    assert away == "Did not follow redirect to http://192.0.2.1/" and away_data == {"redirect_url": "http://192.0.2.1/"}
+    assert titled == "Avery " + "long " * 11 + "l..." and len(titled) == 65        # nmap: 62 + "..."
+    assert titled_data == {"title": "A\tvery " + "long " * 20 + "title"}
     assert server == "fake/1.0"
     assert banner == "220 (fake ftpd)"
 
