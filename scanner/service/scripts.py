@@ -274,18 +274,22 @@ async def _http_title(info: ServiceInfo, facts: PortFacts) -> Result:
 
 
 async def _http_server_header(info: ServiceInfo, facts: PortFacts) -> Result:
-    replies = [r for r in facts.replies.values() if r.startswith(b"HTTP/")]
-    if not replies and facts.active:        # plain -sV: only what its probes read
-        replies = [await _http_get(info, facts)]
-    servers = []
+    """nmap's http-server-header: the Server headers of the -sV probes' HTTP replies and of a GET
+    with a Host header (plain -sV: the probes' only), sorted; none when -sV's product says it."""
+    replies = [r for r in facts.replies.values() if r.startswith(b"HTTP/1.")]
+    if facts.active:
+        replies.append(await _http_get(info, facts))
+    servers: set = set()
     for r in replies:
-        for k, v in _headers(r):
-            if k.lower() == "server" and v not in servers:
-                servers.append(v)
-    servers = [s for s in servers if s != info.product]      # nmap: nothing new, nothing said
+        m = re.search(rb"\n[Ss][Ee][Rr][Vv][Ee][Rr]:[ \t]*(.*?)\r?\n", r.split(b"\r\n\r\n", 1)[0] + b"\r\n")
+        if m and re.match(rb"HTTP/1\.[01] \d{3}", r):
+            servers.add(m.group(1).decode("latin-1"))
+    servers.discard(info.product or None)          # nmap: what -sV named already is not said again
     if not servers:
         return None
-    return ScriptOutput("\n".join(servers), list(servers))
+    out = sorted(servers)
+    shown = sorted(x or "<empty>" for x in out)
+    return ScriptOutput(("\n  " if len(out) > 1 else "") + "\n  ".join(shown), out)
 
 
 async def _ssh_hostkey(info: ServiceInfo, facts: PortFacts) -> Result:

@@ -199,6 +199,12 @@ class Servers:
         return self
 
     def __exit__(self, *exc):
+        async def cancel_all():          # the handlers still waiting end before the loop stops
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in others:
+                t.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
     def _run(self):
@@ -361,3 +367,11 @@ def test_plain_sv_scripts_never_connect():
     assert info.scripts == {"http-title": "T", "http-server-header": "x/1"}
     bare = asyncio.run(SC.run_scripts(ServiceInfo("http"), SC.PortFacts("127.0.0.1", 9, "tcp")))
     assert bare.scripts == {}
+    two = SC.PortFacts("127.0.0.1", 9, "tcp", replies={"GetRequest": b"HTTP/1.0 200 OK\r\nServer: z/2\r\n\r\n",
+                                                       "HTTPOptions": b"HTTP/1.1 200 OK\r\nserver: a/1\r\n\r\n",
+                                                       "RTSPRequest": b"HTTP/1.1 400 x\r\nServer: z/2\r\n\r\n"})
+    info = asyncio.run(SC.run_scripts(ServiceInfo("http"), two))
+    assert info.scripts["http-server-header"] == "\n  a/1\n  z/2" and info.script_data["http-server-header"] == \
+        ["a/1", "z/2"]                      # nmap's layout of several, sorted
+    same = asyncio.run(SC.run_scripts(ServiceInfo("http", product="z/2"), two))
+    assert same.scripts["http-server-header"] == "a/1"          # what -sV named is not said again
