@@ -461,6 +461,9 @@ async def _redis_info(info: ServiceInfo, facts: PortFacts) -> Result:
         for key, label in _REDIS_FIELDS:
             if key in kvs:
                 out[label] = f"{kvs[key]} bits" if key == "arch_bits" else kvs[key]
+        # As nmap's redis-info, the port's version learns what INFO told.
+        info.version = out.get("Version", info.version)
+        info.extrainfo = out.get("Architecture", info.extrainfo)
         err, bind = await cmd("CONFIG", "GET", "bind")
         if not err and isinstance(bind, list) and len(bind) > 1 and bind[0] == "bind" and bind[1] is not None:
             out["Bind addresses"] = [ip or "0.0.0.0" for ip in bind[1].split(" ")]

@@ -147,6 +147,9 @@ def test_scripts_match_nmap(service_lab):  # noqa: F811 - the imported fixture
         a, b = _nse_lines(sid, ours[("tcp", port)][sid][0]), _nse_lines(sid, theirs[("tcp", port)][sid][0])
         assert a == b, f"{sid}: {a} != {b}"
     assert "  Version: 7" in ours[("tcp", 6379)]["redis-info"][0]
+    from test_service_lab import nmap_services
+    a, b = nmap_services(ours_xml)[("tcp", 6379)], nmap_services(nmap_xml)[("tcp", 6379)]
+    assert (a["version"], a["extrainfo"]) == (b["version"], b["extrainfo"])    # redis-info tells -sV too
     assert "  Auth Plugin Name: mysql_native_password" in ours[("tcp", 3306)]["mysql-info"][0]
     same_text(53, "dns-nsid", "udp")
     assert "dnsmasq" in ours[("udp", 53)]["dns-nsid"][0]
