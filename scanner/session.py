@@ -185,10 +185,17 @@ class Session:
                 raise InputError(f"host discovery of {targets.count} addresses before a port scan is more than "
                                  "one machine's bitmap holds: skip it with -Pn, as masscan and zmap do") from None
         self.post = None
-        if (r.version_scan or r.os_scan) and not r.ping_only and not r.dry_run:
+        scripts = r.script_scan or bool(r.scripts)          # scripts run inside -sV: they turn it on
+        if (r.version_scan or r.os_scan or scripts) and not r.ping_only and not r.dry_run:
             from .service import PostScan
-            self.post = PostScan(r.version_scan, r.os_scan, r.version_intensity, r.service_db,
+            self.post = PostScan(r.version_scan or scripts, r.os_scan, r.version_intensity, r.service_db,
                                  concurrency=r.max_parallelism or 128)
+            if scripts:
+                from .service.scripts import named, parse_args, select
+                self.post.scripts = select(r.scripts, default=r.script_scan, versions=r.version_scan)
+                self.post.script_named = named(r.scripts)
+                self.post.script_args = parse_args(r.script_args)
+            self.post.verbose = r.verbose
             self.post.os_limit, self.post.os_guess_more = r.osscan_limit, r.osscan_guess
 
     # -- control

@@ -119,7 +119,7 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
                 line += f" {svc.version_text}"
             out.append(line.rstrip())
             for sid, text in sorted((svc.scripts if svc else {}).items()):
-                lines = text.split("\n")
+                lines = text.rstrip("\n").split("\n")     # as nmap: no empty last line
                 for j, t in enumerate(lines):
                     lead = "|_" if j == len(lines) - 1 else "| "
                     out.append(f"{lead}{sid + ': ' if j == 0 else ''}{t}")

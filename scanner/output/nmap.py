@@ -148,8 +148,28 @@ def service_xml(svc, port: int, proto: str) -> str:
     cpes = "".join(f"<cpe>{xml_escape(c)}</cpe>" for c in svc.cpes)
     out = head + (f">{cpes}</service>" if cpes else "/>")
     for sid, text in sorted(svc.scripts.items()):
-        out += f"<script id={quoteattr(sid)} output={quoteattr(_xml_chars(text))}/>"
+        out += script_xml(sid, text, svc.script_data.get(sid))
     return out
+
+
+def script_xml(sid: str, text: str, data=None) -> str:
+    """nmap's <script id output>, with its structured values as NSE writes them: a dict's
+    entries as <elem key=..> (or <table key=..> when nested), a list's without key."""
+    head = f"<script id={quoteattr(sid)} output={quoteattr(_xml_chars(text))}"
+    if data is None or data == {} or data == []:
+        return head + "/>"
+
+    def body(value) -> str:
+        items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+        out = ""
+        for k, v in items:
+            key = "" if k is None else f" key={quoteattr(_xml_chars(str(k)))}"
+            if isinstance(v, (dict, list)):
+                out += f"<table{key}>\n{body(v)}</table>\n"
+            else:
+                out += f"<elem{key}>{xml_escape(_xml_chars(str(v)))}</elem>\n"
+        return out
+    return head + ">" + body(data if isinstance(data, (dict, list)) else [data]) + "</script>"
 
 
 def _xml_chars(text: str) -> str:

@@ -4,7 +4,8 @@ and version wherever nmap names them. -O must say Linux. Servers get their own t
 configuration, are started by the fixture (not by systemd) and stopped in its finalizer.
 
 Debian packages needed (installed here when missing; a failed install FAILS the test):
-nginx-light openssh-server redis-server vsftpd dnsmasq-base opensmtpd openssl nmap"""
+nginx-light openssh-server redis-server vsftpd dnsmasq-base opensmtpd openssl nmap
+(and mariadb-server-core, for test_scripts_lab)"""
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +26,7 @@ PACKAGES = {  # binary -> Debian package
     "/usr/sbin/nginx": "nginx-light", "/usr/sbin/sshd": "openssh-server", "/usr/bin/redis-server": "redis-server",
     "/usr/sbin/vsftpd": "vsftpd", "/usr/sbin/dnsmasq": "dnsmasq-base", "/usr/sbin/smtpd": "opensmtpd",
     "/usr/bin/openssl": "openssl", "/usr/bin/nmap": "nmap",
+    "/usr/sbin/mariadbd": "mariadb-server-core",     # test_scripts_lab's mysql-info
 }
 TARGET = "198.18.0.1"
 TCP_PORTS = {21: "ftp", 22: "ssh", 25: "smtp", 53: "domain", 80: "http", 443: "http", 6379: "redis"}
