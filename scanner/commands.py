@@ -95,7 +95,7 @@ def show(
     services, os_guesses = store.details(record.id)        # -sV / -O results, if any
     writer = FORMATS[fmt](out, scan_info(record), show_all=show_all, reason=reason,
                           details=bool(services or os_guesses))
-    writer.set_details(services, os_guesses)
+    writer.set_details(services, os_guesses, traces=store.traces(record.id))
     # Streamed: a batch at a time, or host by host for nmap's formats (memory stays flat).
     if writer.grouped:
         writer.set_more_hosts(lambda: store.host_rows(record.id))

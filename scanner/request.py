@@ -31,7 +31,7 @@ SCAN_LETTERS_MISSING = {"C": "scripts", "O": "IP protocol scan", "Y": "SCTP INIT
 NMAP_MISSING = {
     "--min-hostgroup", "--max-hostgroup", "-b", "--badsum", "-f", "--mtu", "-D", "-S",
     "--data", "--data-string", "--ip-options",
-    "--spoof-mac", "--proxies", "--traceroute", "--script", "--script-args", "-sC",
+    "--spoof-mac", "--proxies", "--script", "--script-args", "-sC",
     "--version-trace", "--max-os-tries", "--privileged", "--unprivileged", "-oS",
     "--stylesheet", "--webxml", "--no-stylesheet", "--datadir", "--send-eth", "--send-ip",
     "--defeat-rst-ratelimit", "--defeat-icmp-ratelimit", "--nsock-engine", "--release-memory",
@@ -106,6 +106,8 @@ OPTIONS = (
          "SERVICE/VERSION AND OS DETECTION"),
     _opt("--osscan-guess --fuzzy", "osscan_guess", "flag", "-O: show guesses of low confidence too",
          "SERVICE/VERSION AND OS DETECTION"),
+    _opt("--traceroute", "traceroute", "flag", "Trace the hop path to each host after the scan (toward a port "
+         "known to answer)", "HOST DISCOVERY"),
     _opt("-A", "aggressive", "flag", "-sV and -O together", "SERVICE/VERSION AND OS DETECTION"),
     _opt("-T", "timing", "value", "Timing template -T0..-T5 (paranoid|sneaky|polite|normal|aggressive|insane)",
          "TIMING AND PERFORMANCE", "0-5"),
@@ -279,6 +281,7 @@ class ScanRequest:
     os_scan: bool = False
     osscan_limit: bool = False
     osscan_guess: bool = False
+    traceroute: bool = False
     timing: int = 3                    # nmap's -T template; the options below override its values
     rate: Optional[float] = None       # fixed packets/s (0: unlimited); None: the pace adapts
     min_rate: Optional[float] = None
@@ -354,7 +357,8 @@ class ScanRequest:
             raise InputError("-n and -R contradict each other")
         if self.fast and (self.ports is not None or self.top_ports is not None):
             raise InputError("-F (the top 100 ports) contradicts -p and --top-ports: choose one")
-        if self.list_scan and (self.tcp_scan or self.udp or self.ping_only or self.version_scan or self.os_scan):
+        if self.list_scan and (self.tcp_scan or self.udp or self.ping_only or self.version_scan or self.os_scan
+                               or self.traceroute):
             raise InputError("-sL only lists targets: it takes no scan technique")
         if self.rate and self.rate < 0.01:
             raise InputError(f"bad --rate {self.rate:g}: must be 0 (unlimited) or at least 0.01")
@@ -379,9 +383,9 @@ class ScanRequest:
                 raise InputError(f"bad --cluster '{self.cluster}': expected tcp://HOST:PORT or tls://HOST:PORT")
             if self.shard != (1, 1):
                 raise InputError("--shard and --cluster do not go together: the cluster shards the scan itself")
-            if self.tcp_scan == "connect" or self.version_scan or self.os_scan:
+            if self.tcp_scan == "connect" or self.version_scan or self.os_scan or self.traceroute:
                 raise InputError("--cluster runs the raw scans (-sS, -sA, ..., -sU, discovery): "
-                                 "not -sT, -sV or -O")
+                                 "not -sT, -sV, -O or --traceroute")
 
     # -- the command line
     @classmethod
