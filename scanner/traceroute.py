@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .states import PROTO_NAMES, REASON_NAMES, REASONS, addresses
+from .states import PROTO_NAMES, REASONS, addresses, host_keys
 
 PROTO_NUMBERS = {"icmp": 1, "ipv6-icmp": 58}
 
@@ -27,6 +27,7 @@ EXTEND = 4                  # hops added per round for a host not reached yet
 ROUND_TIMEOUT = 0.5         # seconds a round waits for the answers still missing
 RETRIES = 1                 # resends of a silent hop
 DEFAULT_DISTANCE = 8        # first guess when the port scan saw no reply TTL
+CHUNK_HOSTS = 8192          # hosts traced at once (about 1.2 KiB of state each)
 
 
 @dataclass
@@ -65,30 +66,37 @@ def distance_guess(reply_ttl: int) -> int:
 
 class TraceCollector:
     """A sink consumer: per host, the best probe for its trace (open TCP > closed TCP > closed
-    UDP > ICMP echo) and the TTL of a reply, from the scan's rows as they go by."""
+    UDP > ICMP echo) and the TTL of a reply, from the scan's rows as they go by (a batch at a
+    time: Python works per host of the batch, not per row)."""
     grouped = False
     error = None
-    _RANKS = {("tcp", "syn-ack"): 0, ("tcp", "reset"): 1, ("tcp", "conn-refused"): 1, ("udp", "port-unreach"): 2}
 
     def __init__(self) -> None:
         self.best: dict = {}        # addr -> (rank, proto, port, ttl)
         self.lock = threading.Lock()
+        rank = np.full(256, 3, dtype=np.uint8)          # reason -> rank, for TCP and UDP rows
+        self._tcp, self._udp = rank.copy(), rank.copy()
+        self._tcp[[REASONS["syn-ack"]]] = 0
+        self._tcp[[REASONS["reset"], REASONS["conn-refused"]]] = 1
+        self._udp[[REASONS["port-unreach"]]] = 2
 
     def write(self, rows) -> None:
         rows = rows[rows["reason"] != REASONS["no-response"]]
         if not len(rows):
             return
+        rank = np.where(rows["proto"] == 6, self._tcp[rows["reason"]],
+                        np.where(rows["proto"] == 17, self._udp[rows["reason"]], 3))
+        keys = host_keys(rows)
+        order = np.lexsort((rank, keys))                 # per host, its best row first
+        first = order[np.unique(keys[order], return_index=True)[1]]
+        rows, rank = rows[first], rank[first]
         with self.lock:
-            for addr, port, proto, reason, ttl in zip(addresses(rows), rows["port"].tolist(),
-                                                      rows["proto"].tolist(), rows["reason"].tolist(),
-                                                      rows["ttl"].tolist()):
-                name = PROTO_NAMES.get(proto, "")
-                rank = self._RANKS.get((name, REASON_NAMES.get(reason, "")), 3)
-                if rank == 3:
-                    name, port = "icmp", 0
+            for addr, r, proto, port, ttl in zip(addresses(rows), rank.tolist(), rows["proto"].tolist(),
+                                                 rows["port"].tolist(), rows["ttl"].tolist()):
+                name = PROTO_NAMES.get(proto, "") if r < 3 else "icmp"
                 old = self.best.get(addr)
-                if old is None or rank < old[0]:
-                    self.best[addr] = (rank, name, port, ttl or (old[3] if old else 0))
+                if old is None or r < old[0]:
+                    self.best[addr] = (r, name, port if r < 3 else 0, ttl or (old[3] if old else 0))
 
     def close(self, summary=None) -> None:
         pass
@@ -311,14 +319,20 @@ def run_traceroute(session, collector: TraceCollector, family: int) -> dict:
         session.emit(ev.Warning("--traceroute sends raw packets and needs root (or CAP_NET_RAW): skipped"))
         return {}
     r = session.request
-    tracer = Traceroute(plan, family, interface=r.interface, rate=session.timing.rate or 0.0)
-    session._current = tracer
-    try:
-        session.emit(ev.StageStarted("traceroute", len(plan), int(tracer.guess.sum())))
-        traces = tracer.run()
-    finally:
-        session._current = None
-    session.emit(ev.Note(f"traceroute: {len(traces)} of {len(plan)} hosts traced ({tracer.sent} probes)"))
+    addrs, traces, sent = list(plan), {}, 0
+    session.emit(ev.StageStarted("traceroute", len(plan), len(plan)))
+    for first in range(0, len(addrs), CHUNK_HOSTS):        # memory: per chunk, not per scan
+        if session.stopping:
+            break
+        tracer = Traceroute({a: plan[a] for a in addrs[first:first + CHUNK_HOSTS]}, family,
+                            interface=r.interface, rate=session.timing.rate or 0.0)
+        session._current = tracer
+        try:
+            traces.update(tracer.run())
+        finally:
+            session._current = None
+        sent += tracer.sent
+    session.emit(ev.Note(f"traceroute: {len(traces)} of {len(plan)} hosts traced ({sent} probes)"))
     return traces
 
 

@@ -163,3 +163,26 @@ def test_trace_lines_as_nmap_writes_them():
         "TRACEROUTE (using proto 1/icmp)", "HOP RTT      ADDRESS", "1   ... 2", "3   12.50 ms 198.18.0.3"]
     assert trace_xml(c) == '<trace proto="icmp">\n<hop ttl="3" ipaddr="198.18.0.3" rtt="12.50"/>\n</trace>\n'
     assert Trace.from_dict(a.to_dict()) == a
+
+
+def test_collector_picks_nmaps_kind_of_probe():
+    """Per host: an open TCP port, else a closed one, else a closed UDP port, else ICMP echo; the
+    distance guess from a reply's TTL."""
+    import ipaddress
+
+    import numpy as np
+
+    from scanner.states import REASONS, RESULT_DTYPE
+    from scanner.traceroute import TraceCollector
+    data = [("198.18.0.1", 22, 6, "reset", 62), ("198.18.0.1", 80, 6, "syn-ack", 62),
+            ("198.18.0.2", 0, 1, "echo-reply", 60), ("198.18.0.2", 54, 17, "port-unreach", 60),
+            ("198.18.0.3", 0, 1, "echo-reply", 0), ("198.18.0.3", 9, 6, "no-response", 0),
+            ("198.18.0.4", 9, 6, "no-response", 0)]
+    rows = np.zeros(len(data), dtype=RESULT_DTYPE)
+    for i, (a, port, proto, reason, ttl) in enumerate(data):
+        rows[i]["ip"], rows[i]["port"], rows[i]["proto"] = int(ipaddress.IPv4Address(a)), port, proto
+        rows[i]["reason"], rows[i]["ttl"] = REASONS[reason], ttl
+    c = TraceCollector()
+    c.write(rows[3:])
+    c.write(rows[:3])                   # a better probe in a later batch wins
+    assert c.plan() == {"198.18.0.1": ("tcp", 80, 3), "198.18.0.2": ("udp", 54, 5), "198.18.0.3": ("icmp", 0, 8)}

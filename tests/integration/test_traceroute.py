@@ -1,0 +1,129 @@
+"""--traceroute against nmap's on a lab with two router namespaces between the scanner and the
+targets (LabSpec(routers=2)): the same hops in the same order, from -oX (<trace>/<hop> as nmap
+writes them, valid against nmap's DTD), the same TRACEROUTE section in -oN (RTTs and the port
+aside: nmap 7.93 traces toward a closed port here, scanner toward an open one), and the hops in
+NDJSON; IPv4 and IPv6."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from scanner.lab import LabSpec
+
+from conftest import make_lab, scanner_argv, scanner_env
+
+pytestmark = pytest.mark.lab
+
+SPEC = LabSpec(prefix="198.18.0.0/30", prefix6="2001:2::/126", live_every=2, routers=2,
+               open_tcp=(22,), open_udp=(53,))
+DTD = "/usr/share/nmap/nmap.dtd"
+TARGETS = {4: ["198.18.0.0/30"], 6: ["-6", "2001:2::/126"]}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with make_lab(SPEC) as running:
+        yield running
+
+
+def traces(xml_text: str) -> dict:
+    """{host address: (<trace> attributes, [(ttl, ipaddr), ...], [rtt, ...])}."""
+    out = {}
+    for host in ET.fromstring(xml_text).iter("host"):
+        trace = host.find("trace")
+        if trace is None:
+            continue
+        hops = trace.findall("hop")
+        out[host.find("address").get("addr")] = (
+            dict(trace.attrib), [(int(h.get("ttl")), h.get("ipaddr")) for h in hops],
+            [float(h.get("rtt")) for h in hops])
+    return out
+
+
+def section(normal: str) -> list:
+    """The TRACEROUTE sections of -oN text, RTTs, the port and column padding normalized."""
+    out, inside = [], False
+    for line in normal.splitlines():
+        if line.startswith("TRACEROUTE"):
+            inside = True
+        elif not line.strip():
+            inside = False
+        if inside:
+            line = re.sub(r"\d+\.\d+ ms", "RTT", line)
+            out.append(re.sub(r" +", " ", re.sub(r"port \d+/", "port N/", line)))
+    return out
+
+
+def run_both(lab, tmp_path, family: int, scan: list):
+    if shutil.which("nmap") is None:
+        pytest.fail("this test needs nmap (apt-get install nmap)", pytrace=False)
+    out = {}
+    for tool in ("nmap", "scanner"):
+        base = str(tmp_path / f"{tool}{family}")
+        argv = ["nmap", "-n", "-T4"] if tool == "nmap" else scanner_argv("--no-db")
+        argv = [*argv, *scan, "--traceroute", *TARGETS[family], "-oX", base + ".xml", "-oN", base + ".nmap"]
+        if tool == "scanner":
+            argv += ["-oJ", base + ".json"]
+        r = lab.run(argv, capture_output=True, text=True, timeout=120, env=scanner_env())
+        assert r.returncode == 0, f"{tool}: {r.stderr}"
+        out[tool] = {ext: open(base + ext, encoding="utf-8").read()
+                     for ext in (".xml", ".nmap", ".json") if tool == "scanner" or ext != ".json"}
+        out[tool]["stdout"] = r.stdout
+    return out["nmap"], out["scanner"]
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_same_hops_as_nmap(lab, tmp_path, family):
+    nmap, ours = run_both(lab, tmp_path, family, ["-sS", "-p", "22,23"])
+    theirs, mine = traces(nmap[".xml"]), traces(ours[".xml"])
+    live = lab.live_hosts(family)
+    assert sorted(theirs) == sorted(mine) == sorted(live)
+    for host in live:
+        expected = list(enumerate([*lab.hops(family), host], 1))
+        assert theirs[host][1] == expected, "nmap sees another path: the lab is not what this test assumes"
+        assert mine[host][1] == expected
+        attrs = mine[host][0]
+        assert set(attrs) == set(theirs[host][0]) == {"port", "proto"} and attrs["proto"] == "tcp"
+        assert int(attrs["port"]) in (22, 23)
+        assert all(0 <= rtt < 1000 for rtt in mine[host][2])
+    # The normal output's TRACEROUTE sections (and so the terminal's): the same lines but RTTs.
+    assert section(ours[".nmap"]) == section(nmap[".nmap"])
+    assert section(ours["stdout"]) == section(nmap[".nmap"])
+    assert any("are the same as for" in line for line in section(ours[".nmap"]))
+    # Valid against nmap's DTD.
+    if shutil.which("xmllint") is None:
+        pytest.fail("this test needs xmllint (apt-get install libxml2-utils)", pytrace=False)
+    path = tmp_path / f"scanner{family}.xml"
+    v = subprocess.run(["xmllint", "--noout", "--dtdvalid", DTD, str(path)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr
+    # NDJSON: one row per traced host with its hops (what a topology view draws).
+    rows = [json.loads(line) for line in ours[".json"].splitlines()]
+    hops = {r["ip"]: [(h["ttl"], h["ip"]) for h in r["trace"]["hops"]] for r in rows if "trace" in r}
+    assert hops == {host: mine[host][1] for host in live}
+
+
+def test_udp_trace_toward_a_closed_port(lab, tmp_path):
+    """With -sU only, the trace goes to a closed UDP port (the target's port-unreachable ends it)."""
+    nmap, ours = run_both(lab, tmp_path, 4, ["-sU", "-p", "53,54", "-Pn"])
+    theirs, mine = traces(nmap[".xml"]), traces(ours[".xml"])
+    for host in lab.live_hosts(4):
+        assert mine[host][0] == theirs[host][0] == {"port": "54", "proto": "udp"}
+        assert mine[host][1] == theirs[host][1] == list(enumerate([*lab.hops(4), host], 1))
+
+
+def test_no_routers_one_hop(lab_factory, tmp_path):
+    """Without routers the target is the first hop; and the trace is in the store (scanner show)."""
+    small = lab_factory(LabSpec(prefix="198.18.0.0/31", open_tcp=(22,)))
+    db = tmp_path / "scans.db"
+    r = small.run(scanner_argv("198.18.0.0", "-p", "22", "--traceroute", "--db", str(db)),
+                  capture_output=True, text=True, timeout=60, env=scanner_env())
+    assert r.returncode == 0, r.stderr
+    show = subprocess.run(scanner_argv("show", "last", "--db", str(db), "-f", "xml"), capture_output=True,
+                          text=True, timeout=60, env=scanner_env())
+    assert show.returncode == 0, show.stderr
+    assert traces(show.stdout)["198.18.0.0"][:2] == ({"port": "22", "proto": "tcp"}, [(1, "198.18.0.0")])
