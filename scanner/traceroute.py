@@ -319,7 +319,7 @@ def run_traceroute(session, collector: TraceCollector, family: int) -> dict:
         session.emit(ev.Warning("--traceroute sends raw packets and needs root (or CAP_NET_RAW): skipped"))
         return {}
     r = session.request
-    addrs, traces, sent = list(plan), {}, 0
+    addrs, traces, sent, began = list(plan), {}, 0, time.monotonic()
     session.emit(ev.StageStarted("traceroute", len(plan), len(plan)))
     for first in range(0, len(addrs), CHUNK_HOSTS):        # memory: per chunk, not per scan
         if session.stopping:
@@ -332,7 +332,8 @@ def run_traceroute(session, collector: TraceCollector, family: int) -> dict:
         finally:
             session._current = None
         sent += tracer.sent
-    session.emit(ev.Note(f"traceroute: {len(traces)} of {len(plan)} hosts traced ({sent} probes)"))
+    session.emit(ev.Note(f"traceroute: {len(traces)} of {len(plan)} hosts traced ({sent} probes, "
+                         f"{time.monotonic() - began:.2f}s)"))
     return traces
 
 

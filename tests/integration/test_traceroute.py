@@ -127,3 +127,23 @@ def test_no_routers_one_hop(lab_factory, tmp_path):
                           text=True, timeout=60, env=scanner_env())
     assert show.returncode == 0, show.stderr
     assert traces(show.stdout)["198.18.0.0"][:2] == ({"port": "22", "proto": "tcp"}, [(1, "198.18.0.0")])
+
+
+def test_router_namespaces_are_torn_down(lab_factory):
+    """A lab's routers go with it, and cleanup_stale removes a crashed run's (<name>-rN)."""
+    from scanner.lab import Lab, cleanup_stale
+
+    def netns() -> set:
+        out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True).stdout.strip()
+        return {n["name"] for n in json.loads(out)} if out else set()
+    lab = Lab(LabSpec(prefix="198.18.0.0/31", routers=3))
+    with lab:
+        assert set(lab.router_ns) <= netns() and len(lab.router_ns) == 3
+    assert not set(lab.router_ns) & netns()
+    stale = "scl" + "0badc0"[:6] + "-r2"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        assert stale in cleanup_stale()
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+    assert stale not in netns()
