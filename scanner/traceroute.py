@@ -270,10 +270,13 @@ def trace_lines(addr: str, trace: Trace, earlier: dict) -> list:
     hops = trace.hops
     shared, same_as = 0, ""
     for other, t in earlier.items():
-        k = 0
-        while (k < len(hops) - 1 and k < len(t.hops) and hops[k].addr is not None
-               and hops[k].addr == t.hops[k].addr and hops[k].addr != addr):
-            k += 1
+        # The first k hops, up to one that answered, are the other trace's (silent where it was
+        # silent): nmap then merges the two traces below that hop.
+        k = j = 0
+        while j < len(hops) - 1 and j < len(t.hops) and hops[j].addr == t.hops[j].addr and hops[j].addr != addr:
+            j += 1
+            if hops[j - 1].addr is not None:
+                k = j
         if k > shared:
             shared, same_as = k, other
     rtts = [f"{h.rtt:.2f} ms" if h.addr is not None and h.rtt is not None else "..." for h in hops[shared:]]

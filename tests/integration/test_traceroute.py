@@ -59,14 +59,15 @@ def section(normal: str) -> list:
     return out
 
 
-def run_both(lab, tmp_path, family: int, scan: list):
+def run_both(lab, tmp_path, family: int, scan: list, targets=None):
     if shutil.which("nmap") is None:
         pytest.fail("this test needs nmap (apt-get install nmap)", pytrace=False)
     out = {}
     for tool in ("nmap", "scanner"):
         base = str(tmp_path / f"{tool}{family}")
         argv = ["nmap", "-n", "-T4"] if tool == "nmap" else scanner_argv("--no-db")
-        argv = [*argv, *scan, "--traceroute", *TARGETS[family], "-oX", base + ".xml", "-oN", base + ".nmap"]
+        argv = [*argv, *scan, "--traceroute", *(targets or TARGETS[family]), "-oX", base + ".xml",
+                "-oN", base + ".nmap"]
         if tool == "scanner":
             argv += ["-oJ", base + ".json"]
         r = lab.run(argv, capture_output=True, text=True, timeout=120, env=scanner_env())
@@ -147,3 +148,19 @@ def test_router_namespaces_are_torn_down(lab_factory):
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
     assert stale not in netns()
+
+
+def test_silent_hops_like_nmap(lab_factory, tmp_path):
+    """Routers 2 and 3 of 4 send no time-exceeded: both tools show "2   ... 3" for the first host,
+    abbreviate the second host's hops 1-4, and leave the silent hops out of <trace>."""
+    quiet = lab_factory(LabSpec(prefix="198.18.0.0/31", open_tcp=(22,), routers=4))
+    rules = ("table ip quiet {\n chain out {\n type filter hook output priority 0; policy accept;\n"
+             " icmp type time-exceeded drop\n }\n}\n")
+    for ns in quiet.router_ns[1:3]:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True)
+    nmap, ours = run_both(quiet, tmp_path, 4, ["-sS", "-p", "22"], ["198.18.0.0/31"])
+    assert section(ours[".nmap"]) == section(nmap[".nmap"])
+    assert "2 ... 3" in section(ours[".nmap"])
+    hops = [(1, quiet.hops()[0]), (4, quiet.hops()[3])]
+    for host in ("198.18.0.0", "198.18.0.1"):
+        assert traces(ours[".xml"])[host][1] == traces(nmap[".xml"])[host][1] == [*hops, (5, host)]

@@ -186,3 +186,17 @@ def test_collector_picks_nmaps_kind_of_probe():
     c.write(rows[3:])
     c.write(rows[:3])                   # a better probe in a later batch wins
     assert c.plan() == {"198.18.0.1": ("tcp", 80, 3), "198.18.0.2": ("udp", 54, 5), "198.18.0.3": ("icmp", 0, 8)}
+
+
+def test_shared_hops_include_silent_ones_below_a_shared_hop():
+    """nmap 7.93 on a lab whose routers 2 and 3 send no time-exceeded: "Hops 1-4 are the same"."""
+    def trace(last):
+        return Trace("tcp", 22, [Hop(1, "198.19.255.2", 0.01), Hop(2, None, None), Hop(3, None, None),
+                                 Hop(4, "198.19.253.10", 0.04), Hop(5, last, 0.14)])
+    a = trace("198.18.0.0")
+    assert trace_lines("198.18.0.0", a, {})[3:] == [
+        "1   0.01 ms 198.19.255.2", "2   ... 3", "4   0.04 ms 198.19.253.10", "5   0.14 ms 198.18.0.0"]
+    assert trace_lines("198.18.0.1", trace("198.18.0.1"), {"198.18.0.0": a})[3:] == [
+        "-   Hops 1-4 are the same as for 198.18.0.0", "5   0.14 ms 198.18.0.1"]
+    other = Trace("tcp", 22, [Hop(1, "198.19.255.2", 0.01), Hop(2, "198.19.9.9", 1.0), Hop(3, "198.18.0.2", 1.0)])
+    assert trace_lines("198.18.0.2", other, {"198.18.0.0": a})[3] == "-   Hop 1 is the same as for 198.18.0.0"
