@@ -303,8 +303,10 @@ def trace_lines(addr: str, trace: Trace, earlier: dict) -> list:
 def trace_xml(trace: Trace, names: Optional[dict] = None) -> str:
     """nmap's <trace> element of a host (answered hops only, as nmap writes them)."""
     from .output.nmap import quoteattr
-    head = (f'<trace proto="{trace.proto}">' if trace.port is None
-            else f'<trace port="{trace.port}" proto="{trace.proto}">')
+    if trace.port is not None:
+        head = f'<trace port="{trace.port}" proto="{trace.proto}">'
+    else:                       # nmap 7.93 names ICMP, but writes no proto for ICMPv6
+        head = f'<trace proto="{trace.proto}">' if trace.proto == "icmp" else "<trace>"
     hops = "".join(f'<hop ttl="{h.ttl}" ipaddr="{h.addr}" rtt="{h.rtt or 0:.2f}"'
                    + (f" host={quoteattr(names[h.addr])}" if names and h.addr in names else "") + "/>\n"
                    for h in trace.hops if h.addr is not None)

@@ -164,3 +164,18 @@ def test_silent_hops_like_nmap(lab_factory, tmp_path):
     hops = [(1, quiet.hops()[0]), (4, quiet.hops()[3])]
     for host in ("198.18.0.0", "198.18.0.1"):
         assert traces(ours[".xml"])[host][1] == traces(nmap[".xml"])[host][1] == [*hops, (5, host)]
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_icmp_trace_after_ping_scan(lab, tmp_path, family):
+    """-sn -PE --traceroute: an ICMP echo trace ("using proto 1/icmp", "58/ipv6-icmp"), <trace>
+    attributes as nmap writes them (none for ICMPv6)."""
+    nmap, ours = run_both(lab, tmp_path, family, ["-sn", "-PE"])
+    theirs, mine = traces(nmap[".xml"]), traces(ours[".xml"])
+    assert sorted(mine) == sorted(theirs) == sorted(lab.live_hosts(family))
+    for host in mine:
+        assert mine[host][:2] == theirs[host][:2]
+        assert mine[host][1] == list(enumerate([*lab.hops(family), host], 1))
+    assert section(ours[".nmap"]) == section(nmap[".nmap"])
+    assert section(ours[".nmap"])[0] == ("TRACEROUTE (using proto 1/icmp)" if family == 4
+                                         else "TRACEROUTE (using proto 58/ipv6-icmp)")

@@ -163,6 +163,9 @@ def test_trace_lines_as_nmap_writes_them():
         "TRACEROUTE (using proto 1/icmp)", "HOP RTT      ADDRESS", "1   ... 2", "3   12.50 ms 198.18.0.3"]
     assert trace_xml(c) == '<trace proto="icmp">\n<hop ttl="3" ipaddr="198.18.0.3" rtt="12.50"/>\n</trace>\n'
     assert Trace.from_dict(a.to_dict()) == a
+    v6 = Trace("ipv6-icmp", None, [Hop(1, "2001:2::1", 0.5)])
+    assert trace_lines("2001:2::1", v6, {})[1] == "TRACEROUTE (using proto 58/ipv6-icmp)"
+    assert trace_xml(v6).startswith("<trace>\n")           # as nmap 7.93 writes it
 
 
 def test_collector_picks_nmaps_kind_of_probe():
