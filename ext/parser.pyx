@@ -631,7 +631,8 @@ cdef class ReplyParser:
             return 0
         c = self._cookie(target[0], target4[0], self.space.slot_port[slot])
         if self.space.family == 4:
-            ok = get16(q + 4) == 0 or get16(q + 4) == <uint16_t>(c >> 48)   # 0: a raw socket's kernel set it
+            # (a zero id would have been replaced by a raw socket's kernel: nothing to compare)
+            ok = get16(q + 4) == <uint16_t>(c >> 48) or <uint16_t>(c >> 48) == 0
         else:
             ok = (get32(q) & 0xfffff) == cookie_flow(c)
         ttl = self._hop_ttl(ql4, proto, slot, c, False) if ok else -1
