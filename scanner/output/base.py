@@ -114,6 +114,7 @@ class Writer:
     os_guesses: dict = {}    # -O: {addr: OsGuess}
     names: dict = {}         # -R: {addr: name}
     traces: dict = {}        # --traceroute: {addr: Trace}
+    traces_written = False   # a stream wrote them (else it writes them at the end: scanner show)
     details = False          # -sV/-O on: this stream has room for their results
 
     def __init__(self, path: str, info: Optional[ScanInfo] = None, buffer: Optional[RowBuffer] = None,
@@ -192,6 +193,7 @@ class Writer:
             self.traces = traces
             if self.carries_details and self._streamed and traces:
                 self._guard(self.write_traces, traces)
+                self.traces_written = True
         if self.carries_details and self._streamed and (services or os_guesses):
             self._guard(self.write_details, services or {}, os_guesses or {})
 

@@ -36,6 +36,10 @@ class NdjsonWriter(Writer):
         self.file.write("".join(json.dumps({"ip": ip, "details": True, "trace": t.to_dict()}) + "\n"
                                 for ip, t in traces.items()))
 
+    def footer(self, summary):
+        if self.traces and not self.traces_written:     # set before any row (scanner show)
+            self.write_traces(self.traces)
+
     def _details(self, d: dict) -> dict:
         return self.details_of(d, self.services, self.os_guesses)
 

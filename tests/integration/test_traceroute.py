@@ -105,7 +105,7 @@ def test_same_hops_as_nmap(lab, tmp_path, family):
     # NDJSON: one row per traced host with its hops (what a topology view draws).
     rows = [json.loads(line) for line in ours[".json"].splitlines()]
     hops = {r["ip"]: [(h["ttl"], h["ip"]) for h in r["trace"]["hops"]] for r in rows if "trace" in r}
-    assert hops == {host: mine[host][1] for host in live}
+    assert hops == {host: mine[host][1] for host in live} and sum("trace" in r for r in rows) == len(live)
 
 
 def test_udp_trace_toward_a_closed_port(lab, tmp_path):
@@ -128,6 +128,10 @@ def test_no_routers_one_hop(lab_factory, tmp_path):
                           text=True, timeout=60, env=scanner_env())
     assert show.returncode == 0, show.stderr
     assert traces(show.stdout)["198.18.0.0"][:2] == ({"port": "22", "proto": "tcp"}, [(1, "198.18.0.0")])
+    show = subprocess.run(scanner_argv("show", "last", "--db", str(db), "-f", "json"), capture_output=True,
+                          text=True, timeout=60, env=scanner_env())
+    rows = [json.loads(line) for line in show.stdout.splitlines()]
+    assert [[(h["ttl"], h["ip"]) for h in r["trace"]["hops"]] for r in rows if "trace" in r] == [[(1, "198.18.0.0")]]
 
 
 def test_router_namespaces_are_torn_down(lab_factory):
