@@ -41,10 +41,10 @@ class ScanResult:
     scan_id: Optional[int] = None           # the store's record (None with no_db)
     services: dict = field(default_factory=dict)     # -sV: {(addr, proto, port): ServiceInfo}
     os_guesses: dict = field(default_factory=dict)   # -O: {addr: OsGuess}
-    traces: dict = field(default_factory=dict)       # --traceroute: {addr: traceroute.Trace}
     errors: List[str] = field(default_factory=list)  # outputs or the store that failed mid-scan
     store_kept: str = ""                    # where the results are kept when an output failed
     failure: Optional[str] = None           # why the scan stopped early, if a fault stopped it
+    traces: dict = field(default_factory=dict)       # --traceroute: {addr: traceroute.Trace}
 
     @property
     def interrupted(self) -> bool:
@@ -324,6 +324,7 @@ class _Run:
         if r.traceroute and not r.dry_run:
             from .traceroute import TraceCollector
             traced = TraceCollector()
+        traces: dict = {}               # --traceroute's, once the scan is done
         shown: List[Any] = [outs, events]
         if r.open_only:             # --open: every output and the events list open ports only
             shown = [_OpenOnly(c) for c in shown]
@@ -417,7 +418,6 @@ class _Run:
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed
-            traces: dict = {}
             if traced is not None and not total.interrupted and targets is not None:
                 sink.close()                 # every row in: then the traces
                 from .traceroute import run_traceroute
@@ -477,7 +477,7 @@ class _Run:
                    if recorder and not recorder.error else "")
         array = kept.rows() if kept is not None else np.zeros(0, dtype=RESULT_DTYPE)
         result = ScanResult(array, total, s.scan_id, post.services if post else {},
-                            post.os_guesses if post else {}, traces, errors, kept_in, total.error)
+                            post.os_guesses if post else {}, errors, kept_in, total.error, traces=traces)
         s.emit(ev.Finished(result))
         return result
 

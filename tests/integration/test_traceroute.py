@@ -183,3 +183,18 @@ def test_icmp_trace_after_ping_scan(lab, tmp_path, family):
     assert section(ours[".nmap"]) == section(nmap[".nmap"])
     assert section(ours[".nmap"])[0] == ("TRACEROUTE (using proto 1/icmp)" if family == 4
                                          else "TRACEROUTE (using proto 58/ipv6-icmp)")
+
+
+API = """
+import json, scanner
+r = scanner.scan(scanner.ScanRequest.from_argv(["198.18.0.0/30", "-p", "22", "--traceroute", "--no-db"]))
+print(json.dumps({a: [[h.ttl, h.addr] for h in t.hops] for a, t in r.traces.items()}))
+"""
+
+
+def test_python_api_has_the_traces(lab):
+    """ScanResult.traces: {addr: Trace} for a library user (the web GUI's topology too)."""
+    import sys
+    r = lab.run([sys.executable, "-c", API], capture_output=True, text=True, timeout=60, env=scanner_env())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {h: [[i, a] for i, a in enumerate([*lab.hops(4), h], 1)] for h in lab.live_hosts(4)}
