@@ -6,8 +6,10 @@ limit into the frame and adds it to the field that comes back (TCP sequence numb
 port, ICMP id: ext/probes.pxd limit_hops), so a router's time-exceeded quote or the target's own
 reply says which hop limit it answers, and the keyed cookie says that it answers us
 (ReplyParser.parse_trace). Python only picks, round by round, which (host, hop limit) pairs to
-send: first every hop up to the distance the port scan's reply TTL suggests, then further hops for
-hosts not reached yet, and one resend of the hops that stayed silent."""
+send, as nmap does: each host's hop limits count down from the distance its reply TTL suggests
+(and up past it while the target is not reached), silent hops are resent once, and a host whose
+router at some hop limit another trace already holds stops there and shares that trace's hops
+below (nmap's hop cache): the routers near us get one probe per hop, not one per host."""
 from __future__ import annotations
 
 import ipaddress
@@ -24,7 +26,8 @@ PROTO_NUMBERS = {"icmp": 1, "ipv6-icmp": 58}
 
 MAX_TTL = 30                # hops tried at most (nmap: 50; the compiled limit is 64)
 EXTEND = 4                  # hops added per round for a host not reached yet
-ROUND_TIMEOUT = 0.5         # seconds a round waits for the answers still missing
+ROUND_TIMEOUT = 1.0         # at most this long (and 4x the slowest answer, at least 0.25 s) a round
+                            # waits for the answers still missing
 RETRIES = 1                 # resends of a silent hop
 DEFAULT_DISTANCE = 8        # first guess when the port scan saw no reply TTL
 CHUNK_HOSTS = 8192          # hosts traced at once (about 1.2 KiB of state each)
@@ -193,25 +196,44 @@ class Traceroute:
                 hop6[h, t] = rows["hop6"][first]
             arrived.set()
 
-        high = np.zeros(n, dtype=np.int64)              # the highest hop limit sent so far
+        # nmap's way, in rounds: each host's hop limits count down from its distance guess, one
+        # a round (and up past it while the target is not reached); a host whose hop at some hop
+        # limit is a router another host's trace already holds at that hop limit stops counting
+        # down: its hops below are that trace's (nmap's hop cache, "Hops 1-k are the same").
+        low = np.zeros(n, dtype=np.int64)               # the least hop limit sent (0: none yet)
+        high = np.zeros(n, dtype=np.int64)              # the highest
+        self.owner = np.full(n, -1, dtype=np.int64)     # merged: hops below merged_at are owner's
+        self.merged_at = np.zeros(n, dtype=np.int64)
+        seen = np.zeros((n, top), dtype=bool)           # answers already looked at for merging
+        cache: dict = {}                                # (hop limit, router) -> the trace that has it
+        ttls = np.arange(top)
         capture.start(on_batch)
         try:
             while not self._stop.is_set():
                 with lock:
-                    fin = final.copy()
-                    want = np.zeros((n, top), dtype=bool)
-                    ttls = np.arange(top)
-                    # Silent hops below the target (or below what was sent), not yet tried too often.
-                    limit = np.where(fin < 255, fin, high)
-                    want[:, 1:] = (~answered[:, 1:]) & (tries[:, 1:] > 0) & (tries[:, 1:] <= self.retries) \
-                        & (ttls[None, 1:] <= limit[:, None])
-                    new_high = np.where(fin < 255, high,
-                                        np.minimum(np.where(high == 0, self.guess, high + EXTEND), self.max_ttl))
-                    # Hosts not reached: the next hop limits (a host silent at every hop limit so far
-                    # past its guess stops once the limit is reached).
-                    fresh = (ttls[None, :] > high[:, None]) & (ttls[None, :] <= new_high[:, None])
-                    want |= fresh
-                    high = np.maximum(high, new_high)
+                    ans, fin = answered.copy(), final.copy()
+                    hops = hop4.copy() if self.family == 4 else hop6.copy()
+                    slowest = float(rtt[ans].max()) / 1000.0 if ans.any() else 0.0
+                self._merge(ans & ~seen, fin, hops, cache)
+                seen |= ans
+                resolved = ans | (tries > self.retries)
+                idx = np.arange(n)
+                mine = self.owner < 0
+                want = np.zeros((n, top), dtype=bool)
+                start = (low == 0) & mine
+                want[idx[start], self.guess[start]] = True
+                down = mine & (low > 1) & resolved[idx, low]
+                want[idx[down], low[down] - 1] = True
+                # Silent hops (not past the target, not below a merge), resent while tries remain.
+                top_hop = np.where(fin < 255, fin, high)
+                bottom = np.where(mine, low, self.merged_at)
+                want |= (~ans & (tries > 0) & (tries <= self.retries) & (ttls[None, :] >= bottom[:, None])
+                         & (ttls[None, :] <= top_hop[:, None]))
+                up = (low > 0) & (fin == 255) & (high < self.max_ttl) & resolved[idx, high]
+                new_high = np.where(up, np.minimum(high + EXTEND, self.max_ttl), high)
+                want |= (ttls[None, :] > high[:, None]) & (ttls[None, :] <= new_high[:, None])
+                low = np.where(start, self.guess, np.where(down, low - 1, low))
+                high = np.maximum(np.where(start, self.guess, high), new_high)
                 h, t = np.nonzero(want)
                 if not len(h):
                     break
@@ -222,7 +244,7 @@ class Traceroute:
                     tries[h, t] += 1
                 sender.send_hop_limited(indices, t.astype(np.uint8))
                 self.sent += len(h)
-                deadline = time.monotonic() + self.round_timeout
+                deadline = time.monotonic() + min(self.round_timeout, max(0.25, 4 * slowest))
                 while time.monotonic() < deadline and not self._stop.is_set():
                     with lock:
                         missing = ~answered[h, t] & (t <= np.where(final[h] < 255, final[h], top))
@@ -236,6 +258,28 @@ class Traceroute:
             capture.release()
         return self._traces(answered, rtt, hop4, hop6, final)
 
+    def _merge(self, fresh, final, hops, cache: dict) -> None:
+        """Hosts whose newly answered router hop (below the target) another trace has at the same
+        hop limit stop counting down there; the first trace to see a router keeps it."""
+        for h, t in np.argwhere(fresh).tolist():        # host order: the lower host keeps a router
+            if t >= final[h]:
+                continue
+            key = (t, hops[h, t].tobytes())
+            other = cache.setdefault(key, h)
+            if other != h and self.owner[h] < 0 and self._root(other) != h:
+                self.owner[h], self.merged_at[h] = other, t
+
+    def _root(self, h: int) -> int:
+        while self.owner[h] >= 0:
+            h = int(self.owner[h])
+        return h
+
+    def _source(self, h: int, t: int) -> int:
+        """The trace whose hop t host h shows (its own, or the one it merged with below merged_at)."""
+        while self.owner[h] >= 0 and t < self.merged_at[h]:
+            h = int(self.owner[h])
+        return h
+
     def _traces(self, answered, rtt, hop4, hop6, final) -> dict:
         out = {}
         for i, addr in enumerate(self.addrs):
@@ -246,12 +290,13 @@ class Traceroute:
             proto, port, _ = self.plan[addr]
             hops = []
             for t in range(1, last + 1):
-                if not answered[i, t]:
+                j = self._source(i, t)
+                if not answered[j, t]:
                     hops.append(Hop(t, None, None))
                     continue
-                a = (str(ipaddress.IPv4Address(int(hop4[i, t]))) if self.family == 4
-                     else str(ipaddress.IPv6Address(bytes(hop6[i, t]))))
-                hops.append(Hop(t, a, float(max(rtt[i, t], 0.0))))
+                a = (str(ipaddress.IPv4Address(int(hop4[j, t]))) if self.family == 4
+                     else str(ipaddress.IPv6Address(bytes(hop6[j, t]))))
+                hops.append(Hop(t, a, float(max(rtt[j, t], 0.0))))
             if proto == "icmp":             # nmap names the protocol as nmap-protocols does
                 out[addr] = Trace("icmp" if self.family == 4 else "ipv6-icmp", None, hops)
             else:

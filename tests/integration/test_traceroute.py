@@ -198,3 +198,29 @@ def test_python_api_has_the_traces(lab):
     r = lab.run([sys.executable, "-c", API], capture_output=True, text=True, timeout=60, env=scanner_env())
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {h: [[i, a] for i, a in enumerate([*lab.hops(4), h], 1)] for h in lab.live_hosts(4)}
+
+
+GUESSES = """
+import json, sys
+from scanner.traceroute import Traceroute
+plan = json.loads(sys.argv[1])
+t = Traceroute({a: tuple(v) for a, v in plan.items()}, 4)
+traces = t.run()
+print(json.dumps({"sent": t.sent, "hops": {a: [[h.ttl, h.addr] for h in x.hops] for a, x in traces.items()}}))
+"""
+
+
+def test_wrong_distance_guesses(lab):
+    """A guess below the distance counts up to the target, one above counts down past it; a
+    second host toward the same routers stops at the first shared router (nmap's hop cache)."""
+    import sys
+    a, b = lab.live_hosts(4)
+    plan = {a: ["tcp", 22, 1], b: ["icmp", 0, 9]}
+    r = lab.run([sys.executable, "-c", GUESSES, json.dumps(plan)], capture_output=True, text=True, timeout=60,
+                env=scanner_env())
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for host in (a, b):
+        assert out["hops"][host] == [[i, h] for i, h in enumerate([*lab.hops(4), host], 1)]
+    # a: hop limits 1..5 (counting up by 4); b: 9 down to 2, where a has the router already
+    assert out["sent"] == 5 + 8
