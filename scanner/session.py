@@ -331,6 +331,8 @@ class _Run:
         sink = BackgroundSink([recorder, *shown, post.collector if post else None, kept, answered, traced])
         if post is not None and resume is not None:
             post.collector.write(resume.rows)
+        if traced is not None and resume is not None:
+            traced.write(resume.rows)       # hosts the interrupted run found are traced too
         total = ScanSummary(**(resume.summary if resume else {}))
         total.interrupted, total.error = False, None     # this run's own ending decides
         stages = ([("discovery", s.discovery)] if s.discovery is not None else []) + list(s.jobs)
