@@ -16,7 +16,7 @@ import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -119,11 +119,14 @@ class Traceroute:
     """Traces every host of plan ({addr: (proto, port, distance guess)}, one address family)."""
 
     def __init__(self, plan: dict, family: int, interface: Optional[str] = None, rate: float = 0.0,
-                 max_ttl: int = MAX_TTL, round_timeout: float = ROUND_TIMEOUT, retries: int = RETRIES):
+                 max_ttl: int = MAX_TTL, round_timeout: float = ROUND_TIMEOUT, retries: int = RETRIES,
+                 packet_trace: Optional[Callable] = None):
+        """packet_trace: --packet-trace's trace(direction, seconds, text), per probe and answer."""
         from .space import ScanSpace
         from .targets import TargetSet
         from .techniques import Probes
         self.family, self.interface, self.rate = family, interface, rate
+        self.packet_trace = packet_trace
         self.max_ttl, self.round_timeout, self.retries = max_ttl, round_timeout, retries
         self.addrs = sorted(plan, key=lambda a: int(ipaddress.ip_address(a)))   # host number = rank
         slots = sorted({(plan[a][0], plan[a][1]) for a in self.addrs}, key=lambda s: (s[0], s[1]))
@@ -176,10 +179,15 @@ class Traceroute:
         final = np.full(n, 255, dtype=np.int64)            # the least hop limit the target answered
         lock, arrived = threading.Lock(), threading.Event()
 
+        began = time.monotonic()
+
         def on_batch(data, meta):
             rows = parser.parse_trace(data, meta)
             if not len(rows):
                 return
+            if self.packet_trace is not None:
+                for line in self._rcvd_lines(rows, route.src):
+                    self.packet_trace("RCVD", time.monotonic() - began, line)
             host = (rows["index"] // n_slots).astype(np.int64)
             ttl = rows["ttl"].astype(np.int64)
             ok = (ttl < top) & (rows["index"] - host.astype(np.uint64) * n_slots == self.slots[host])
@@ -244,6 +252,11 @@ class Traceroute:
                     tries[h, t] += 1
                 sender.send_hop_limited(indices, t.astype(np.uint8))
                 self.sent += len(h)
+                if self.packet_trace is not None:
+                    from .trace import describe_frame
+                    for i, ttl in zip(indices.tolist(), t.tolist()):
+                        self.packet_trace("SENT", time.monotonic() - began,
+                                          describe_frame(sender.build_hop_limited(i, ttl)))
                 deadline = time.monotonic() + min(self.round_timeout, max(0.25, 4 * slowest))
                 while time.monotonic() < deadline and not self._stop.is_set():
                     with lock:
@@ -257,6 +270,17 @@ class Traceroute:
             sender.close()
             capture.release()
         return self._traces(answered, rtt, hop4, hop6, final)
+
+    def _rcvd_lines(self, rows, us: str) -> list:
+        """--packet-trace's RCVD lines for answers (TRACE_DTYPE rows)."""
+        out = []
+        for row in rows:
+            hop = (str(ipaddress.IPv4Address(int(row["hop"]))) if self.family == 4
+                   else str(ipaddress.IPv6Address(bytes(row["hop6"]))))
+            what = "the target's answer" if row["final"] else "TTL exceeded in transit"
+            out.append(f"{hop} > {us} {what} to the probe with hop limit {int(row['ttl'])} "
+                       f"for {self.addrs[int(row['index']) // self.space.n_slots]}")
+        return out
 
     def _merge(self, fresh, final, hops, cache: dict) -> None:
         """Hosts whose newly answered router hop (below the target) another trace has at the same
@@ -375,7 +399,8 @@ def run_traceroute(session, collector: TraceCollector, family: int) -> dict:
         if session.stopping:
             break
         tracer = Traceroute({a: plan[a] for a in addrs[first:first + CHUNK_HOSTS]}, family,
-                            interface=r.interface, rate=session.timing.rate or 0.0)
+                            interface=r.interface, rate=session.timing.rate or 0.0,
+                            packet_trace=session._trace if r.packet_trace else None)
         session._current = tracer
         try:
             traces.update(tracer.run())
