@@ -13,6 +13,7 @@ below (nmap's hop cache): the routers near us get one probe per hop, not one per
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -143,16 +144,12 @@ class Traceroute:
     def stop(self) -> None:
         self._stop.set()
 
-    def progress(self) -> dict:
-        return {"sent": self.sent, "total": int(self.guess.sum()), "replies": 0, "open": 0}
-
     def run(self) -> dict:
         """{addr: Trace} of the hosts that answered at any hop."""
         from ._ext.cookie import split_key
         from ._ext.parser import ReplyParser
         from .capture import Capture
         from .engine import Scan, ScanConfig, open_sender
-        import os
         n, top = len(self.addrs), self.max_ttl + 1
         if not n:
             return {}
@@ -178,7 +175,6 @@ class Traceroute:
         hop6 = np.zeros((n, top, 16), dtype=np.uint8)
         final = np.full(n, 255, dtype=np.int64)            # the least hop limit the target answered
         lock, arrived = threading.Lock(), threading.Event()
-
         began = time.monotonic()
 
         def on_batch(data, meta):
