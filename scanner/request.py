@@ -31,7 +31,7 @@ SCAN_LETTERS_MISSING = {"O": "IP protocol scan", "Y": "SCTP INIT scan",
 NMAP_MISSING = {
     "--min-hostgroup", "--max-hostgroup", "-b", "--badsum", "-f", "--mtu", "-D", "-S",
     "--data", "--data-string", "--ip-options",
-    "--spoof-mac", "--proxies", "--traceroute",
+    "--spoof-mac", "--proxies",
     "--version-trace", "--max-os-tries", "--privileged", "--unprivileged", "-oS",
     "--stylesheet", "--webxml", "--no-stylesheet", "--datadir", "--send-eth", "--send-ip",
     "--defeat-rst-ratelimit", "--defeat-icmp-ratelimit", "--nsock-engine", "--release-memory",
@@ -106,7 +106,9 @@ OPTIONS = (
          "SERVICE/VERSION AND OS DETECTION"),
     _opt("--osscan-guess --fuzzy", "osscan_guess", "flag", "-O: show guesses of low confidence too",
          "SERVICE/VERSION AND OS DETECTION"),
-    _opt("-A", "aggressive", "flag", "-sV and -O together", "SERVICE/VERSION AND OS DETECTION"),
+    _opt("--traceroute", "traceroute", "flag", "Trace the hop path to each host after the scan (toward a port "
+         "known to answer)", "HOST DISCOVERY"),
+    _opt("-A", "aggressive", "flag", "nmap's -A: -sV -O -sC --traceroute", "SERVICE/VERSION AND OS DETECTION"),
     _opt("-sC", "script_scan", "flag", "Scripts: the default set (as nmap's --script=default; turns -sV on)",
          "SCRIPT SCAN"),
     _opt("--script", "scripts", "multi", "Scripts by name, category (default, safe, discovery, version, auth, "
@@ -288,6 +290,7 @@ class ScanRequest:
     script_scan: bool = False          # -sC
     scripts: Tuple[str, ...] = ()      # --script, as typed (comma lists)
     script_args: Optional[str] = None
+    traceroute: bool = False
     timing: int = 3                    # nmap's -T template; the options below override its values
     rate: Optional[float] = None       # fixed packets/s (0: unlimited); None: the pace adapts
     min_rate: Optional[float] = None
@@ -367,7 +370,7 @@ class ScanRequest:
         if self.fast and (self.ports is not None or self.top_ports is not None):
             raise InputError("-F (the top 100 ports) contradicts -p and --top-ports: choose one")
         if self.list_scan and (self.tcp_scan or self.udp or self.ping_only or self.version_scan or self.os_scan
-                               or self.script_scan or self.scripts):
+                               or self.script_scan or self.scripts or self.traceroute):
             raise InputError("-sL only lists targets: it takes no scan technique")
         if self.rate and self.rate < 0.01:
             raise InputError(f"bad --rate {self.rate:g}: must be 0 (unlimited) or at least 0.01")
@@ -392,9 +395,10 @@ class ScanRequest:
                 raise InputError(f"bad --cluster '{self.cluster}': expected tcp://HOST:PORT or tls://HOST:PORT")
             if self.shard != (1, 1):
                 raise InputError("--shard and --cluster do not go together: the cluster shards the scan itself")
-            if self.tcp_scan == "connect" or self.version_scan or self.os_scan or self.script_scan or self.scripts:
+            if (self.tcp_scan == "connect" or self.version_scan or self.os_scan or self.script_scan or self.scripts
+                    or self.traceroute):
                 raise InputError("--cluster runs the raw scans (-sS, -sA, ..., -sU, discovery): "
-                                 "not -sT, -sV or -O")
+                                 "not -sT, -sV, -O, -sC/--script or --traceroute")
 
     # -- the command line
     @classmethod
@@ -477,7 +481,7 @@ class ScanRequest:
             else:
                 put(name, opt.field, glued)
         if values.pop("aggressive", False):
-            values["version_scan"] = values["os_scan"] = True
+            values["version_scan"] = values["os_scan"] = values["script_scan"] = values["traceroute"] = True
         for flag, intensity in (("version_light", 2), ("version_all", 9)):
             if values.pop(flag, False):
                 put(f"--{flag.replace('_', '-')}", "version_intensity", intensity)

@@ -15,12 +15,17 @@ class NormalWriter(Writer):
 
     def footer(self, summary):
         n_up = 0
+        traced: dict = {}
         for v in self.views():
             n_up += 1
             reason, ttl = v.status_reason
             out = host_block(v, self.reason, title="Nmap scan report for", name=self.names.get(v.addr, ""))[:1]
             out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
-            out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))[1:] + [""]
+            trace = self.traces.get(v.addr)
+            out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr),
+                              trace=trace, earlier=traced)[1:] + [""]
+            if trace is not None:
+                traced[v.addr] = trace
             self.file.write("\n".join(out) + "\n")
         out = []
         if summary.error:
@@ -73,6 +78,9 @@ class XmlWriter(Writer):
             w("</ports>\n")
             if v.addr in self.os_guesses:
                 w(os_xml(self.os_guesses[v.addr], v.rows))
+            if v.addr in self.traces:
+                from ..traceroute import trace_xml
+                w(trace_xml(self.traces[v.addr], self.names))
             w("</host>\n")
         n = i.n_hosts
         summ = done_line(i, summary, n_up)
