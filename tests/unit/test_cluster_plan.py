@@ -89,8 +89,10 @@ def test_cluster_in_the_scan_request():
     assert dataclasses.replace(req, cluster=None) == req
     for argv, message in ((["--cluster", "198.18.255.1:8786"], "tcp://HOST:PORT"),
                           (["--cluster", "tcp://h:8786", "--shard", "1/2"], "--shard and --cluster"),
-                          (["--cluster", "tcp://h:8786", "-sV"], "not -sT, -sV or -O"),
-                          (["--cluster", "tcp://h:8786", "-sT"], "not -sT, -sV or -O")):
+                          (["--cluster", "tcp://h:8786", "-sV"], "not -sT, -sV, -O, -sC/--script or --traceroute"),
+                          (["--cluster", "tcp://h:8786", "-sT"], "not -sT, -sV"),
+                          (["--cluster", "tcp://h:8786", "-sC"], "-sC/--script"),
+                          (["--cluster", "tcp://h:8786", "--traceroute"], "--traceroute")):
         with pytest.raises(InputError, match=message):
             ScanRequest.from_argv(["198.18.0.0/24", *argv])
 
