@@ -106,6 +106,9 @@ OPTIONS = (
          "SERVICE/VERSION AND OS DETECTION"),
     _opt("--osscan-guess --fuzzy", "osscan_guess", "flag", "-O: show guesses of low confidence too",
          "SERVICE/VERSION AND OS DETECTION"),
+    _opt("--os-db", "os_db", "value", "-O: nmap's probes matched against this nmap-os-db (default: "
+         "/usr/share/nmap/nmap-os-db when installed, else the built-in guess)", "SERVICE/VERSION AND OS DETECTION",
+         "FILE"),
     _opt("-A", "aggressive", "flag", "-sV and -O together", "SERVICE/VERSION AND OS DETECTION"),
     _opt("-T", "timing", "value", "Timing template -T0..-T5 (paranoid|sneaky|polite|normal|aggressive|insane)",
          "TIMING AND PERFORMANCE", "0-5"),
@@ -279,6 +282,7 @@ class ScanRequest:
     os_scan: bool = False
     osscan_limit: bool = False
     osscan_guess: bool = False
+    os_db: Optional[str] = None
     timing: int = 3                    # nmap's -T template; the options below override its values
     rate: Optional[float] = None       # fixed packets/s (0: unlimited); None: the pace adapts
     min_rate: Optional[float] = None

@@ -188,8 +188,9 @@ class Session:
         if (r.version_scan or r.os_scan) and not r.ping_only and not r.dry_run:
             from .service import PostScan
             self.post = PostScan(r.version_scan, r.os_scan, r.version_intensity, r.service_db,
-                                 concurrency=r.max_parallelism or 128)
+                                 concurrency=r.max_parallelism or 128, os_db=r.os_db)
             self.post.os_limit, self.post.os_guess_more = r.osscan_limit, r.osscan_guess
+            self.post.udp_scanned = r.udp
 
     # -- control
     def stop(self) -> None:
@@ -408,7 +409,7 @@ class _Run:
                     break
             if post is not None and not total.interrupted:
                 sink.close()                 # every row in: then -sV / -O
-                if post.os_detect and can_raw_scan() and not post.os_limit:
+                if post.os_detect and can_raw_scan() and not post.os_limit and post.os_db is None:
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed

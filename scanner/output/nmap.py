@@ -152,6 +152,23 @@ def service_xml(svc, port: int, proto: str) -> str:
     return out
 
 
+def os_xml_nmapdb(g) -> str:
+    """<os> from nmap's database (-O with nmap-os-db), as nmap writes it."""
+    out = ["<os>"] + [f'<portused state="{st}" proto="{pr}" portid="{port}"/>' for st, pr, port in g.ports_used]
+    for m in g.matches:
+        out.append(f'<osmatch name={quoteattr(m["name"])} accuracy="{m["accuracy"]}" line="{m["line"]}">')
+        for c in m["classes"]:
+            attrs = f'type={quoteattr(c["type"])} vendor={quoteattr(c["vendor"])} osfamily={quoteattr(c["osfamily"])}' \
+                + (f' osgen={quoteattr(c["osgen"])}' if c["osgen"] else "") + f' accuracy="{c["accuracy"]}"'
+            cpes = "".join(f"<cpe>{xml_escape(x)}</cpe>" for x in c["cpe"])
+            out.append(f"<osclass {attrs}>{cpes}</osclass>" if cpes else f"<osclass {attrs}/>")
+        out.append("</osmatch>")
+    if g.nmap_fingerprint:
+        out.append(f'<osfingerprint fingerprint={quoteattr(g.nmap_fingerprint)}/>')
+    out.append("</os>")
+    return "\n".join(out) + "\n"
+
+
 def _xml_chars(text: str) -> str:
     """Without the control characters XML 1.0 cannot carry (servers' banners may hold any byte)."""
     return "".join(c for c in text if c >= " " or c in "\t\n\r")
@@ -159,6 +176,8 @@ def _xml_chars(text: str) -> str:
 
 def os_xml(g, rows) -> str:
     """nmap's <os> element of a host."""
+    if g.matches is not None:
+        return os_xml_nmapdb(g)
     out = ["<os>"]
     fp = g.fingerprint
     if fp is not None and fp.port:

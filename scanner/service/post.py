@@ -23,12 +23,15 @@ class RowCollector:
         from ..states import REASONS, STATES
         keep = rows["state"] == STATES["open"]
         rst = (rows["reason"] == REASONS["reset"]) & (rows["proto"] == 6)
-        if rst.any():
-            idx = rst.nonzero()[0]
-            keys = (rows["ip"][idx].tolist(), [bytes(x) for x in rows["ip6"][idx]])
-            for i, a, b in zip(idx.tolist(), *keys):
-                if (a, b) not in self._rst_hosts:
-                    self._rst_hosts.add((a, b))
+        # -O with nmap's database also sends its U1 probe to a closed UDP port when there is one
+        closed_udp = (rows["state"] == STATES["closed"]) & (rows["proto"] == 17)
+        first = rst | closed_udp
+        if first.any():
+            idx = first.nonzero()[0]
+            keys = (rows["ip"][idx].tolist(), [bytes(x) for x in rows["ip6"][idx]], rows["proto"][idx].tolist())
+            for i, a, b, p in zip(idx.tolist(), *keys):
+                if (a, b, p) not in self._rst_hosts:
+                    self._rst_hosts.add((a, b, p))
                     keep[i] = True
         if keep.any():
             self.batches.append(rows[keep].copy())
@@ -46,10 +49,16 @@ class PostScan:
     """-sV and/or -O after the port scan: run() hands the results to the outputs and the store."""
 
     def __init__(self, versions: bool, os_detect: bool, intensity: int = DEFAULT_INTENSITY,
-                 db_path: Optional[str] = None, concurrency: int = 128):
+                 db_path: Optional[str] = None, concurrency: int = 128, os_db: Optional[str] = None):
         self.versions, self.os_detect = versions, os_detect
         self.intensity, self.concurrency = intensity, concurrency
         self.db = load_db(db_path) if versions else None      # a bad --service-db fails before the scan
+        self.os_db = None             # -O: nmap's database (--os-db, or Debian's nmap-os-db)
+        if os_detect:
+            from ..osdb import find_db, load_db as load_os_db
+            path = find_db(os_db)
+            self.os_db = load_os_db(path) if path else None
+        self.udp_scanned = False      # -sU ran (nmap's U1 then needs no closed UDP port known)
         self.collector = RowCollector()
         self.os_limit = self.os_guess_more = False      # --osscan-limit, --osscan-guess
         self.services: dict = {}
@@ -87,7 +96,12 @@ class PostScan:
                                  f"{time.monotonic() - t0:.2f}s ({self.concurrency} at once)"))
         if self.os_detect:
             from ..osguess import guess_hosts
-            self.os_guesses = guess_hosts(rows, self.services, limit=self.os_limit, aggressive=self.os_guess_more)
+            if self.os_db is not None:
+                self.os_guesses = self._nmap_os(session, rows)
+            # the built-in guess: without nmap's database, and for the hosts it cannot do (IPv6, no raw socket)
+            for addr, g in guess_hosts(rows, self.services, limit=self.os_limit,
+                                       aggressive=self.os_guess_more).items():
+                self.os_guesses.setdefault(addr, g)
             if not self.os_guesses:
                 session.emit(ev.Note("OS detection: no host gave a SYN-ACK to fingerprint (needs an open "
                                      "TCP port and the SYN scan, -sS)"))
@@ -96,3 +110,23 @@ class PostScan:
             recorder.set_details(self.services, self.os_guesses)
         session.emit(ev.Details(self.services, self.os_guesses))
         self.elapsed = time.monotonic() - t_start
+
+    def _nmap_os(self, session, rows) -> dict:
+        """-O with nmap's database: nmap's probes to every IPv4 host at once, nmap's matching."""
+        from .. import events as ev
+        from ..osprobe import detect
+        from ..privileges import can_raw_scan
+        if not can_raw_scan() or session.stopping:
+            return {}
+        t0 = time.monotonic()
+
+        def started(scan) -> None:
+            session._current = scan
+        try:
+            found = detect(rows, self.os_db, limit=self.os_limit, aggressive=self.os_guess_more,
+                           udp_scanned=self.udp_scanned, on_scan=started)
+        finally:
+            session._current = None
+        session.emit(ev.Note(f"OS detection (nmap-os-db, {len(self.os_db.prints)} fingerprints): {len(found)} "
+                             f"hosts in {time.monotonic() - t0:.2f}s"))
+        return found
