@@ -12,6 +12,7 @@ from typing import Optional
 from .errors import InputError
 
 DEFAULT_DB_PATHS = ("/usr/share/nmap/nmap-os-db", "/usr/local/share/nmap/nmap-os-db")
+BUILTIN = "builtin"             # --os-db builtin: scanner's own passive guess (scanner/osguess.py)
 GUESS_THRESHOLD = 0.85          # nmap's OSSCAN_GUESS_THRESHOLD
 MAX_MATCHES = 36                # nmap's MAX_FP_RESULTS
 # Each test's attributes in nmap's order (FingerPrintDef::test_attrs).
@@ -44,6 +45,8 @@ class Reference:
     line: int
     classes: list = field(default_factory=list)
     tests: dict = field(default_factory=dict)        # test -> {attr: expression}
+    flat: Optional[list] = None         # [(test, attr, expression, points)], made on first use
+    numprints: int = 0                  # the points of every attribute (nmap's numprints)
 
 
 @dataclass
@@ -51,13 +54,28 @@ class OsDb:
     path: str
     points: dict                # test -> {attr: points} (MatchPoints)
     prints: list                # [Reference]
+    memo: dict = field(default_factory=dict)
 
 
 def find_db(path: Optional[str] = None) -> Optional[str]:
-    """--os-db PATH, else Debian's nmap-os-db if installed, else None (the built-in guess)."""
+    """--os-db PATH, else Debian's nmap-os-db if installed, else None (the built-in guess, which
+    `--os-db builtin` also chooses)."""
+    if path == BUILTIN:
+        return None
     if path:
         return path
     return next((p for p in DEFAULT_DB_PATHS if os.access(p, os.R_OK)), None)
+
+
+def check_db(path: str) -> None:
+    """A one-line InputError when --os-db names no readable nmap-os-db file (parsing comes later)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(1 << 16)
+    except OSError as e:
+        raise InputError(f"--os-db {path}: {e.strerror or e}") from None
+    if "MatchPoints" not in head and "Fingerprint " not in head:
+        raise InputError(f"--os-db {path}: not an nmap-os-db file (no MatchPoints or Fingerprint lines)")
 
 
 def _parse_tests(body: str, where: str) -> tuple:
@@ -119,7 +137,7 @@ def load_db(path: str) -> OsDb:
             f = [x.strip() for x in line[6:].split("|")]
             if len(f) != 4:
                 raise InputError(f"{where}: a Class line has 4 fields separated by |")
-            cur.classes.append(OsClass(*f))
+            cur.classes.append(OsClass(f[0], f[1], f[2], f[3]))
         elif line.startswith("CPE "):
             if not cur.classes:
                 raise InputError(f"{where}: CPE line without a Class line before it")
@@ -188,28 +206,35 @@ def expr_match(val: str, expr: str) -> bool:
         p = q + 1
 
 
-def compare(ref: Reference, obs: dict, points: dict, memo: Optional[dict] = None) -> float:
+def _flat(obs: dict) -> dict:
+    return {(test, attr): v for test, values in obs.items() for attr, v in values.items() if v is not None}
+
+
+def compare(ref: Reference, obs: dict, points: dict, memo: Optional[dict] = None, threshold: float = 0.0,
+            flat: Optional[dict] = None) -> float:
     """nmap's compare_fingerprints: the share of MatchPoints the observation earns (0..1).
-    memo: a dict kept across calls for one observation (the same expressions recur)."""
+    memo: a dict kept across calls for one observation (the same expressions recur);
+    threshold: give up (returning less than it) once it cannot be reached, as nmap does."""
     total = got = 0
     memo = {} if memo is None else memo
-    for test, ref_values in ref.tests.items():
-        obs_values = obs.get(test)
-        if obs_values is None:
+    flat = _flat(obs) if flat is None else flat
+    if ref.flat is None:
+        ref.flat = [(t, a, e, points.get(t, {}).get(a, 0)) for t, vals in ref.tests.items() for a, e in vals.items()]
+        ref.numprints = sum(p for *_, p in ref.flat)
+    max_miss = (1.0 - threshold) * ref.numprints
+    for test, attr, expr, p in ref.flat:
+        val = flat.get((test, attr))
+        if val is None:
             continue
-        pts = points.get(test, {})
-        for attr, expr in ref_values.items():
-            val = obs_values.get(attr)
-            if val is None:
-                continue
-            p = pts.get(attr, 0)
-            total += p
-            key = (val, expr)
-            ok = memo.get(key)
-            if ok is None:
-                ok = memo[key] = expr_match(val, expr)
-            if ok:
-                got += p
+        total += p
+        key = (val, expr)
+        ok = memo.get(key)
+        if ok is None:
+            ok = memo[key] = expr_match(val, expr)
+        if ok:
+            got += p
+        elif threshold and total - got > max_miss:
+            break
     return got / total if total else 0.0
 
 
@@ -218,9 +243,10 @@ def match(obs: dict, db: OsDb, threshold: float = GUESS_THRESHOLD) -> list:
     (its best), ties in database order, MAX_MATCHES at most."""
     best: dict = {}
     order: list = []
-    memo: dict = {}
+    memo = db.memo                      # (value, expression) -> bool holds for every observation
+    flat = _flat(obs)
     for ref in db.prints:
-        acc = compare(ref, obs, db.points, memo)
+        acc = compare(ref, obs, db.points, memo, threshold, flat)
         if acc < threshold and acc != 1.0:
             continue
         old = best.get(ref.name)

@@ -302,14 +302,14 @@ def seq_test(h: HostState, localhost: bool = False) -> dict:
         test["TS"] = "U"
     elif ts_class == "num":
         if hz <= 5.66:
-            v = 1
+            tsv = 1
         elif 70 < hz <= 150:
-            v = 7
+            tsv = 7
         elif 150 < hz <= 350:
-            v = 8
+            tsv = 8
         else:
-            v = int(0.5 + math.log(hz) / math.log(2.0))
-        test["TS"] = f"{v:X}"
+            tsv = int(0.5 + math.log(hz) / math.log(2.0))
+        test["TS"] = f"{tsv:X}"
     return test
 
 
@@ -436,8 +436,8 @@ def make_fingerprint(h: HostState, localhost: bool = False) -> tuple:
     fp["U1"], distance = u1_test(h)
     fp["IE"] = ie_test(h)
     for name in ("ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE"):
-        t = fp.get(name)
-        if not t or t.get("T") is None:
+        t = fp.get(name) or {}
+        if t.get("T") is None:
             continue
         ttl = int(t["T"], 16)
         if distance != -1:

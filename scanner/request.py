@@ -107,7 +107,7 @@ OPTIONS = (
     _opt("--osscan-guess --fuzzy", "osscan_guess", "flag", "-O: show guesses of low confidence too",
          "SERVICE/VERSION AND OS DETECTION"),
     _opt("--os-db", "os_db", "value", "-O: nmap's probes matched against this nmap-os-db (default: "
-         "/usr/share/nmap/nmap-os-db when installed, else the built-in guess)", "SERVICE/VERSION AND OS DETECTION",
+         "/usr/share/nmap/nmap-os-db when installed; 'builtin': scanner's own guess)", "SERVICE/VERSION AND OS DETECTION",
          "FILE"),
     _opt("-A", "aggressive", "flag", "-sV and -O together", "SERVICE/VERSION AND OS DETECTION"),
     _opt("-T", "timing", "value", "Timing template -T0..-T5 (paranoid|sneaky|polite|normal|aggressive|insane)",

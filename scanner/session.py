@@ -409,7 +409,7 @@ class _Run:
                     break
             if post is not None and not total.interrupted:
                 sink.close()                 # every row in: then -sV / -O
-                if post.os_detect and can_raw_scan() and not post.os_limit and post.os_db is None:
+                if post.os_detect and can_raw_scan() and not post.os_limit and post.os_db_path is None:
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed

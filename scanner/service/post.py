@@ -53,11 +53,12 @@ class PostScan:
         self.versions, self.os_detect = versions, os_detect
         self.intensity, self.concurrency = intensity, concurrency
         self.db = load_db(db_path) if versions else None      # a bad --service-db fails before the scan
-        self.os_db = None             # -O: nmap's database (--os-db, or Debian's nmap-os-db)
+        self.os_db_path: Optional[str] = None    # -O: nmap's database (--os-db, or Debian's nmap-os-db)
         if os_detect:
-            from ..osdb import find_db, load_db as load_os_db
-            path = find_db(os_db)
-            self.os_db = load_os_db(path) if path else None
+            from ..osdb import check_db, find_db
+            self.os_db_path = find_db(os_db)
+            if self.os_db_path:
+                check_db(self.os_db_path)         # a bad --os-db fails before the scan (parsing it waits for -O)
         self.udp_scanned = False      # -sU ran (nmap's U1 then needs no closed UDP port known)
         self.collector = RowCollector()
         self.os_limit = self.os_guess_more = False      # --osscan-limit, --osscan-guess
@@ -96,7 +97,7 @@ class PostScan:
                                  f"{time.monotonic() - t0:.2f}s ({self.concurrency} at once)"))
         if self.os_detect:
             from ..osguess import guess_hosts
-            if self.os_db is not None:
+            if self.os_db_path is not None:
                 self.os_guesses = self._nmap_os(session, rows)
             # the built-in guess: without nmap's database, and for the hosts it cannot do (IPv6, no raw socket)
             for addr, g in guess_hosts(rows, self.services, limit=self.os_limit,
@@ -115,18 +116,20 @@ class PostScan:
         """-O with nmap's database: nmap's probes to every IPv4 host at once, nmap's matching."""
         from .. import events as ev
         from ..osprobe import detect
+        from ..osdb import load_db as load_os_db
         from ..privileges import can_raw_scan
-        if not can_raw_scan() or session.stopping:
+        if self.os_db_path is None or not can_raw_scan() or session.stopping:
             return {}
         t0 = time.monotonic()
+        db = load_os_db(self.os_db_path)
 
         def started(scan) -> None:
             session._current = scan
         try:
-            found = detect(rows, self.os_db, limit=self.os_limit, aggressive=self.os_guess_more,
+            found = detect(rows, db, limit=self.os_limit, aggressive=self.os_guess_more,
                            udp_scanned=self.udp_scanned, on_scan=started)
         finally:
             session._current = None
-        session.emit(ev.Note(f"OS detection (nmap-os-db, {len(self.os_db.prints)} fingerprints): {len(found)} "
+        session.emit(ev.Note(f"OS detection (nmap-os-db, {len(db.prints)} fingerprints): {len(found)} "
                              f"hosts in {time.monotonic() - t0:.2f}s"))
         return found

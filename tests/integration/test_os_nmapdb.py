@@ -1,0 +1,77 @@
+"""-O with nmap's database against nmap -O on the same lab: nmap's probes, tests and scoring must
+give the same best osmatch (with the same classes and CPEs) for every host, both tools run in the
+lab's scanner namespace. IPv4 only: nmap's IPv6 OS detection is a trained classifier that scanner
+does not have (scanner keeps its built-in guess for IPv6 hosts)."""
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from scanner.lab import LabSpec
+
+from conftest import make_lab, scanner_argv, scanner_env
+
+pytestmark = pytest.mark.lab
+HOSTS = ("198.18.0.0", "198.18.0.1")
+
+
+def os_of(path) -> dict:
+    """{addr: (portused, [(osmatch name, accuracy, [(osclass attrs, cpes)])])} from -oX."""
+    out = {}
+    for host in ET.parse(path).getroot().iter("host"):
+        addr = host.find("address").get("addr")
+        os_el = host.find("os")
+        if os_el is None:
+            continue
+        used = sorted((u.get("state"), u.get("proto"), u.get("portid")) for u in os_el.iter("portused")
+                      if u.get("proto") == "tcp")
+        matches = [(m.get("name"), int(m.get("accuracy")),
+                    [(tuple(sorted((k, v) for k, v in c.attrib.items() if k != "accuracy")),
+                      [x.text for x in c.iter("cpe")]) for c in m.iter("osclass")])
+                   for m in os_el.iter("osmatch")]
+        out[addr] = (used, matches)
+    return out
+
+
+def test_best_osmatch_same_as_nmap(tmp_path):
+    spec = LabSpec(prefix="198.18.0.0/31", open_tcp=(22, 80))
+    ours_xml, ours_n, ours_j, nmap_xml, nmap_n = (tmp_path / n for n in
+                                                  ("ours.xml", "ours.nmap", "ours.json", "nmap.xml", "nmap.nmap"))
+    with make_lab(spec) as lab:
+        n = lab.run(["nmap", "-n", "-Pn", "-O", "--osscan-guess", "-T4", "-p", "22,23", *HOSTS, "-oX", nmap_xml,
+                     "-oN", nmap_n], capture_output=True, text=True, timeout=300)
+        assert n.returncode == 0, n.stderr
+        s = lab.run(scanner_argv(*HOSTS, "-Pn", "-O", "--osscan-guess", "-p", "22,23", "--no-db", "--wait", "1",
+                                 "-oX", ours_xml, "-oN", ours_n, "-oJ", ours_j),
+                    capture_output=True, text=True, env=scanner_env(), timeout=300)
+        assert s.returncode == 0 and "Traceback" not in s.stderr, s.stderr
+    theirs, ours = os_of(nmap_xml), os_of(ours_xml)
+    assert set(theirs) == set(HOSTS) and set(ours) == set(HOSTS), (theirs, ours)
+    for addr in HOSTS:
+        t_used, t_matches = theirs[addr]
+        o_used, o_matches = ours[addr]
+        assert o_used == t_used == [("closed", "tcp", "23"), ("open", "tcp", "22")]
+        assert t_matches and o_matches, (addr, t_matches, o_matches)
+        # the same best match, described by the same database entry's classes and CPEs
+        assert o_matches[0][0] == t_matches[0][0], (addr, o_matches[:3], t_matches[:3])
+        assert o_matches[0][2] == t_matches[0][2]
+        assert abs(o_matches[0][1] - t_matches[0][1]) <= 3, (o_matches[0], t_matches[0])
+    # normal output: nmap's lines (--osscan-guess: the guesses, best first, as nmap lists them)
+    normal, nmap_normal = ours_n.read_text(), nmap_n.read_text()
+    best = ours[HOSTS[0]][1][0][0]
+    guesses = re.findall(r"^Aggressive OS guesses: (.*?) \(\d+%\)", normal, re.M)
+    assert guesses and all(g.split(" (")[0] == best or g.startswith(best) for g in guesses), guesses
+    # nmap leaves out Device type / Running / OS CPE when the guesses name more than 8 CPEs (as
+    # here: Linux kernels, cameras, routers): the same rule on both sides
+    for line in ("Device type: ", "Running", "OS CPE: ", "No exact OS matches for host"):
+        assert (line in normal) == (line in nmap_normal), line
+    assert "Network Distance: 1 hop" in normal and "Network Distance: 1 hop" in nmap_normal
+    assert re.search(r"^OS:SCAN\(V=scanner.*\n(OS:.*\n)+", normal, re.M)
+    # NDJSON: the matches ride on the host's rows
+    rows = [json.loads(x) for x in ours_j.read_text().splitlines()]
+    oses = [r["os"] for r in rows if r.get("os")]
+    assert oses and oses[0]["matches"][0]["name"] == best
+    assert oses[0]["matches"][0]["classes"][0]["cpe"]
