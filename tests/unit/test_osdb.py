@@ -242,3 +242,48 @@ def test_fingerprint_of_linux_like_replies():
     assert fp["T5"] == {"R": "Y", "DF": "Y", "TG": "40", "W": "0", "S": "Z", "A": "S+", "F": "AR", "O": "",
                         "RD": "0", "Q": ""}
     assert fp["T2"] == {"R": "N"} and fp["ECN"] == {"R": "N"} and fp["U1"] == {"R": "N"}
+
+
+def test_report_of_a_perfect_match(small):
+    """nmap's normal-output lines and <os> element for an exact match, and the store's round trip."""
+    from scanner.osguess import OsGuess
+    from scanner.output.nmap import os_xml
+    import xml.etree.ElementTree as ET
+    one = small.prints[0]
+    fp = observation(one)
+    g = osprobe.report("198.18.0.1", fp, 1, osdb.match(fp, small), {"open": 22, "closed": 23}, 23, 40000,
+                       udp_scanned=False, aggressive=False)
+    assert g.lines == ["Device type: router", "Running: Acme BoxOS 1.X|2.X",
+                       "OS CPE: cpe:/o:acme:boxos:1 cpe:/o:acme:boxos:2", "OS details: Box One",
+                       "Network Distance: 1 hop"]
+    el = ET.fromstring(os_xml(g, None))
+    assert [(u.get("state"), u.get("proto"), u.get("portid")) for u in el.iter("portused")] == [
+        ("open", "tcp", "22"), ("closed", "tcp", "23"), ("closed", "udp", "40000")]
+    m = el.find("osmatch")
+    assert (m.get("name"), m.get("accuracy"), m.get("line")) == ("Box One", "100", "18")
+    assert [(c.get("vendor"), c.get("osfamily"), c.get("osgen"), c.get("type"), [x.text for x in c.iter("cpe")])
+            for c in m.iter("osclass")] == [("Acme", "BoxOS", "1.X", "router", ["cpe:/o:acme:boxos:1"]),
+                                            ("Acme", "BoxOS", "2.X", "router", ["cpe:/o:acme:boxos:2"])]
+    back = OsGuess.from_dict(g.to_dict())
+    assert back.matches == g.matches and back.lines == g.lines and back.ports_used == g.ports_used
+
+
+def test_report_without_exact_match(small):
+    """No exact match: nmap's guesses only with --osscan-guess (or a non-ideal print), the
+    fingerprint when it is ideal."""
+    one = small.prints[0]
+    fp = observation(one)
+    fp["T1"]["F"] = "AR"                          # 30 of the points lost: not exact, still >= 85%
+    ranked = osdb.match(fp, small)
+    assert ranked and 0.85 <= ranked[0][0] < 1.0
+    plain = osprobe.report("198.18.0.1", fp, 1, ranked, {"open": 22, "closed": 23}, 23, 40000, False, False)
+    assert not any(x.startswith("Aggressive OS guesses") for x in plain.lines)
+    assert "No exact OS matches for host (If you know what OS is running on it, see https://nmap.org/submit/ )." \
+        in plain.lines and "TCP/IP fingerprint:" in plain.lines
+    guess = osprobe.report("198.18.0.1", fp, 1, ranked, {"open": 22, "closed": 23}, 23, 40000, False, True)
+    assert f"Aggressive OS guesses: Box One ({int(ranked[0][0] * 100)}%)" in guess.lines
+    assert "Running (JUST GUESSING): Acme BoxOS 1.X|2.X " + f"({int(ranked[0][0] * 100)}%)" in guess.lines
+    # no closed port known: not ideal, so nmap guesses anyway and says why there is no fingerprint
+    odd = osprobe.report("198.18.0.1", fp, 1, ranked, {"open": 22}, 31000, 40000, False, False)
+    assert any(x.startswith("Aggressive OS guesses") for x in odd.lines)
+    assert "No exact OS matches for host (test conditions non-ideal)." in odd.lines
