@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from .errors import InputError
 
 DEFAULT_DB_PATHS = ("/usr/share/nmap/nmap-os-db", "/usr/local/share/nmap/nmap-os-db")
@@ -54,7 +56,8 @@ class OsDb:
     path: str
     points: dict                # test -> {attr: points} (MatchPoints)
     prints: list                # [Reference]
-    memo: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)      # (value, expression) -> matched
+    table: Optional["_Table"] = None              # made by the first match()
 
 
 def find_db(path: Optional[str] = None) -> Optional[str]:
@@ -238,26 +241,61 @@ def compare(ref: Reference, obs: dict, points: dict, memo: Optional[dict] = None
     return got / total if total else 0.0
 
 
+class _Table:
+    """The database as a (reference x attribute) table of expression numbers, so that one
+    observation is scored against every reference with a few numpy operations: each distinct
+    expression of an attribute is evaluated once."""
+
+    def __init__(self, db: OsDb):
+        self.cols = [(t, a) for t, attrs in TESTS.items() for a in attrs]
+        index = {c: i for i, c in enumerate(self.cols)}
+        self.exprs: list = [{} for _ in self.cols]           # column -> {expression: number}
+        self.table = np.full((len(db.prints), len(self.cols)), -1, dtype=np.int32)
+        for r, ref in enumerate(db.prints):
+            for t, values in ref.tests.items():
+                for a, e in values.items():
+                    c = index[(t, a)]
+                    self.table[r, c] = self.exprs[c].setdefault(e, len(self.exprs[c]))
+        self.points = np.array([db.points.get(t, {}).get(a, 0) for t, a in self.cols], dtype=np.float64)
+
+    def accuracies(self, obs: dict, memo: dict) -> np.ndarray:
+        flat = _flat(obs)
+        total = np.zeros(len(self.table))
+        got = np.zeros(len(self.table))
+        for c, key in enumerate(self.cols):
+            val = flat.get(key)
+            if val is None or not self.exprs[c]:
+                continue
+            ok = np.zeros(len(self.exprs[c]) + 1, dtype=bool)          # the last: attribute absent
+            for e, i in self.exprs[c].items():
+                k = (val, e)
+                if k not in memo:
+                    memo[k] = expr_match(val, e)
+                ok[i] = memo[k]
+            col = self.table[:, c]
+            total += (col >= 0) * self.points[c]
+            got += ok[col] * self.points[c]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(total > 0, got / np.where(total > 0, total, 1), 0.0)
+
+
 def match(obs: dict, db: OsDb, threshold: float = GUESS_THRESHOLD) -> list:
     """[(accuracy, Reference)] best first as nmap lists them: at least threshold, one per name
-    (its best), ties in database order, MAX_MATCHES at most."""
+    (its best), ties in database order, MAX_MATCHES at most. (compare() scores one reference
+    the same way.)"""
+    if db.table is None:
+        db.table = _Table(db)
+    acc = db.table.accuracies(obs, db.memo)
     best: dict = {}
     order: list = []
-    memo = db.memo                      # (value, expression) -> bool holds for every observation
-    flat = _flat(obs)
-    for ref in db.prints:
-        acc = compare(ref, obs, db.points, memo, threshold, flat)
-        if acc < threshold and acc != 1.0:
-            continue
+    for r in np.nonzero((acc >= threshold) | (acc == 1.0))[0].tolist():
+        ref, a = db.prints[r], float(acc[r])
         old = best.get(ref.name)
-        if old is None:
+        if old is None or a > old[0]:       # nmap drops the older, lower entry and inserts anew
             order.append(ref.name)
-            best[ref.name] = (acc, len(order), ref)
-        elif acc > old[0]:
-            order.append(ref.name)          # nmap removes the old entry and inserts anew
-            best[ref.name] = (acc, len(order), ref)
+            best[ref.name] = (a, len(order), ref)
     ranked = sorted(best.values(), key=lambda x: (-x[0], x[1]))
-    return [(acc, ref) for acc, _, ref in ranked[:MAX_MATCHES]]
+    return [(a, ref) for a, _, ref in ranked[:MAX_MATCHES]]
 
 
 def fingerprint_text(obs: dict) -> str:
