@@ -103,7 +103,10 @@ class GrepableWriter(Writer):
                 state, _, n, _ = max(v.folded, key=lambda f: f[2])
                 line += f"\tIgnored State: {state} ({n})"
             g = self.os_guesses.get(v.addr)
-            if g is not None:
+            if g is not None and g.matches is not None:     # nmap's database: its exact matches only
+                exact = [m["name"] for m in g.matches if m["accuracy"] == 100]
+                line += f"\tOS: {'|'.join(exact)}" if exact else ""
+            elif g is not None:
                 line += f"\tOS: {g.name}"
             out.append(line)
             self.file.write("\n".join(out) + "\n")
