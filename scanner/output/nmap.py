@@ -166,9 +166,11 @@ def os_xml_nmapdb(g) -> str:
             cpes = "".join(f"<cpe>{xml_escape(x)}</cpe>" for x in c["cpe"])
             out.append(f"<osclass {attrs}>{cpes}</osclass>" if cpes else f"<osclass {attrs}/>")
         out.append("</osmatch>")
-    if g.nmap_fingerprint:
+    if "TCP/IP fingerprint:" in g.lines:      # nmap writes it where it prints it
         out.append(f'<osfingerprint fingerprint={quoteattr(g.nmap_fingerprint)}/>')
     out.append("</os>")
+    if g.distance >= 0:
+        out.append(f'<distance value="{g.distance}"/>')
     return "\n".join(out) + "\n"
 
 

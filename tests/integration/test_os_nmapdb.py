@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -48,6 +49,9 @@ def test_best_osmatch_same_as_nmap(tmp_path):
                                  "-oX", ours_xml, "-oN", ours_n, "-oJ", ours_j),
                     capture_output=True, text=True, env=scanner_env(), timeout=300)
         assert s.returncode == 0 and "Traceback" not in s.stderr, s.stderr
+    v = subprocess.run(["xmllint", "--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", str(ours_xml)],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr                  # <os>, <osmatch>, <osclass>, <distance> in nmap's DTD
     theirs, ours = os_of(nmap_xml), os_of(ours_xml)
     assert set(theirs) == set(HOSTS) and set(ours) == set(HOSTS), (theirs, ours)
     for addr in HOSTS:
