@@ -291,3 +291,14 @@ def test_report_without_exact_match(small):
     odd = osprobe.report("198.18.0.1", fp, 1, ranked, {"open": 22}, 31000, 40000, False, False)
     assert any(x.startswith("Aggressive OS guesses") for x in odd.lines)
     assert "No exact OS matches for host (test conditions non-ideal)." in odd.lines
+
+
+def test_os_db_option(tmp_path):
+    """--os-db is one option of the request; a bad file fails while planning, before any probe."""
+    from scanner.request import ScanRequest
+    from scanner.session import Session
+    r = ScanRequest.from_argv(["-O", "--os-db", DB_PATH, "127.0.0.1"])
+    assert r.os_db == DB_PATH and ScanRequest.from_argv(r.to_argv()) == r
+    for path, message in ((tmp_path / "none", "No such file"), (tmp_path, "Is a directory")):
+        with pytest.raises(InputError, match=message):
+            Session(ScanRequest.from_argv(["-O", "-Pn", "--os-db", str(path), "-p", "1", "127.0.0.1"]))
