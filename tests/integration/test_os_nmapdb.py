@@ -79,3 +79,25 @@ def test_best_osmatch_same_as_nmap(tmp_path):
     oses = [r["os"] for r in rows if r.get("os")]
     assert oses and oses[0]["matches"][0]["name"] == best
     assert oses[0]["matches"][0]["classes"][0]["cpe"]
+
+
+def test_closed_udp_port_from_the_scan(tmp_path):
+    """With -sU in the scan, U1 goes to a UDP port the scan found closed, as nmap's does; both
+    tools report the same <portused> (TCP and UDP) and the same best match."""
+    spec = LabSpec(prefix="198.18.0.0/32", open_tcp=(22,), open_udp=(53,))
+    ours_xml, nmap_xml = tmp_path / "ours.xml", tmp_path / "nmap.xml"
+    ports = "T:22,23,U:54"
+    with make_lab(spec) as lab:
+        n = lab.run(["nmap", "-n", "-Pn", "-sS", "-sU", "-O", "-T4", "-p", ports, HOSTS[0], "-oX", nmap_xml],
+                    capture_output=True, text=True, timeout=300)
+        assert n.returncode == 0, n.stderr
+        s = lab.run(scanner_argv(HOSTS[0], "-Pn", "-sS", "-sU", "-O", "-p", ports, "--no-db", "--wait", "1",
+                                 "-oX", ours_xml), capture_output=True, text=True, env=scanner_env(), timeout=300)
+        assert s.returncode == 0 and "Traceback" not in s.stderr, s.stderr
+
+    def used(path):
+        os_el = ET.parse(path).getroot().find("host/os")
+        return sorted((u.get("state"), u.get("proto"), u.get("portid")) for u in os_el.iter("portused")), \
+            os_el.find("osmatch").get("name")
+    assert used(ours_xml) == used(nmap_xml)
+    assert used(ours_xml)[0] == [("closed", "tcp", "23"), ("closed", "udp", "54"), ("open", "tcp", "22")]

@@ -302,3 +302,32 @@ def test_os_db_option(tmp_path):
     for path, message in ((tmp_path / "none", "No such file"), (tmp_path, "Is a directory")):
         with pytest.raises(InputError, match=message):
             Session(ScanRequest.from_argv(["-O", "-Pn", "--os-db", str(path), "-p", "1", "127.0.0.1"]))
+
+
+def test_probe_packets_are_nmaps():
+    """The bytes on the wire: nmap's option sets and windows, ECN's reserved bit and urgent
+    pointer, T2/T4/T6's DF, U1's 300 'C's and IP ID 0x1042, IE's codes, TOS and sizes; valid sums."""
+    src, dst = bytes([198, 19, 255, 1]), bytes([198, 18, 0, 1])
+    seq1 = osprobe.tcp_packet(src, dst, 40000, 22, 7, 9, osprobe.SYN, osprobe.PRB_WIN[0], osprobe.PRB_OPTS[0])
+    assert seq1[20 + 20:] == bytes.fromhex("03030a01020405b4080affffffff000000000402")   # WS10 N MSS1460 TS SACK
+    assert struct.unpack("!H", seq1[34:36])[0] == 1 and seq1[33] == osprobe.SYN
+    assert osprobe._csum(seq1[:20]) == 0
+    assert osprobe._csum(src + dst + struct.pack("!BBH", 0, 6, len(seq1) - 20) + seq1[20:]) == 0
+    assert [osprobe.PRB_WIN[i] for i in range(6)] == [1, 63, 4, 4, 16, 512]
+    ecn = osprobe.tcp_packet(src, dst, 40012, 22, 7, 0, osprobe.CWR | osprobe.ECE | osprobe.SYN, 3,
+                             osprobe.PRB_OPTS[6], reserved=8, urp=63477)
+    assert ecn[32] & 0x0F == 8 and ecn[33] == 0xC2 and struct.unpack("!H", ecn[38:40])[0] == 0xF7F5
+    flags = [f for f, *_ in osprobe.T_PROBES]
+    assert flags == [0x02, 0x00, 0x2B, 0x10, 0x02, 0x10, 0x29]                    # T1..T7 as nmap sends them
+    assert [df for _, df, *_ in osprobe.T_PROBES] == [False, True, False, True, False, True, False]
+    assert [osprobe.PRB_WIN[i] for _, _, i, _ in osprobe.T_PROBES[1:]] == [128, 256, 1024, 31337, 32768, 65535]
+    t2 = osprobe.tcp_packet(src, dst, 40014, 22, 7, 9, 0, 128, osprobe.PRB_OPTS[7], df=True)
+    assert t2[6] & 0x40
+    u1, ck = osprobe.udp_packet(src, dst, 41000, 54, 60)
+    assert len(u1) == 328 and u1[28:] == b"C" * 300 and struct.unpack("!H", u1[4:6])[0] == 0x1042
+    assert struct.unpack("!H", u1[26:28])[0] == ck and u1[8] == 60
+    ie1 = osprobe.echo_packet(src, dst, 500, 295, 9, 120, True, 0)
+    ie2 = osprobe.echo_packet(src, dst, 501, 296, 0, 150, False, 4)
+    assert (ie1[6] & 0x40, ie1[1], ie1[21], len(ie1) - 28) == (0x40, 0, 9, 120)
+    assert (ie2[6] & 0x40, ie2[1], ie2[21], len(ie2) - 28) == (0, 4, 0, 150)
+    assert osprobe._csum(ie1[20:]) == 0 and osprobe._csum(ie2[20:]) == 0
