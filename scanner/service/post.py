@@ -117,9 +117,10 @@ class PostScan:
         from .. import events as ev
         from ..osprobe import detect
         from ..osdb import load_db as load_os_db
+        from ..osprobe import ports_of
         from ..privileges import can_raw_scan
-        if self.os_db_path is None or not can_raw_scan() or session.stopping:
-            return {}
+        if self.os_db_path is None or not can_raw_scan() or session.stopping or not ports_of(rows):
+            return {}       # IPv6 hosts keep the built-in guess: nmap uses a trained classifier there
         t0 = time.monotonic()
         db = load_os_db(self.os_db_path)
 
