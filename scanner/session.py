@@ -409,7 +409,8 @@ class _Run:
                     break
             if post is not None and not total.interrupted:
                 sink.close()                 # every row in: then -sV / -O
-                if post.os_detect and can_raw_scan() and not post.os_limit and post.os_db_path is None:
+                if post.os_detect and can_raw_scan() and not post.os_limit and (
+                        post.os_db_path is None or getattr(targets, "family", 4) == 6):   # nmap-os-db: IPv4 only
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed
