@@ -17,7 +17,7 @@ class RowCollector:
 
     def __init__(self):
         self.batches = []
-        self._rst_hosts = set()
+        self._rst_hosts: dict = {}      # (ip, ip6, proto) -> the lowest closed port kept
 
     def write(self, rows) -> None:
         from ..states import REASONS, STATES
@@ -28,10 +28,12 @@ class RowCollector:
         first = rst | closed_udp
         if first.any():
             idx = first.nonzero()[0]
-            keys = (rows["ip"][idx].tolist(), [bytes(x) for x in rows["ip6"][idx]], rows["proto"][idx].tolist())
-            for i, a, b, p in zip(idx.tolist(), *keys):
-                if (a, b, p) not in self._rst_hosts:
-                    self._rst_hosts.add((a, b, p))
+            keys = (rows["ip"][idx].tolist(), [bytes(x) for x in rows["ip6"][idx]], rows["proto"][idx].tolist(),
+                    rows["port"][idx].tolist())
+            for i, a, b, p, port in zip(idx.tolist(), *keys):
+                low = self._rst_hosts.get((a, b, p))
+                if low is None or port < low:          # nmap's OS scan takes the lowest closed port
+                    self._rst_hosts[(a, b, p)] = port
                     keep[i] = True
         if keep.any():
             self.batches.append(rows[keep].copy())

@@ -331,3 +331,23 @@ def test_probe_packets_are_nmaps():
     assert (ie1[6] & 0x40, ie1[1], ie1[21], len(ie1) - 28) == (0x40, 0, 9, 120)
     assert (ie2[6] & 0x40, ie2[1], ie2[21], len(ie2) - 28) == (0, 4, 0, 150)
     assert osprobe._csum(ie1[20:]) == 0 and osprobe._csum(ie2[20:]) == 0
+
+
+def test_collector_keeps_nmaps_ports():
+    """-O's ports per host, as nmap picks them: the lowest open and closed TCP port, the lowest
+    closed UDP port (whatever order the replies came in); IPv6 hosts are left to the built-in guess."""
+    import numpy as np
+    from scanner.service.post import RowCollector
+    from scanner.states import REASONS, RESULT_DTYPE, STATES
+
+    def rows(*specs):
+        out = np.zeros(len(specs), dtype=RESULT_DTYPE)
+        for r, (ip, proto, port, state, reason) in zip(out, specs):
+            r["ip"], r["proto"], r["port"], r["state"], r["reason"] = ip, proto, port, STATES[state], REASONS[reason]
+        return out
+    c = RowCollector()
+    a = 0xC6120001
+    c.write(rows((a, 6, 443, "open", "syn-ack"), (a, 6, 25, "closed", "reset"), (a, 17, 60, "closed", "port-unreach")))
+    c.write(rows((a, 6, 22, "open", "syn-ack"), (a, 6, 23, "closed", "reset"), (a, 6, 24, "closed", "reset"),
+                 (a, 17, 54, "closed", "port-unreach"), (a, 17, 55, "closed", "port-unreach")))
+    assert osprobe.ports_of(c.rows()) == {"198.18.0.1": {"open": 22, "closed": 23, "udp": 54}}
