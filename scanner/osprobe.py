@@ -692,9 +692,10 @@ SUBMIT = "(If you know what OS is running on it, see https://nmap.org/submit/ ).
 MAX_CLASS_MEMBERS = 8
 
 
-def ports_of(rows) -> dict:
+def ports_of(rows, wrapped: frozenset = frozenset()) -> dict:
     """{addr: {"open": port, "closed": port, "unfiltered": port, "udp": port}} (the lowest of
-    each, as nmap picks them) from RESULT_DTYPE rows; IPv4 hosts only."""
+    each, as nmap picks them) from RESULT_DTYPE rows; IPv4 hosts only. wrapped: (addr, port) that
+    -sV found tcpwrapped, which nmap passes over for an open port when it can."""
     from .states import STATES, addresses
     out: dict = {}
     names = {(6, STATES["open"]): "open", (6, STATES["closed"]): "closed", (6, STATES["unfiltered"]): "unfiltered",
@@ -705,8 +706,14 @@ def ports_of(rows) -> dict:
         if key is None or ":" in addr:
             continue
         d = out.setdefault(addr, {})
+        if key == "open" and (addr, port) in wrapped:
+            key = "wrapped"
         if port and (key not in d or port < d[key]):
             d[key] = port
+    for d in out.values():
+        w = d.pop("wrapped", None)
+        if w is not None and "open" not in d:
+            d["open"] = w
     return out
 
 
@@ -849,12 +856,12 @@ def report(addr: str, fp: dict, distance: int, ranked: list, ports: dict, closed
 
 
 def detect(rows, db, limit: bool = False, aggressive: bool = False, udp_scanned: bool = False,
-           on_scan=None) -> dict:
+           on_scan=None, wrapped: frozenset = frozenset()) -> dict:
     """{addr: OsGuess} for the IPv4 hosts among the rows that have an open or closed TCP port:
     nmap's probes, tries until a perfect match (at most MAX_TRIES), the best try matched.
     on_scan(OsScan): called once the scan object exists (to stop it)."""
     from .osdb import GUESS_THRESHOLD, match
-    per_host = ports_of(rows)
+    per_host = ports_of(rows, wrapped)
     specs = []
     for addr, p in sorted(per_host.items()):
         if "open" not in p and "closed" not in p:

@@ -129,8 +129,10 @@ class PostScan:
         def started(scan) -> None:
             session._current = scan
         try:
+            wrapped = frozenset((a, port) for (a, proto, port), info in self.services.items()
+                                if proto == "tcp" and getattr(info, "name", "") == "tcpwrapped")
             found = detect(rows, db, limit=self.os_limit, aggressive=self.os_guess_more,
-                           udp_scanned=self.udp_scanned, on_scan=started)
+                           udp_scanned=self.udp_scanned, on_scan=started, wrapped=wrapped)
         finally:
             session._current = None
         session.emit(ev.Note(f"OS detection (nmap-os-db, {len(db.prints)} fingerprints): {len(found)} "

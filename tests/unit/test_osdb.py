@@ -351,3 +351,6 @@ def test_collector_keeps_nmaps_ports():
     c.write(rows((a, 6, 22, "open", "syn-ack"), (a, 6, 23, "closed", "reset"), (a, 6, 24, "closed", "reset"),
                  (a, 17, 54, "closed", "port-unreach"), (a, 17, 55, "closed", "port-unreach")))
     assert osprobe.ports_of(c.rows()) == {"198.18.0.1": {"open": 22, "closed": 23, "udp": 54}}
+    # -sV found 22 tcpwrapped: nmap takes the next open port; all wrapped: the lowest anyway
+    assert osprobe.ports_of(c.rows(), frozenset({("198.18.0.1", 22)}))["198.18.0.1"]["open"] == 443
+    assert osprobe.ports_of(c.rows(), frozenset({("198.18.0.1", 22), ("198.18.0.1", 443)}))["198.18.0.1"]["open"] == 22
