@@ -797,7 +797,7 @@ def wrapped_fingerprint(scan_line: str, fp: dict) -> list:
 
 
 def report(addr: str, fp: dict, distance: int, ranked: list, ports: dict, closed_port: int, udp_port: int,
-           udp_scanned: bool, aggressive: bool):
+           udp_scanned: bool, aggressive: bool, local: bool = False):
     """The OsGuess of one host from its matches ([(accuracy, Reference)]), with nmap's lines."""
     from .osguess import OsGuess
     open_port = ports.get("open", -1)
@@ -835,8 +835,9 @@ def report(addr: str, fp: dict, distance: int, ranked: list, ports: dict, closed
         lines += [f"No OS matches for host {SUBMIT}", "TCP/IP fingerprint:"] + wrapped_fingerprint(scan, fp)
     else:
         lines += [f"OS fingerprint not ideal because: {reason}", "No OS matches for host"]
-    if distance != -1:
-        lines.append(f"Network Distance: {distance} hop{'' if distance == 1 else 's'}")
+    shown_distance = 0 if local else distance          # nmap: a local address is 0 hops away
+    if shown_distance != -1:
+        lines.append(f"Network Distance: {shown_distance} hop{'' if shown_distance == 1 else 's'}")
     matches = [{"name": r.name, "accuracy": int(a * 100), "line": r.line,
                 "classes": [{"type": c.type, "vendor": c.vendor, "osfamily": c.family, "osgen": c.gen,
                              "accuracy": int(a * 100), "cpe": list(c.cpes)} for c in r.classes]}
@@ -852,7 +853,7 @@ def report(addr: str, fp: dict, distance: int, ranked: list, ports: dict, closed
                    [cpe for c, _ in classes[:MAX_CLASS_MEMBERS] for cpe in c.cpes][:MAX_CLASS_MEMBERS],
                    None, [(m["name"], m["accuracy"], "", "", "", "", "") for m in matches[1:]],
                    matches=matches, ports_used=used, lines=lines, nmap_fingerprint=fingerprint_text(fp),
-                   distance=distance)
+                   distance=shown_distance)
 
 
 def detect(rows, db, limit: bool = False, aggressive: bool = False, udp_scanned: bool = False,
@@ -907,5 +908,5 @@ def detect(rows, db, limit: bool = False, aggressive: bool = False, udp_scanned:
                 break
         s = spec_of[addr]
         out[addr] = report(addr, best_fp, best_dist, best_ranked, per_host[addr], s[2], s[4], udp_scanned,
-                           aggressive)
+                           aggressive, _is_local(addr, _source_for(addr)))
     return out
