@@ -117,9 +117,8 @@ class PostScan:
     def _nmap_os(self, session, rows) -> dict:
         """-O with nmap's database: nmap's probes to every IPv4 host at once, nmap's matching."""
         from .. import events as ev
-        from ..osprobe import detect
         from ..osdb import load_db as load_os_db
-        from ..osprobe import ports_of
+        from ..osprobe import detect, ports_of
         from ..privileges import can_raw_scan
         if self.os_db_path is None or not can_raw_scan() or session.stopping or not ports_of(rows):
             return {}       # IPv6 hosts keep the built-in guess: nmap uses a trained classifier there
