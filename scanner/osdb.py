@@ -257,6 +257,7 @@ class _Table:
                     c = index[(t, a)]
                     self.table[r, c] = self.exprs[c].setdefault(e, len(self.exprs[c]))
         self.points = np.array([db.points.get(t, {}).get(a, 0) for t, a in self.cols], dtype=np.float64)
+        self.cache: dict = {}        # (column, value) -> (points at stake, points earned) per reference
 
     def accuracies(self, obs: dict, memo: dict) -> np.ndarray:
         flat = _flat(obs)
@@ -266,15 +267,18 @@ class _Table:
             val = flat.get(key)
             if val is None or not self.exprs[c]:
                 continue
-            ok = np.zeros(len(self.exprs[c]) + 1, dtype=bool)          # the last: attribute absent
-            for e, i in self.exprs[c].items():
-                k = (val, e)
-                if k not in memo:
-                    memo[k] = expr_match(val, e)
-                ok[i] = memo[k]
-            col = self.table[:, c]
-            total += (col >= 0) * self.points[c]
-            got += ok[col] * self.points[c]
+            vecs = self.cache.get((c, val))
+            if vecs is None:        # this value's points against every reference, kept for the next host
+                ok = np.zeros(len(self.exprs[c]) + 1, dtype=bool)          # the last: attribute absent
+                for e, i in self.exprs[c].items():
+                    k = (val, e)
+                    if k not in memo:
+                        memo[k] = expr_match(val, e)
+                    ok[i] = memo[k]
+                col = self.table[:, c]
+                vecs = self.cache[(c, val)] = ((col >= 0) * self.points[c], ok[col] * self.points[c])
+            total += vecs[0]
+            got += vecs[1]
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, got / np.where(total > 0, total, 1), 0.0)
 
