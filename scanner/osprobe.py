@@ -451,6 +451,8 @@ def make_fingerprint(h: HostState, localhost: bool = False) -> tuple:
 # ---------------------------------------------------------------- sending and receiving
 
 SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+HOST_GROUP = 256                 # hosts probed at once (6 SYNs each per 100 ms SEQ round)
 
 
 class _SockFilter(ctypes.Structure):
@@ -501,6 +503,10 @@ class OsScan:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def run(self) -> dict:
         results: dict = {}               # addr -> list of (fp, distance)
         pending = list(self.hosts)
@@ -534,7 +540,10 @@ class OsScan:
             _attach_filter(rtcp, f"tcp and dst portrange {tcp_base}-{tcp_base + 19}")
             _attach_filter(ricmp, "icmp and (icmp[0] = 0 or (icmp[0] = 3 and icmp[1] = 3))")
             for s in (rtcp, ricmp):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                try:                    # past net.core.rmem_max: the SEQ replies come in bursts
+                    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             srcs = {a: socket.inet_aton(_source_for(a)) for a in states}
             stop = threading.Event()
             rx = threading.Thread(target=self._receive, args=(rtcp, ricmp, states, tcp_base, udp_sport, stop),
@@ -892,10 +901,14 @@ def detect(rows, db, limit: bool = False, aggressive: bool = False, udp_scanned:
                              udp_scanned)
         return reason is not None and tries >= UNSUITABLE_TRIES
 
-    scan = OsScan(specs, finished)
-    if on_scan is not None:
-        on_scan(scan)
-    tries = scan.run()
+    tries: dict = {}
+    for first in range(0, len(specs), HOST_GROUP):      # bounded bursts, as nmap's OS scan groups hosts
+        scan = OsScan(specs[first:first + HOST_GROUP], finished)
+        if on_scan is not None:
+            on_scan(scan)
+        tries.update(scan.run())
+        if scan.stopped:
+            break
     out = {}
     for addr, attempts in tries.items():
         # nmap's findBestFPs: the try whose best match is the most accurate (a perfect one first)
