@@ -1,7 +1,12 @@
 """-O with nmap's database against nmap -O on the same lab: nmap's probes, tests and scoring must
-give the same best osmatch (with the same classes and CPEs) for every host, both tools run in the
-lab's scanner namespace. IPv4 only: nmap's IPv6 OS detection is a trained classifier that scanner
-does not have (scanner keeps its built-in guess for IPv6 hosts)."""
+give the same fingerprint (every test but SEQ's timing-dependent SP/GCD/ISR/TS, which vary from run
+to run for nmap too) and the same best osmatch (with the same classes and CPEs) for every host,
+both tools run in the lab's scanner namespace. The lab's kernel has no exact match in Debian's
+nmap-os-db: "Linux 5.3 - 5.4" leads the next guesses by one or two points, and an unlucky SEQ
+sample (ISR or SP out of its range) can put a 95% match first in either tool's run, so the best
+match of one tool must be among the other's matches within a point of its best.
+IPv4 only: nmap's IPv6 OS detection is a trained classifier that scanner does not have (scanner
+keeps its built-in guess for IPv6 hosts)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +17,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from scanner.lab import LabSpec
+from scanner.osdb import parse_fingerprint
 
 from conftest import make_lab, scanner_argv, scanner_env
 
@@ -37,6 +43,31 @@ def os_of(path) -> dict:
     return out
 
 
+def near_best(matches: list) -> dict:
+    """{name: classes} of the matches within a point of the best one."""
+    return {name: classes for name, acc, classes in matches if acc >= matches[0][1] - 1}
+
+
+def same_best(ours: list, theirs: list) -> None:
+    assert ours and theirs, (ours, theirs)
+    assert ours[0][0] in near_best(theirs) and theirs[0][0] in near_best(ours), (ours[:3], theirs[:3])
+    assert ours[0][2] == near_best(theirs)[ours[0][0]]      # the same database entry: classes, CPEs
+
+
+def fingerprints(path) -> dict:
+    """{addr: observed fingerprint} from <osfingerprint> (nmap's OS:-wrapped text, or ours)."""
+    return {h.find("address").get("addr"): parse_fingerprint(h.find("os/osfingerprint").get("fingerprint"))
+            for h in ET.parse(path).getroot().iter("host") if h.find("os/osfingerprint") is not None}
+
+
+def same_fingerprint(ours: dict, theirs: dict) -> None:
+    timing = ("SP", "GCD", "ISR", "TS")
+    strip = {t: {a: v for a, v in vals.items() if not (t == "SEQ" and a in timing)} for t, vals in ours.items()}
+    strip_theirs = {t: {a: v for a, v in vals.items() if not (t == "SEQ" and a in timing)}
+                    for t, vals in theirs.items()}
+    assert strip == strip_theirs
+
+
 def test_best_osmatch_same_as_nmap(tmp_path):
     spec = LabSpec(prefix="198.18.0.0/31", open_tcp=(22, 80))
     ours_xml, ours_n, ours_j, nmap_xml, nmap_n = (tmp_path / n for n in
@@ -58,11 +89,8 @@ def test_best_osmatch_same_as_nmap(tmp_path):
         t_used, t_matches = theirs[addr]
         o_used, o_matches = ours[addr]
         assert o_used == t_used == [("closed", "tcp", "23"), ("open", "tcp", "22")]
-        assert t_matches and o_matches, (addr, t_matches, o_matches)
-        # the same best match, described by the same database entry's classes and CPEs
-        assert o_matches[0][0] == t_matches[0][0], (addr, o_matches[:3], t_matches[:3])
-        assert o_matches[0][2] == t_matches[0][2]
-        assert abs(o_matches[0][1] - t_matches[0][1]) <= 3, (o_matches[0], t_matches[0])
+        same_best(o_matches, t_matches)
+        same_fingerprint(fingerprints(ours_xml)[addr], fingerprints(nmap_xml)[addr])
     # normal output: nmap's lines (--osscan-guess: the guesses, best first, as nmap lists them)
     normal, nmap_normal = ours_n.read_text(), nmap_n.read_text()
     best = ours[HOSTS[0]][1][0][0]
@@ -97,7 +125,7 @@ def test_closed_udp_port_from_the_scan(tmp_path):
 
     def used(path):
         os_el = ET.parse(path).getroot().find("host/os")
-        return sorted((u.get("state"), u.get("proto"), u.get("portid")) for u in os_el.iter("portused")), \
-            os_el.find("osmatch").get("name")
-    assert used(ours_xml) == used(nmap_xml)
-    assert used(ours_xml)[0] == [("closed", "tcp", "23"), ("closed", "udp", "54"), ("open", "tcp", "22")]
+        return sorted((u.get("state"), u.get("proto"), u.get("portid")) for u in os_el.iter("portused"))
+    assert used(ours_xml) == used(nmap_xml) == [("closed", "tcp", "23"), ("closed", "udp", "54"), ("open", "tcp", "22")]
+    same_best(os_of(ours_xml)[HOSTS[0]][1], os_of(nmap_xml)[HOSTS[0]][1])
+    same_fingerprint(fingerprints(ours_xml)[HOSTS[0]], fingerprints(nmap_xml)[HOSTS[0]])
