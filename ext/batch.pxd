@@ -10,7 +10,7 @@ from netapi cimport timespec, clock_gettime, nanosleep, CLOCK_MONOTONIC
 from cookie cimport cookie_v4, cookie_v6
 from permutation cimport Permutation, permutation_init, permutation_at
 from space cimport Space, space_addr4, space_init
-from probes cimport ProbeKind, write_probe
+from probes cimport ProbeKind, write_probe, limit_hops
 
 cdef enum:
     MAX_BATCH = 256
@@ -152,4 +152,20 @@ cdef inline int write_indices(const Writer* w, uint8_t* base, uint32_t stride, u
     cdef int nf
     for nf in range(want):
         lens[nf] = write_index(w, base + ((first + nf) & mask) * stride, indices[nf], tsval)
+    return want
+
+
+cdef inline int write_hop_limited(const Writer* w, uint8_t* base, uint32_t stride, int want,
+                                  const uint64_t* indices, const uint8_t* ttls, uint32_t tsval,
+                                  uint32_t* lens) noexcept nogil:
+    """--traceroute: the probes of indices[i] with hop limit ttls[i] (probes.pxd limit_hops) into
+    frames base + i * stride; returns want."""
+    cdef int nf
+    cdef uint64_t host
+    cdef uint16_t slot
+    for nf in range(want):
+        lens[nf] = write_index(w, base + nf * stride, indices[nf], tsval)
+        host = indices[nf] // w.space.n_slots
+        slot = <uint16_t>(indices[nf] - host * w.space.n_slots)
+        limit_hops(base + nf * stride, &w.kinds[w.space.slot_kind[slot]], w.l2_len, w.space.family, ttls[nf])
     return want

@@ -3,10 +3,12 @@
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["RESULT_DTYPE", "STATES", "REASONS", "REPLY_KINDS", "ReplyParser"]
+__all__ = ["RESULT_DTYPE", "TRACE_DTYPE", "STATES", "REASONS", "REPLY_KINDS", "ReplyParser"]
 
 RESULT_DTYPE: np.dtype
 """One result: index, ip, ip6, port, proto, state, reason, ttl and the SYN-ACK's fingerprint fields."""
+TRACE_DTYPE: np.dtype
+"""--traceroute: index, ttl (the probe's hop limit), final (the target answered), hop, hop6, time."""
 STATES: dict[str, int]
 REASONS: dict[str, int]
 REPLY_KINDS: dict[str, int]
@@ -26,5 +28,7 @@ class ReplyParser:
                  space: dict, templates: bytes, template_l2_len: int = 14) -> None:
         """templates, template_l2_len: what the sender was given (Probes.compile()): ICMP errors
         quoting a UDP probe are compared with the probe rebuilt."""
+    def parse_trace(self, data: bytes | npt.NDArray[np.uint8], meta: bytes | npt.NDArray[np.uint8]) -> npt.NDArray[np.void]:
+        """--traceroute: answers to hop-limited probes (time-exceeded quotes, the target's replies)."""
     def parse(self, data: bytes | npt.NDArray[np.uint8], meta: bytes | npt.NDArray[np.uint8]) -> npt.NDArray[np.void]:
         """data, meta: what pcapy's next_batch() returned; the genuine replies as RESULT_DTYPE rows."""

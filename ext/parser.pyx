@@ -9,6 +9,8 @@ from libc.string cimport memcpy, memcmp, memset
 from checksum cimport get16, get32
 from codes cimport *
 from cookie cimport cookie_v4, cookie_v6, cookie_sport, cookie_seq
+from cookie cimport cookie_flow
+from probes cimport TRACE_MAX_TTL, TRACE_SPORT_BASE, TRACE_SPORT_MASK
 from space cimport Space, space_host4, space_host6, space_init
 from probes cimport (ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, PROTO_ARP, PROTO_ICMP, PROTO_TCP,
                      PROTO_UDP, PROTO_ICMP6, ECHO_SNMP, payload_cookie, write_probe)
@@ -47,6 +49,21 @@ REASONS = {"syn-ack": RS_SYN_ACK, "reset": RS_RESET, "no-response": RS_NO_RESPON
            "udp-response": RS_UDP_RESPONSE, "echo-reply": RS_ECHO_REPLY,
            "timestamp-reply": RS_TIMESTAMP_REPLY, "no-route": RS_NO_ROUTE, "user-set": RS_USER_SET,
            "arp-response": RS_ARP_RESPONSE}
+# --traceroute: one row per genuine answer to a hop-limited probe (ReplyParser.parse_trace).
+# index: the trace space's probe (host * n_slots + slot); ttl: the probe's hop limit; hop, hop6:
+# who answered (a router's time-exceeded, or the target); final: 1 when it was the target;
+# time: the capture's timestamp (seconds).
+TRACE_DTYPE = np.dtype([("index", "<u8"), ("ttl", "u1"), ("final", "u1"), ("hop", "<u4"),
+                        ("hop6", "u1", (16,)), ("time", "<f8")])
+
+cdef packed struct TraceRow:
+    uint64_t index
+    uint8_t ttl
+    uint8_t final
+    uint32_t hop
+    uint8_t hop6[16]
+    double time
+
 REPLY_KINDS = {"syn-ack": RK_SYN_ACK, "reset": RK_RESET, "reset-window": RK_RESET_WINDOW,
                "icmp-unreach": RK_ICMP_UNREACH, "port-unreach": RK_PORT_UNREACH,
                "udp-response": RK_UDP_REPLY, "echo-reply": RK_ECHO_REPLY,
@@ -545,6 +562,224 @@ cdef class ReplyParser:
         out.state = kind.table[rk]
         out.reason = reason
         return 1
+
+    # -- --traceroute: answers to hop-limited probes (probes.pxd limit_hops) ---------------------
+
+    cdef int _hop_ttl(self, const uint8_t* l4, int proto, int32_t slot, uint64_t c, bint reply) noexcept nogil:
+        """The hop limit a probe carried, from its transport header as quoted (reply False) or
+        from the target's reply to it (reply True); -1 when the cookie does not match."""
+        cdef const ProbeKind* k = &self.kinds[self.space.slot_kind[slot]]
+        cdef uint32_t d
+        if proto == PROTO_TCP:
+            if reply:                                    # our port back, our seq acknowledged
+                if get16(l4 + 2) != cookie_sport(c):
+                    return -1
+                d = get32(l4 + 4) - cookie_seq(c) if k.tcp_flags & TCP_ACK else \
+                    get32(l4 + 8) - cookie_seq(c) - (1 if k.tcp_flags & TCP_SYN else 0)
+            else:
+                if get16(l4) != cookie_sport(c):
+                    return -1
+                d = get32(l4 + 4) - cookie_seq(c)
+        elif proto == PROTO_UDP:
+            d = (get16(l4) - cookie_sport(c)) & TRACE_SPORT_MASK
+        else:
+            d = <uint16_t>(get16(l4 + 4) - <uint16_t>c)
+        return <int>d if 1 <= d <= TRACE_MAX_TTL else -1
+
+    cdef int _trace_quoted(self, const uint8_t* q, uint32_t left, TraceRow* out,
+                           const uint8_t** target, uint32_t* target4) noexcept nogil:
+        """A hop-limited probe of ours quoted in an ICMP error: fills out.index and out.ttl;
+        returns 1, or 0 when the quote is not of one (the cookie of the quoted header, its IPv4
+        id or IPv6 flow label, and a hop limit in range)."""
+        cdef uint32_t qhl
+        cdef int proto, ttl
+        cdef const uint8_t* ql4
+        cdef int32_t slot
+        cdef int64_t host
+        cdef uint64_t c
+        cdef bint ok
+        if self.space.family == 4:
+            if left < 20 or (q[0] >> 4) != 4:
+                return 0
+            qhl = (q[0] & 0x0f) * 4
+            if qhl < 20 or left < qhl + 8 or get32(q + 12) != self.saddr4 or get16(q + 6) & 0x3fff:
+                return 0
+            proto = q[9]
+            target4[0] = get32(q + 16)
+            target[0] = q + 16
+        else:
+            if left < 48 or (q[0] >> 4) != 6 or memcmp(q + 8, self.saddr6, 16) != 0:
+                return 0
+            proto = ipv6_upper(q, left, &qhl)
+            if proto < 0 or left < qhl + 8:
+                return 0
+            target[0] = q + 24
+        ql4 = q + qhl
+        if proto == PROTO_TCP:
+            slot = self.space.tcp_slot[get16(ql4 + 2)]
+        elif proto == PROTO_UDP:
+            slot = self.space.udp_slot[get16(ql4 + 2)]
+        elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
+            slot = get16(ql4 + 6)
+            if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
+                slot = -1
+        else:
+            return 0
+        host = self._host(target[0], target4[0])
+        if slot < 0 or host < 0:
+            self.not_in_scan += 1
+            return 0
+        c = self._cookie(target[0], target4[0], self.space.slot_port[slot])
+        if self.space.family == 4:
+            # (a zero id would have been replaced by a raw socket's kernel: nothing to compare)
+            ok = get16(q + 4) == <uint16_t>(c >> 48) or <uint16_t>(c >> 48) == 0
+        else:
+            ok = (get32(q) & 0xfffff) == cookie_flow(c)
+        ttl = self._hop_ttl(ql4, proto, slot, c, False) if ok else -1
+        if ttl < 0:
+            self.bad_cookie += 1
+            return 0
+        out.index = <uint64_t>host * self.space.n_slots + <uint64_t>slot
+        out.ttl = <uint8_t>ttl
+        return 1
+
+    cdef int _trace_classify(self, const uint8_t* pkt, uint32_t caplen, TraceRow* out) noexcept nogil:
+        """Fills out and returns 1 for a genuine answer to a hop-limited probe: a time-exceeded
+        (or unreachable) quoting it, or the target's own reply (SYN-ACK/RST, echo reply)."""
+        cdef const uint8_t* ip
+        cdef const uint8_t* l4
+        cdef const uint8_t* src
+        cdef const uint8_t* target = NULL
+        cdef uint32_t ihl, left, iplen, src4 = 0, target4 = 0
+        cdef uint32_t off = self.l2_len
+        cdef uint16_t ethertype
+        cdef int proto, ttl
+        cdef int32_t slot
+        cdef int64_t host
+        cdef uint64_t c
+        cdef uint8_t itype, flags
+        if self.l2_len == 14:
+            if caplen < 14:
+                return 0
+            ethertype = get16(pkt + 12)
+            if ethertype == 0x8100:
+                if caplen < 18:
+                    return 0
+                ethertype = get16(pkt + 16)
+                off = 18
+            if ethertype != (0x0800 if self.space.family == 4 else 0x86DD):
+                return 0
+        if caplen < off + 20:
+            return 0
+        ip = pkt + off
+        left = caplen - off
+        if self.space.family == 4:
+            ihl = (ip[0] & 0x0f) * 4
+            if (ip[0] >> 4) != 4 or ihl < 20 or left < ihl or get32(ip + 16) != self.saddr4 or get16(ip + 6) & 0x1fff:
+                return 0
+            iplen = get16(ip + 2)
+            if iplen < ihl:
+                return 0
+            if iplen < left:
+                left = iplen
+            src4 = get32(ip + 12)
+            src = ip + 12
+            proto = ip[9]
+        else:
+            if (ip[0] >> 4) != 6 or left < 40 or memcmp(ip + 24, self.saddr6, 16) != 0:
+                return 0
+            iplen = 40 + get16(ip + 4)
+            if iplen < left:
+                left = iplen
+            src = ip + 8
+            proto = ipv6_upper(ip, left, &ihl)
+            if proto < 0:
+                return 0
+        l4 = ip + ihl
+        left -= ihl
+        if proto == PROTO_ICMP or proto == PROTO_ICMP6:
+            if left < 8 or proto != (PROTO_ICMP if self.space.family == 4 else PROTO_ICMP6):
+                return 0
+            itype = l4[0]
+            if (proto == PROTO_ICMP and itype == 0) or (proto == PROTO_ICMP6 and itype == 129):
+                if left < 12:
+                    return 0
+                slot = get16(l4 + 6)
+                host = self._host(src, src4)
+                if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto \
+                        or host < 0:
+                    self.not_in_scan += 1
+                    return 0
+                c = self._cookie(src, src4, self.space.slot_port[slot])
+                ttl = self._hop_ttl(l4, proto, slot, c, True) if get32(l4 + 8) == cookie_seq(c) else -1
+                if ttl < 0:
+                    self.bad_cookie += 1
+                    return 0
+                out.index = <uint64_t>host * self.space.n_slots + <uint64_t>slot
+                out.ttl = <uint8_t>ttl
+                out.final = 1
+            elif (proto == PROTO_ICMP and (itype == 11 or itype == 3)) or \
+                    (proto == PROTO_ICMP6 and (itype == 3 or itype == 1)):
+                if not self._trace_quoted(l4 + 8, left - 8, out, &target, &target4):
+                    return 0
+                # An error from the probed address itself (port unreachable): the target reached.
+                if self.space.family == 4:
+                    out.final = src4 == target4
+                else:
+                    out.final = memcmp(src, target, 16) == 0
+            else:
+                return 0
+        elif proto == PROTO_TCP:
+            if left < 20:
+                return 0
+            flags = l4[13]
+            if not (flags & TCP_RST or (flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)):
+                return 0
+            slot = self.space.tcp_slot[get16(l4)]
+            host = self._host(src, src4)
+            if slot < 0 or host < 0:
+                self.not_in_scan += 1
+                return 0
+            c = self._cookie(src, src4, get16(l4))
+            ttl = self._hop_ttl(l4, proto, slot, c, True)
+            if ttl < 0:
+                self.bad_cookie += 1
+                return 0
+            out.index = <uint64_t>host * self.space.n_slots + <uint64_t>slot
+            out.ttl = <uint8_t>ttl
+            out.final = 1
+        else:
+            return 0
+        if self.space.family == 4:
+            out.hop = src4
+        else:
+            memcpy(out.hop6, src, 16)
+        return 1
+
+    def parse_trace(self, const uint8_t[::1] data, const uint8_t[::1] meta):
+        """--traceroute: like parse(), for the answers to hop-limited probes (the sender's
+        send_hop_limited); returns TRACE_DTYPE rows."""
+        cdef Py_ssize_t n = meta.shape[0] // 16, i, found = 0
+        cdef const uint32_t* rec
+        cdef uint32_t offset, caplen
+        cdef Py_ssize_t size = data.shape[0]
+        out = np.empty(n, dtype=TRACE_DTYPE)
+        cdef TraceRow* rows = <TraceRow*>cnp.PyArray_DATA(out)
+        cdef const uint8_t* base = &data[0] if size else NULL
+        cdef const uint8_t* mbase = &meta[0] if n else NULL
+        with nogil:
+            for i in range(n):
+                rec = <const uint32_t*>(mbase + 16 * i)
+                offset = rec[2]
+                caplen = rec[3]
+                if <Py_ssize_t>offset + caplen > size:
+                    continue
+                memset(rows + found, 0, sizeof(TraceRow))
+                if self._trace_classify(base + offset, caplen, rows + found):
+                    rows[found].time = rec[0] + rec[1] * 1e-6
+                    found += 1
+            self.parsed += n
+        return out[:found]
 
     def parse(self, const uint8_t[::1] data, const uint8_t[::1] meta):
         """data, meta: what pcapy's next_batch() returned (meta: 16-byte records of native

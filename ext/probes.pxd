@@ -4,6 +4,7 @@ only addresses, ports, cookie, timestamp and checksums are filled in."""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t
 from libc.string cimport memcpy
 from checksum cimport get16, put16, put32, csum_add, csum_fold, ipv4_header_checksum
+from checksum cimport get32
 from cookie cimport cookie_sport, cookie_seq, cookie_flow
 from codes cimport RK_COUNT
 
@@ -107,3 +108,51 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
         sum = csum_fold(csum_add(pseudo, l4, l4_len))
         put16(l4 + 2, sum)
     return k.length
+
+
+# --traceroute: the TTL of a hop-limited probe rides in a field that both the target's reply and a
+# router's time-exceeded quote carry back, added to the cookie's value there (the parser subtracts
+# it: ReplyParser.parse_trace). At most TRACE_MAX_TTL hops.
+cdef enum:
+    TRACE_MAX_TTL = 64
+    TRACE_SPORT_BASE = 32768
+    TRACE_SPORT_MASK = 0x7fff
+
+
+cdef inline void limit_hops(uint8_t* frame, const ProbeKind* k, int l2_len, int family, uint8_t ttl) noexcept nogil:
+    """Turns a probe written by write_probe into a hop-limited one: IP TTL (hop limit) ttl, and ttl
+    added to the TCP sequence number (and ack), the UDP source port (within the cookie's port
+    range) or the ICMP identifier; checksums redone."""
+    cdef uint8_t* ip = frame + l2_len
+    cdef uint8_t* l4
+    cdef int l4_len
+    cdef uint64_t pseudo = 0
+    cdef uint16_t sum
+    if family == 4:
+        l4 = ip + 20
+        l4_len = k.length - l2_len - 20
+        ip[8] = ttl
+        put16(ip + 10, 0)
+        put16(ip + 10, ipv4_header_checksum(ip))
+        if k.proto != PROTO_ICMP:
+            pseudo = csum_add(0, ip + 12, 8) + k.proto + <uint64_t>l4_len
+    else:
+        l4 = ip + 40
+        l4_len = k.length - l2_len - 40
+        ip[7] = ttl
+        pseudo = csum_add(0, ip + 8, 32) + k.proto + <uint64_t>l4_len
+    if k.proto == PROTO_TCP:
+        put32(l4 + 4, get32(l4 + 4) + ttl)
+        if k.tcp_flags & TCP_ACK:
+            put32(l4 + 8, get32(l4 + 8) + ttl)
+        put16(l4 + 16, 0)
+        put16(l4 + 16, csum_fold(csum_add(pseudo, l4, l4_len)))
+    elif k.proto == PROTO_UDP:
+        put16(l4, <uint16_t>(TRACE_SPORT_BASE + ((get16(l4) - TRACE_SPORT_BASE + ttl) & TRACE_SPORT_MASK)))
+        put16(l4 + 6, 0)
+        sum = csum_fold(csum_add(pseudo, l4, l4_len))
+        put16(l4 + 6, sum if sum else 0xffff)
+    elif k.proto == PROTO_ICMP or k.proto == PROTO_ICMP6:
+        put16(l4 + 4, <uint16_t>(get16(l4 + 4) + ttl))
+        put16(l4 + 2, 0)
+        put16(l4 + 2, csum_fold(csum_add(pseudo, l4, l4_len)))

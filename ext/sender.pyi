@@ -26,5 +26,10 @@ class ProbeSender:
         max_probes were sent; returns the next position."""
     def send_indices(self, indices: npt.NDArray[np.uint64]) -> None:
         """Sends the probes of these indices, in order, paced like send()."""
+    def send_hop_limited(self, indices: npt.NDArray[np.uint64], ttls: npt.NDArray[np.uint8]) -> None:
+        """--traceroute: the probes of these indices with these hop limits (1..64), in order,
+        the hop limit also added to the field a reply or a time-exceeded quote carries back."""
+    def build_hop_limited(self, index: int, ttl: int) -> bytes:
+        """The frame send_hop_limited writes for an index and hop limit (tests, debugging)."""
     def build(self, index: int, tsval: int = 0) -> bytes:
         """The frame the send loop writes for an index (tests, debugging)."""

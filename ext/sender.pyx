@@ -11,6 +11,8 @@ from libc.stdlib cimport calloc, free
 from netapi cimport *
 from batch cimport (MAX_BATCH, Pacer, pacer_set, pacer_await, Writer, writer_init, write_index,
                     write_batch, write_indices, now_ns, sleep_ns)
+from batch cimport write_hop_limited
+from probes cimport TRACE_MAX_TTL
 
 cnp.import_array()
 
@@ -201,6 +203,55 @@ cdef class ProbeSender:
                 i += nf
         if err:
             raise OSError(err, "sending probes failed: " + strerror(err).decode())
+
+    def send_hop_limited(self, cnp.ndarray indices, cnp.ndarray ttls):
+        """--traceroute: sends the probes of these indices (uint64) with these hop limits (uint8,
+        1..TRACE_MAX_TTL), in order, paced like send() (batch.pxd write_hop_limited)."""
+        cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(self.frames)
+        cdef const uint64_t* idx
+        cdef const uint8_t* hop
+        cdef const uint8_t* ip
+        cdef uint64_t n, i = 0
+        cdef int want, nf, j, err = 0, skip = self.w.l2_len if self.l3 else 0
+        if self.fd < 0:
+            raise ValueError("this sender has no socket")
+        indices = np.ascontiguousarray(indices, dtype=np.uint64)
+        ttls = np.ascontiguousarray(ttls, dtype=np.uint8)
+        if len(ttls) != len(indices) or (len(ttls) and (ttls.min() < 1 or ttls.max() > TRACE_MAX_TTL)):
+            raise ValueError(f"one hop limit (1..{TRACE_MAX_TTL}) per index")
+        idx = <const uint64_t*>cnp.PyArray_DATA(indices)
+        hop = <const uint8_t*>cnp.PyArray_DATA(ttls)
+        n = <uint64_t>indices.shape[0]
+        with nogil:
+            while i < n and err == 0:
+                want = self.pacer.batch
+                if <uint64_t>want > n - i:
+                    want = <int>(n - i)
+                want = pacer_await(&self.pacer, want)
+                nf = write_hop_limited(&self.w, base, self.stride, want, idx + i, hop + i,
+                                       <uint32_t>(now_ns() // 1000000), self.lens)
+                for j in range(nf):
+                    self.iovs[j].iov_len = self.lens[j] - skip
+                    if self.l3:
+                        ip = base + j * self.stride + skip
+                        if self.w.space.family == 4:
+                            memcpy(&self.dests[j].sin_addr.s_addr, ip + 16, 4)
+                        else:
+                            memcpy(self.dests6[j].sin6_addr.s6_addr, ip + 24, 16)
+                err = self._flush(nf)
+                self.pacer.paced += nf
+                self.sent += nf
+                i += nf
+        if err:
+            raise OSError(err, "sending probes failed: " + strerror(err).decode())
+
+    def build_hop_limited(self, uint64_t index, uint8_t ttl):
+        """The frame send_hop_limited writes for an index and hop limit (tests, debugging)."""
+        cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(self.frames)
+        cdef uint64_t i = index
+        cdef uint8_t t = ttl
+        cdef int n = write_hop_limited(&self.w, base, self.stride, 1, &i, &t, 0, self.lens)
+        return bytes(self.frames[0, :self.lens[0]])
 
     def build(self, uint64_t index, uint32_t tsval=0):
         """The frame the send loop writes for an index (for tests and debugging)."""

@@ -104,7 +104,7 @@ class TerminalView:
                              f"[{event.probes // max(event.hosts, 1)} ports/host]")
         elif kind == "details":
             if self.screen is not None and hasattr(self.screen, "set_details"):
-                self.screen.set_details(event.services, event.os_guesses, event.names)
+                self.screen.set_details(event.services, event.os_guesses, event.names, event.traces)
         elif kind == "finished":
             self.status.end()
             if self.screen is not None:

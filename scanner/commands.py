@@ -19,6 +19,8 @@ def lab(
     live_every: int = typer.Option(16, "--live-every", help="One host in N is up (a power of two)."),
     rate: float = typer.Option(10000.0, "--rate", help="Packets per second."),
     show_all: bool = typer.Option(False, "--show-all", help="List closed and filtered ports too."),
+    routers: int = typer.Option(0, "--routers", help="Router namespaces between scanner and targets (hops "
+                                "for --traceroute)."),
     run: Optional[str] = typer.Option(None, "--run", help="Instead of the scan, run this command in the lab's "
                                       "scanner namespace (e.g. 'python3 my_scan.py', a program using the API)."),
 ):
@@ -33,7 +35,7 @@ def lab(
             raise EnvironmentFault(f"the lab needs '{tool}': apt-get install {'iproute2' if tool == 'ip' else 'nftables'}")
     try:
         spec = LabSpec(prefix=prefix, open_tcp=(22, 80, 443), drop_tcp=(8080,),
-                       reject_tcp={8443: "admin-prohibited"}, live_every=live_every)
+                       reject_tcp={8443: "admin-prohibited"}, live_every=live_every, routers=routers)
     except ValueError as e:
         raise InputError(f"bad lab: {e}") from None
     ports = "22,23,80,443,8080,8443"
@@ -43,7 +45,8 @@ def lab(
         if not command:
             raise InputError("--run needs a command")
     print(f"Lab: {prefix}, one host in {live_every} up; ports 22,80,443 open, 23 closed, "
-          f"8080 dropped, 8443 rejected (admin-prohibited). "
+          f"8080 dropped, 8443 rejected (admin-prohibited)"
+          f"{f'; {routers} router(s) on the way' if routers else ''}. "
           f"{'Running' if run else 'Scanning'} from its own namespace:", flush=True)
     argv = [sys.executable, "-m", "scanner", prefix, "-p", ports, "--rate", str(rate), "--reason"]
     with Lab(spec) as the_lab:
@@ -95,7 +98,7 @@ def show(
     services, os_guesses = store.details(record.id)        # -sV / -O results, if any
     writer = FORMATS[fmt](out, scan_info(record), show_all=show_all, reason=reason,
                           details=bool(services or os_guesses))
-    writer.set_details(services, os_guesses)
+    writer.set_details(services, os_guesses, traces=store.traces(record.id))
     # Streamed: a batch at a time, or host by host for nmap's formats (memory stays flat).
     if writer.grouped:
         writer.set_more_hosts(lambda: store.host_rows(record.id))

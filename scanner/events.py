@@ -89,6 +89,7 @@ class Details(Event):
     services: Optional[dict] = field(default_factory=dict)
     os_guesses: Optional[dict] = field(default_factory=dict)
     names: Optional[dict] = None
+    traces: Optional[dict] = None                    # --traceroute: {addr: Trace}
     kind = "details"
 
 

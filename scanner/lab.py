@@ -3,6 +3,11 @@
     scanner ns (198.19.255.1/30) <-veth-> target ns (198.19.255.2/30)
                (2001:2:0:ffff::1/64)          (2001:2:0:ffff::2/64)   with LabSpec.prefix6
 
+With ``LabSpec(routers=N)``, a chain of N router namespaces ``<name>-r1`` .. ``-rN`` (forwarding
+on, no ICMP rate limit) sits between them, so that traceroute has hops to see: r1 takes the
+target side of the scanner link (198.19.255.2), link k behind router k is 198.19.253.4(k-1)/30
+(IPv6: 2001:2:0:fe0k::/64), its far end (.2 / ::2) belongs to the next router or the target.
+
 The target namespace answers for the whole ``LabSpec.prefix`` (a local route on
 lo), runs real TCP/UDP services (scanner.lab_services) and shapes the other
 answers with one nftables table ``inet lab``: dead hosts, dropped and rejected
@@ -39,6 +44,17 @@ SCANNER_LINK6 = ("2001:2:0:ffff::1", "2001:2:0:ffff::2", 64)  # scanner side, ta
 MAX_HOSTS6 = 256  # each IPv6 lab address is a /128 on the target's lo
 SCANNER_LINK = ("198.19.255.1", "198.19.255.2", 30)  # scanner side, target side
 THIRD_LINK = ("198.19.254.1", "198.19.254.2", 30)  # x side, scanner side
+ROUTER_LINKS = ipaddress.ip_network("198.19.253.0/24")  # the links behind routers (LabSpec.routers)
+ROUTER_LINKS6 = ipaddress.ip_network("2001:2:0:fe00::/56")
+MAX_ROUTERS = 16
+# Router namespaces: forward, and answer every expiring probe with time-exceeded (no rate limit).
+ROUTER_SYSCTLS = {
+    "net.ipv4.ip_forward": 1,
+    "net.ipv4.icmp_ratelimit": 0,
+    "net.ipv4.icmp_msgs_per_sec": 100_000_000,
+    "net.ipv4.icmp_msgs_burst": 100_000_000,
+}
+ROUTER_SYSCTLS6 = {"net.ipv6.conf.all.forwarding": 1, "net.ipv6.icmp.ratelimit": 0}
 OWNER_DIR = Path("/run/scanner-lab")  # name -> owner pid, so cleanup_stale spares live labs
 
 REJECTS = {  # LabSpec.reject_tcp value -> (nft reject clause, nmap reason)
@@ -178,12 +194,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def cleanup_stale(prefix: str = "scl") -> list[str]:
-    """Delete namespaces ``<prefix>XXXXXX-{s,t,x}`` left by crashed runs.
+    """Delete namespaces ``<prefix>XXXXXX-{s,t,x,rN}`` left by crashed runs.
 
     A lab whose owner process is still alive is left alone (parallel test runs).
     Returns the deleted namespace names.
     """
-    pat = re.compile(rf"^({re.escape(prefix)}[0-9a-f]{{6}})-[stx]$")
+    pat = re.compile(rf"^({re.escape(prefix)}[0-9a-f]{{6}})-(?:[stx]|r[0-9]+)$")
     listed = _sh(["ip", "-j", "netns", "list"], check=False).stdout.strip()
     names = [n["name"] for n in json.loads(listed)] if listed else []
     removed = []
@@ -224,6 +240,8 @@ class LabSpec:
     # Keep the kernel's ICMP rate limit (Linux: about one error a second per destination after a
     # short burst), as real targets have it; by default the lab answers every probe.
     icmp_ratelimit: bool = False
+    # Router namespaces between the scanner and the target (hops for traceroute).
+    routers: int = 0
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.prefix, strict=True)
@@ -240,6 +258,12 @@ class LabSpec:
         for link in (SCANNER_LINK, THIRD_LINK):
             if net.overlaps(ipaddress.ip_network(f"{link[0]}/{link[2]}", strict=False)):
                 raise ValueError(f"lab prefix {self.prefix} overlaps the lab links (198.19.254.0/23)")
+        if not 0 <= self.routers <= MAX_ROUTERS:
+            raise ValueError(f"routers must be in 0..{MAX_ROUTERS}")
+        if self.routers and net.overlaps(ROUTER_LINKS):
+            raise ValueError(f"lab prefix {self.prefix} overlaps the router links ({ROUTER_LINKS})")
+        if self.routers and self.prefix6 is not None and ipaddress.ip_network(self.prefix6).overlaps(ROUTER_LINKS6):
+            raise ValueError(f"lab prefix6 {self.prefix6} overlaps the router links ({ROUTER_LINKS6})")
         le = self.live_every
         if le < 1 or le & (le - 1):
             raise ValueError(f"live_every must be a power of two, not {le}")
@@ -284,19 +308,34 @@ class Host:
         return subprocess.Popen(_nsexec(self.ns, list(argv)), **kw)
 
 
+def router_link(k: int) -> tuple[str, str, int]:
+    """(near end, far end, prefix length) of the link behind router k (1-based)."""
+    base = ROUTER_LINKS.network_address + 4 * (k - 1)
+    return str(base + 1), str(base + 2), 30
+
+
+def router_link6(k: int) -> tuple[str, str, int]:
+    return f"2001:2:0:fe{k:02x}::1", f"2001:2:0:fe{k:02x}::2", 64
+
+
 class Lab:
     scanner_addr = SCANNER_LINK[0]
-    target_link_addr = SCANNER_LINK[1]
     scanner_addr6 = SCANNER_LINK6[0]  # only configured with LabSpec.prefix6
-    target_link_addr6 = SCANNER_LINK6[1]
 
     def __init__(self, spec: LabSpec | None = None):
         self.spec = spec or LabSpec()
         self.name = "scl" + secrets.token_hex(3)
         self.scanner_ns = f"{self.name}-s"
         self.target_ns = f"{self.name}-t"
+        self.router_ns = [f"{self.name}-r{k}" for k in range(1, self.spec.routers + 1)]
         self.scanner_if = f"{self.name}s"  # 10 chars, under IFNAMSIZ
         self.target_if = f"{self.name}t"
+        # The scanner's neighbour (the target, or router 1), then the target's own link address.
+        self.target_link_addr = SCANNER_LINK[1]
+        self.target_link_addr6 = SCANNER_LINK6[1]
+        if self.spec.routers:
+            self.target_link_addr = router_link(self.spec.routers)[1]
+            self.target_link_addr6 = router_link6(self.spec.routers)[1]
         self.scanner_mac = ""
         self.target_mac = ""
         self._third: Host | None = None
@@ -330,7 +369,7 @@ class Lab:
             if self._services.stdout:
                 self._services.stdout.close()
             self._services = None
-        for ns in (f"{self.name}-x", self.target_ns, self.scanner_ns):
+        for ns in (f"{self.name}-x", self.target_ns, *self.router_ns, self.scanner_ns):
             if Path("/run/netns", ns).exists():
                 _delete_ns(ns)
         (OWNER_DIR / self.name).unlink(missing_ok=True)
@@ -342,7 +381,7 @@ class Lab:
         OWNER_DIR.mkdir(parents=True, exist_ok=True)
         (OWNER_DIR / self.name).write_text(str(os.getpid()))  # before any ns exists
         v6 = spec.prefix6 is not None
-        for ns in (s, t):
+        for ns in (s, *self.router_ns, t):
             _sh(["ip", "netns", "add", ns])
             _sysctl(ns, COMMON_SYSCTLS)
             if v6:
@@ -352,36 +391,70 @@ class Lab:
                     if not (self.spec.icmp_ratelimit and k.startswith("net.ipv4.icmp_"))})
         if v6:
             _sysctl(t, TARGET_SYSCTLS6)
+        for r in self.router_ns:
+            _sysctl(r, {**ROUTER_SYSCTLS, **(ROUTER_SYSCTLS6 if v6 else {})})
 
-        # Created inside the scanner ns, so the root namespace never sees it.
-        _sh(["ip", "-n", s, "link", "add", self.scanner_if, "txqueuelen", "10000", "type", "veth",
-             "peer", "name", self.target_if, "netns", t, "txqueuelen", "10000"])
+        # A chain of veth links: scanner, routers, target. Each is created inside its left
+        # namespace, so the root namespace never sees it.
+        for left, right, lif, rif, (a_l, a_r, plen) in self._links():
+            _sh(["ip", "-n", left, "link", "add", lif, "txqueuelen", "10000", "type", "veth",
+                 "peer", "name", rif, "netns", right, "txqueuelen", "10000"])
+            for ns, ifname, addr in ((left, lif, a_l), (right, rif, a_r)):
+                _sh(["ip", "-n", ns, "addr", "add", f"{addr}/{plen}", "dev", ifname])
+                _sh(["ip", "-n", ns, "link", "set", ifname, "up"])
+                _sysctl(ns, {f"net.ipv4.conf.{ifname}.rp_filter": 0})
+                _tx_csum_off(ns, ifname)
         a_s, a_t, plen = SCANNER_LINK
-        _sh(["ip", "-n", s, "addr", "add", f"{a_s}/{plen}", "dev", self.scanner_if])
-        _sh(["ip", "-n", t, "addr", "add", f"{a_t}/{plen}", "dev", self.target_if])
-        _sh(["ip", "-n", s, "link", "set", self.scanner_if, "up"])
-        _sh(["ip", "-n", t, "link", "set", self.target_if, "up"])
-        _sysctl(s, {f"net.ipv4.conf.{self.scanner_if}.rp_filter": 0})
-        _sysctl(t, {f"net.ipv4.conf.{self.target_if}.rp_filter": 0})
-        _tx_csum_off(s, self.scanner_if)
-        _tx_csum_off(t, self.target_if)
-        # The only non-connected route in the lab: the prefix, via the target.
+        scanner_net = str(ipaddress.ip_interface(f"{a_s}/{plen}").network)
+        # The only non-connected routes in the lab: the prefix, via the target (or router 1),
+        # and in routers and the target, the scanner's link back.
         _sh(["ip", "-n", s, "route", "add", spec.prefix, "via", a_t, "dev", self.scanner_if])
+        for k, r in enumerate(self.router_ns, 1):
+            _sh(["ip", "-n", r, "route", "add", spec.prefix, "via", router_link(k)[1]])
+            if k > 1:
+                _sh(["ip", "-n", r, "route", "add", scanner_net, "via", router_link(k - 1)[0]])
+        if self.router_ns:
+            _sh(["ip", "-n", t, "route", "add", scanner_net, "via", router_link(spec.routers)[0]])
         _sh(["ip", "-n", t, "route", "add", "local", spec.prefix, "dev", "lo"])
         if v6:
             self._build6()
         self.scanner_mac = _mac(s, self.scanner_if)
-        self.target_mac = _mac(t, self.target_if)
+        self.target_mac = _mac(self.router_ns[0] if self.router_ns else t, self._links()[0][3])
 
         _sh(_nsexec(t, ["nft", "-f", "-"]), input=self.nft_ruleset())
         self._start_services()
 
+    def _links(self) -> list[tuple[str, str, str, str, tuple[str, str, int]]]:
+        """(left ns, right ns, left ifname, right ifname, addresses) from the scanner on."""
+        chain = [self.scanner_ns, *self.router_ns, self.target_ns]
+        out = []
+        for j in range(len(chain) - 1):
+            lif = self.scanner_if if j == 0 else f"{self.name}o{j}"
+            rif = self.target_if if j == len(chain) - 2 else f"{self.name}i{j + 1}"
+            out.append((chain[j], chain[j + 1], lif, rif, SCANNER_LINK if j == 0 else router_link(j)))
+        return out
+
+    def hops(self, family: int = 4) -> list[str]:
+        """The addresses traceroute sees before the target: each router's address on its
+        link toward the scanner (the source of its time-exceeded messages)."""
+        first, link = (SCANNER_LINK[1], router_link) if family == 4 else (SCANNER_LINK6[1], router_link6)
+        return [first, *(link(k)[1] for k in range(1, self.spec.routers))][:self.spec.routers]
+
     def _build6(self) -> None:
         s, t, spec = self.scanner_ns, self.target_ns, self.spec
         a_s, a_t, plen = SCANNER_LINK6
-        _sh(["ip", "-n", s, "-6", "addr", "add", f"{a_s}/{plen}", "dev", self.scanner_if, "nodad"])
-        _sh(["ip", "-n", t, "-6", "addr", "add", f"{a_t}/{plen}", "dev", self.target_if, "nodad"])
+        for j, (left, right, lif, rif, _) in enumerate(self._links()):
+            a_l, a_r, plen = SCANNER_LINK6 if j == 0 else router_link6(j)
+            _sh(["ip", "-n", left, "-6", "addr", "add", f"{a_l}/{plen}", "dev", lif, "nodad"])
+            _sh(["ip", "-n", right, "-6", "addr", "add", f"{a_r}/{plen}", "dev", rif, "nodad"])
         _sh(["ip", "-n", s, "-6", "route", "add", str(spec.prefix6), "via", a_t, "dev", self.scanner_if])
+        scanner_net = str(ipaddress.ip_interface(f"{SCANNER_LINK6[0]}/{SCANNER_LINK6[2]}").network)
+        for k, r in enumerate(self.router_ns, 1):
+            _sh(["ip", "-n", r, "-6", "route", "add", str(spec.prefix6), "via", router_link6(k)[1]])
+            if k > 1:
+                _sh(["ip", "-n", r, "-6", "route", "add", scanner_net, "via", router_link6(k - 1)[0]])
+        if self.router_ns:
+            _sh(["ip", "-n", t, "-6", "route", "add", scanner_net, "via", router_link6(spec.routers)[0]])
         # Real addresses (not a local route): ICMPv6 errors then come from the probed address.
         batch = "".join(f"address add {a}/128 dev lo nodad\n" for a in self.hosts6())
         _sh(["ip", "-n", t, "-6", "-batch", "-"], input=batch)
@@ -408,14 +481,16 @@ class Lab:
         """The target namespace's nftables table (applied with nft -f)."""
         spec, tif = self.spec, self.target_if
         net = spec.network
-        lines = ["table inet lab {", "  counter rx { }"]
+        lines = ["table inet lab {", "  counter rx { }", "  counter rst { }"]
         # inet ingress sees IPv4/IPv6 only: ARP still gets through, so the
         # scanner can resolve the target's MAC even with ingress_drop_all.
         # Neighbour discovery, IPv6's ARP, is let through explicitly.
         nd = "ip6 nexthdr icmpv6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }"
         lines += ["  chain ingress {",
                   f'    type filter hook ingress device "{tif}" priority -500; policy accept;',
-                  '    counter name "rx"']
+                  '    counter name "rx"',
+                  # RSTs (the scanner kernel's answers to SYN-ACKs, a connect scan's close): not probes
+                  '    tcp flags & rst == rst counter name "rst"']
         if spec.prefix6 is not None:
             lines.append(f"    {nd} accept")
         if spec.ingress_drop_all:
@@ -556,10 +631,11 @@ class Lab:
                 out[(ip, p)] = per[p]
         return out
 
-    def target_counter(self) -> int:
-        """Packets that arrived on the target's veth (IPv4/IPv6, before any drop)."""
-        out = _sh(_nsexec(self.target_ns, ["nft", "-j", "list", "counter", "inet", "lab", "rx"])).stdout
+    def target_counter(self, name: str = "rx") -> int:
+        """Packets that arrived on the target's veth (IPv4/IPv6, before any drop); name="rst":
+        those of them that are TCP RSTs."""
+        out = _sh(_nsexec(self.target_ns, ["nft", "-j", "list", "counter", "inet", "lab", name])).stdout
         for item in json.loads(out)["nftables"]:
             if "counter" in item:
                 return int(item["counter"]["packets"])
-        raise RuntimeError("nft counter rx not found")
+        raise RuntimeError(f"nft counter {name} not found")

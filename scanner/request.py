@@ -23,15 +23,15 @@ TCP_SCAN_LETTERS = {"S": "syn", "T": "connect", "A": "ack", "W": "window", "N": 
                     "X": "xmas", "M": "maimon"}
 TCP_SCAN_FLAG = {key: f"-s{letter}" for letter, key in TCP_SCAN_LETTERS.items()}
 SEND_PATHS = ("auto", "xdp", "packet")
-SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only", "L": "list_scan"}
+SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only", "L": "list_scan", "C": "script_scan"}
 # nmap's -s letters that scanner does not implement (yet).
-SCAN_LETTERS_MISSING = {"C": "scripts", "O": "IP protocol scan", "Y": "SCTP INIT scan",
+SCAN_LETTERS_MISSING = {"O": "IP protocol scan", "Y": "SCTP INIT scan",
                         "Z": "SCTP COOKIE-ECHO scan", "I": "idle scan", "R": "RPC scan"}
 # nmap options that scanner does not implement: named in the error instead of "unknown option".
 NMAP_MISSING = {
     "--min-hostgroup", "--max-hostgroup", "-b", "--badsum", "-f", "--mtu", "-D", "-S",
     "--data", "--data-string", "--ip-options",
-    "--spoof-mac", "--proxies", "--traceroute", "--script", "--script-args", "-sC",
+    "--spoof-mac", "--proxies",
     "--version-trace", "--max-os-tries", "--privileged", "--unprivileged", "-oS",
     "--stylesheet", "--webxml", "--no-stylesheet", "--datadir", "--send-eth", "--send-ip",
     "--defeat-rst-ratelimit", "--defeat-icmp-ratelimit", "--nsock-engine", "--release-memory",
@@ -106,6 +106,15 @@ OPTIONS = (
          "SERVICE/VERSION AND OS DETECTION"),
     _opt("--osscan-guess --fuzzy", "osscan_guess", "flag", "-O: show guesses of low confidence too",
          "SERVICE/VERSION AND OS DETECTION"),
+    _opt("--traceroute", "traceroute", "flag", "Trace the hop path to each host after the scan (toward a port "
+         "known to answer)", "HOST DISCOVERY"),
+    _opt("-A", "aggressive", "flag", "nmap's -A: -sV -O -sC --traceroute", "SERVICE/VERSION AND OS DETECTION"),
+    _opt("-sC", "script_scan", "flag", "Scripts: the default set (as nmap's --script=default; turns -sV on)",
+         "SCRIPT SCAN"),
+    _opt("--script", "scripts", "multi", "Scripts by name, category (default, safe, discovery, version, auth, "
+         "all) or pattern (http-*), comma-separated; turns -sV on", "SCRIPT SCAN", "NAMES"),
+    _opt("--script-args", "script_args", "value", "Script arguments: name=value,... (smtp-commands.domain, "
+         "http.useragent, ftp-anon.maxlist, ...)", "SCRIPT SCAN", "ARGS"),
     _opt("--os-db", "os_db", "value", "-O: nmap's probes matched against this nmap-os-db (default: "
          "/usr/share/nmap/nmap-os-db when installed; 'builtin': scanner's own guess)", "SERVICE/VERSION AND OS DETECTION",
          "FILE"),
@@ -282,6 +291,10 @@ class ScanRequest:
     os_scan: bool = False
     osscan_limit: bool = False
     osscan_guess: bool = False
+    script_scan: bool = False          # -sC
+    scripts: Tuple[str, ...] = ()      # --script, as typed (comma lists)
+    script_args: Optional[str] = None
+    traceroute: bool = False
     os_db: Optional[str] = None
     timing: int = 3                    # nmap's -T template; the options below override its values
     rate: Optional[float] = None       # fixed packets/s (0: unlimited); None: the pace adapts
@@ -331,7 +344,7 @@ class ScanRequest:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        for name in ("targets", "exclude", "argv"):
+        for name in ("targets", "exclude", "argv", "scripts"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise InputError(f"bad {name}: expected a list of strings")
@@ -346,6 +359,9 @@ class ScanRequest:
             raise InputError(f"bad -T '{self.timing}': 0-5 or {', '.join(TIMING_NAMES)}")
         set_(self, "max_udp_rounds", _number(int, "--max-udp-rounds", self.max_udp_rounds, 0, 1000))
         set_(self, "version_intensity", _number(int, "--version-intensity", self.version_intensity, 0, 9))
+        if self.scripts:                   # an unknown script name fails before the scan
+            from .service.scripts import select
+            select(self.scripts)
         if self.rate is not None and (self.min_rate is not None or self.max_rate is not None):
             raise InputError("--rate is a fixed pace: it takes no --min-rate or --max-rate")
         if self.min_rate and self.max_rate and self.min_rate > self.max_rate:
@@ -358,7 +374,8 @@ class ScanRequest:
             raise InputError("-n and -R contradict each other")
         if self.fast and (self.ports is not None or self.top_ports is not None):
             raise InputError("-F (the top 100 ports) contradicts -p and --top-ports: choose one")
-        if self.list_scan and (self.tcp_scan or self.udp or self.ping_only or self.version_scan or self.os_scan):
+        if self.list_scan and (self.tcp_scan or self.udp or self.ping_only or self.version_scan or self.os_scan
+                               or self.script_scan or self.scripts or self.traceroute):
             raise InputError("-sL only lists targets: it takes no scan technique")
         if self.rate and self.rate < 0.01:
             raise InputError(f"bad --rate {self.rate:g}: must be 0 (unlimited) or at least 0.01")
@@ -383,9 +400,10 @@ class ScanRequest:
                 raise InputError(f"bad --cluster '{self.cluster}': expected tcp://HOST:PORT or tls://HOST:PORT")
             if self.shard != (1, 1):
                 raise InputError("--shard and --cluster do not go together: the cluster shards the scan itself")
-            if self.tcp_scan == "connect" or self.version_scan or self.os_scan:
+            if (self.tcp_scan == "connect" or self.version_scan or self.os_scan or self.script_scan or self.scripts
+                    or self.traceroute):
                 raise InputError("--cluster runs the raw scans (-sS, -sA, ..., -sU, discovery): "
-                                 "not -sT, -sV or -O")
+                                 "not -sT, -sV, -O, -sC/--script or --traceroute")
 
     # -- the command line
     @classmethod
@@ -468,7 +486,7 @@ class ScanRequest:
             else:
                 put(name, opt.field, glued)
         if values.pop("aggressive", False):
-            values["version_scan"] = values["os_scan"] = True
+            values["version_scan"] = values["os_scan"] = values["script_scan"] = values["traceroute"] = True
         for flag, intensity in (("version_light", 2), ("version_all", 9)):
             if values.pop(flag, False):
                 put(f"--{flag.replace('_', '-')}", "version_intensity", intensity)

@@ -44,6 +44,7 @@ class ScanResult:
     errors: List[str] = field(default_factory=list)  # outputs or the store that failed mid-scan
     store_kept: str = ""                    # where the results are kept when an output failed
     failure: Optional[str] = None           # why the scan stopped early, if a fault stopped it
+    traces: dict = field(default_factory=dict)       # --traceroute: {addr: traceroute.Trace}
 
     @property
     def interrupted(self) -> bool:
@@ -185,10 +186,17 @@ class Session:
                 raise InputError(f"host discovery of {targets.count} addresses before a port scan is more than "
                                  "one machine's bitmap holds: skip it with -Pn, as masscan and zmap do") from None
         self.post = None
-        if (r.version_scan or r.os_scan) and not r.ping_only and not r.dry_run:
+        scripts = r.script_scan or bool(r.scripts)          # scripts run inside -sV: they turn it on
+        if (r.version_scan or r.os_scan or scripts) and not r.ping_only and not r.dry_run:
             from .service import PostScan
-            self.post = PostScan(r.version_scan, r.os_scan, r.version_intensity, r.service_db,
+            self.post = PostScan(r.version_scan or scripts, r.os_scan, r.version_intensity, r.service_db,
                                  concurrency=r.max_parallelism or 128, os_db=r.os_db)
+            if scripts:
+                from .service.scripts import named, parse_args, select
+                self.post.scripts = select(r.scripts, default=r.script_scan, versions=r.version_scan)
+                self.post.script_named = named(r.scripts)
+                self.post.script_args = parse_args(r.script_args)
+            self.post.verbose = r.verbose
             self.post.os_limit, self.post.os_guess_more = r.osscan_limit, r.osscan_guess
             self.post.udp_scanned = r.udp
 
@@ -320,12 +328,19 @@ class _Run:
         # Written off the capture thread; the store first: it must survive a failing output.
         post = s.post
         answered = _Answered() if r.reverse_dns else None
+        traced = None
+        if r.traceroute and not r.dry_run:
+            from .traceroute import TraceCollector
+            traced = TraceCollector()
+        traces: dict = {}               # --traceroute's, once the scan is done
         shown: List[Any] = [outs, events]
         if r.open_only:             # --open: every output and the events list open ports only
             shown = [_OpenOnly(c) for c in shown]
-        sink = BackgroundSink([recorder, *shown, post.collector if post else None, kept, answered])
+        sink = BackgroundSink([recorder, *shown, post.collector if post else None, kept, answered, traced])
         if post is not None and resume is not None:
             post.collector.write(resume.rows)
+        if traced is not None and resume is not None:
+            traced.write(resume.rows)       # hosts the interrupted run found are traced too
         total = ScanSummary(**(resume.summary if resume else {}))
         total.interrupted, total.error = False, None     # this run's own ending decides
         stages = ([("discovery", s.discovery)] if s.discovery is not None else []) + list(s.jobs)
@@ -385,7 +400,7 @@ class _Run:
                 if kind == "discovery":
                     # With a port scan to follow, discovery rows only feed the host views.
                     up_sink = sink if not s.jobs else _HostsUpSink(s, outs, kept_up if kept else None,
-                                                                    answered)
+                                                                    answered, traced)
                     up, summary = discover_hosts(
                         config, probes, up_sink,
                         runner=lambda scan, consumer: run_stage("discovery", scan, consumer, not s.jobs),
@@ -414,6 +429,14 @@ class _Run:
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed
+            if traced is not None and not total.interrupted and targets is not None:
+                sink.close()                 # every row in: then the traces
+                from .traceroute import run_traceroute
+                traces = run_traceroute(s, traced, targets.family)
+                outs.set_details(traces=traces)
+                if recorder:
+                    recorder.set_traces(traces)
+                s.emit(ev.Details(None, None, None, traces=traces))
             if answered is not None and not total.interrupted:
                 sink.close()
                 names = reverse_names(sorted(answered.addresses))
@@ -465,7 +488,7 @@ class _Run:
                    if recorder and not recorder.error else "")
         array = kept.rows() if kept is not None else np.zeros(0, dtype=RESULT_DTYPE)
         result = ScanResult(array, total, s.scan_id, post.services if post else {},
-                            post.os_guesses if post else {}, errors, kept_in, total.error)
+                            post.os_guesses if post else {}, errors, kept_in, total.error, traces=traces)
         s.emit(ev.Finished(result))
         return result
 
@@ -524,12 +547,15 @@ class _HostsUpSink:
     """Discovery before a port scan: hosts found up go to the host views and as events
     (with --open, hosts show only through their open ports)."""
 
-    def __init__(self, session: Session, outs, kept=None, answered=None):
+    def __init__(self, session: Session, outs, kept=None, answered=None, traced=None):
         self.session, self.outs, self.kept, self.answered = session, outs, kept, answered
+        self.traced = traced        # --traceroute: hosts up by discovery alone are traced too
 
     def __call__(self, rows) -> None:
         if self.answered is not None:
             self.answered.write(rows)
+        if self.traced is not None:
+            self.traced.write(rows)
         if not self.session.request.open_only:
             self.outs.buffer.append(rows)
         if self.kept is not None:

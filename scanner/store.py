@@ -142,6 +142,18 @@ class Store:
         with self.lock, self.db:
             self.db.executemany("INSERT INTO details VALUES (?, ?, ?, ?, ?, ?)", data)
 
+    def add_traces(self, scan_id: int, traces: dict) -> None:
+        """--traceroute's {addr: Trace}."""
+        data = [(scan_id, a, None, None, "trace", json.dumps(t.to_dict())) for a, t in traces.items()]
+        with self.lock, self.db:
+            self.db.executemany("INSERT INTO details VALUES (?, ?, ?, ?, ?, ?)", data)
+
+    def traces(self, scan_id: int) -> dict:
+        """{addr: Trace} recorded for a scan (--traceroute)."""
+        from .traceroute import Trace
+        return {addr: Trace.from_dict(json.loads(data)) for addr, data in self.db.execute(
+            "SELECT addr, data FROM details WHERE scan_id=? AND kind='trace'", (scan_id,))}
+
     def details(self, scan_id: int) -> tuple:
         """(services, os_guesses) recorded for a scan, as add_details() took them."""
         from .osguess import OsGuess
@@ -273,6 +285,15 @@ class Recorder:
             return
         try:
             self.store.add_details(self.scan_id, services, os_guesses)
+        except sqlite3.Error as e:
+            self.error = f"recording scan {self.scan_id} in '{self.store.path}' failed: {e}"
+
+    def set_traces(self, traces: dict) -> None:
+        """--traceroute's hops, recorded with the scan (scanner show prints them)."""
+        if self.error or not traces:
+            return
+        try:
+            self.store.add_traces(self.scan_id, traces)
         except sqlite3.Error as e:
             self.error = f"recording scan {self.scan_id} in '{self.store.path}' failed: {e}"
 

@@ -18,7 +18,8 @@ from .measure import Parker, run_measured
 from .workloads import SERVICE_PORTS, Workload
 
 DROPS_RE = re.compile(r"(\d+) dropped by capture")
-STATEFUL = ("scanner", "nmap")          # the tools that report every port's state
+STATEFUL = ("scanner", "scanner-base", "nmap")     # the tools that report every port's state
+ALWAYS = ("csend", "scanner-packet")    # peers that need nothing installed: they run whenever listed
 CSEND_SOURCE = Path(__file__).resolve().parents[2] / "bench" / "csend.c"
 
 
@@ -44,11 +45,17 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def plan(workloads: list[Workload], tools: list[str], quick: bool, repeat: int) -> list[tuple]:
-    """[(workload, label, x, scan, tool)] for each run, and the notes on tools left out."""
+def tools_for(w: Workload, peers: list[str], baseline: Optional[Path] = None) -> list[str]:
+    """The tools that run workload w, in order: scanner, the baseline checkout's scanner
+    (--baseline), then its peers that were asked for (the C sender whenever the workload has it)."""
+    return ["scanner", *(["scanner-base"] if baseline else []), *[p for p in w.peers if p in peers or p in ALWAYS]]
+
+
+def plan(workloads: list[Workload], tools: list[str], quick: bool, repeat: int,
+         baseline: Optional[Path] = None) -> list[tuple]:
+    """[(workload, label, x, scan, tool)] for each run."""
     return [(w, label, x, scan, tool) for w in workloads for (label, x, scan) in w.variants(quick)
-            for tool in ["scanner", *[p for p in w.peers if p in tools or p == "csend"]]
-            for _ in range(repeat)]
+            for tool in tools_for(w, tools, baseline) for _ in range(repeat)]
 
 
 def expected_open(lab: Lab, w: Workload, scan: T.Scan) -> set:
@@ -116,7 +123,8 @@ def build_csend(tmp: Path) -> Optional[Path]:
 
 
 def run_workloads(workloads: list[Workload], tools: list[str], quick: bool, repeat: int, tmp: Path,
-                  progress: Progress, on_row: Callable[[dict], None] = lambda r: None) -> tuple[list, list]:
+                  progress: Progress, on_row: Callable[[dict], None] = lambda r: None,
+                  baseline: Optional[Path] = None) -> tuple[list, list]:
     """(rows, notes): a row per run with its measurements and results."""
     rows: list[dict] = []
     notes: list[str] = []
@@ -139,10 +147,10 @@ def run_workloads(workloads: list[Workload], tools: list[str], quick: bool, repe
                     states: dict = {}
                     services: dict = {}
                     rep_rows = []
-                    for tool in ["scanner", *[p for p in w.peers if p in tools or p == "csend"]]:
+                    for tool in tools_for(w, tools, baseline):
                         progress.show(f"{w.name} {label} {tool} (run {rep + 1})")
                         row = run_one(lab, parker, w, label, x, scan, tool, rep, tmp, blocklist, csend,
-                                      expected, states, services)
+                                      expected, states, services, baseline)
                         progress.step(f"{w.name} {label} {tool}")
                         if row is None:
                             continue
@@ -172,15 +180,21 @@ def timeout(scan: T.Scan) -> float:
 
 
 def run_one(lab: Lab, parker: Parker, w: Workload, label: str, x, scan: T.Scan, tool: str, rep: int, tmp: Path,
-            blocklist: Path, csend: Optional[Path], expected: set, states: dict, services: dict) -> Optional[dict]:
+            blocklist: Path, csend: Optional[Path], expected: set, states: dict, services: dict,
+            baseline: Optional[Path] = None) -> Optional[dict]:
     tag = f"{w.name}-{len(list(tmp.glob('*.log')))}-{tool}"
     out, log, meta = tmp / f"{tag}.out", tmp / f"{tag}.log", tmp / f"{tag}.meta"
     row: dict = {"workload": w.name, "variant": label, "x": x, "tool": tool, "rep": rep, "probes": scan.probes}
     env = None
     idle_kill = None
+    cwd = None
     try:
         if tool == "scanner":
             argv, env = T.scanner_argv(scan, out), T.scanner_env()
+        elif tool == "scanner-base":        # another checkout's scanner: before/after a change, one sitting
+            argv, env, cwd = T.scanner_argv(scan, out), T.scanner_env(baseline), baseline
+        elif tool == "scanner-packet":      # scanner's sendmmsg path, against the default (AF_XDP where it binds)
+            argv, env = T.scanner_argv(scan, out, send_path="packet"), T.scanner_env()
         elif tool == "nmap":
             argv = T.nmap_argv(scan, out)
         elif tool == "masscan":
@@ -202,9 +216,9 @@ def run_one(lab: Lab, parker: Parker, w: Workload, label: str, x, scan: T.Scan, 
         return row if rep == 0 else None
     row["argv"] = argv
     row.update(run_measured(lab, parker, argv, log, env=env, idle_kill=idle_kill,
-                            timeout=timeout(scan)))
+                            timeout=timeout(scan), cwd=cwd))
     text = log.read_text(errors="replace")
-    if tool == "scanner":
+    if tool.startswith("scanner"):
         found, svc = T.parse_scanner(out)
         m = DROPS_RE.search(text)
         row["capture_drops"] = int(m.group(1)) if m else None

@@ -5,9 +5,11 @@ import statistics
 from typing import Optional
 
 METRICS = ("wall_s", "pps_target", "pps_sent", "coverage", "false_pos", "cpu_s", "cpu_us_per_probe",
-           "capture_drops", "agree_lab", "agree_nmap", "service_agree_nmap", "first_probe_s")
+           "capture_drops", "agree_lab", "agree_nmap", "service_agree_nmap", "first_probe_s", "pps_10_90",
+           "send_cpu_us_per_packet", "others_cpu_share")
 # metric -> which way is better, for the ratio table's wording
-RATIO_METRICS = {"wall_s": "lower", "pps_target": "higher", "cpu_us_per_probe": "lower"}
+RATIO_METRICS = {"wall_s": "lower", "pps_target": "higher", "cpu_us_per_probe": "lower",
+                 "send_cpu_us_per_packet": "lower"}
 
 
 def spread(values: list) -> Optional[dict]:

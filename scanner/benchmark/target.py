@@ -87,5 +87,7 @@ def run_target(target: str, ports: str, technique: str, repeat: int, report: Opt
         d = Path(report)
         d.mkdir(parents=True, exist_ok=True)
         (d / "target.json").write_text(json.dumps(result, indent=1, default=str))
+        from .cli import remember
+        remember(d)         # listed by `scanner web`
         print(f"scanner bench: report: {d / 'target.json'}", file=sys.stderr)
     return 0 if all(r["rc"] == 0 for r in rows) else 1

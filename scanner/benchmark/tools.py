@@ -67,21 +67,23 @@ def _fmt(x: float) -> str:
 
 # -- scanner ----------------------------------------------------------------------------------
 
-def scanner_env() -> dict:
-    """The environment for `python -m scanner` in a namespace: this package first on the path."""
+def scanner_env(checkout: Optional[Path] = None) -> dict:
+    """The environment for `python -m scanner` in a namespace: this package (or the scanner of
+    another checkout, its extensions built in place) first on the path."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(checkout or Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
-def scanner_argv(scan: Scan, out: Path) -> list[str]:
+def scanner_argv(scan: Scan, out: Path, send_path: Optional[str] = None) -> list[str]:
     # -Pn: no host discovery, as zmap and masscan; --no-db: bench runs stay out of the store. No -q:
     # the stderr summary carries the capture drop count.
     argv = [sys.executable, "-m", "scanner", scan.targets, "-Pn", "--no-db", f"-{scan.technique}"]
     argv += ["-sV"] if scan.version else []
     argv += ["--top-ports", str(scan.top_ports)] if scan.top_ports else ["-p", scan.ports]
     argv += ["--rate", str(scan.rate), "--retries", str(scan.retries), "--wait", _fmt(scan.wait)]
+    argv += ["--send-path", send_path] if send_path else []
     return argv + (["--show-all"] if scan.all_states else []) + ["-oJ", str(out)]
 
 

@@ -141,8 +141,10 @@ WORKLOADS = {w.name: w for w in [
     Workload("sendpath", "The send path alone",
              "A /16 x 16 ports (--quick: a /20 x 4) at unlimited rate into a target that drops everything at "
              "its netdev ingress: only sending is measured. The ceiling is bench/csend.c (AF_PACKET, "
-             "PACKET_QDISC_BYPASS, 256 frames per sendmmsg, every frame built before the clock starts).",
+             "PACKET_QDISC_BYPASS, 256 frames per sendmmsg, every frame built before the clock starts); "
+             "scanner-packet is scanner held to its sendmmsg path (--send-path packet), scanner itself "
+             "sends through AF_XDP where it binds.",
              lambda q: LabSpec(prefix="198.18.0.0/20" if q else "198.18.0.0/16", live_every=16, open_tcp=(80,),
                                open_udp=(), drop_tcp=(), reject_tcp={}, ingress_drop_all=True),
-             _sendpath, peers=("masscan", "zmap", "csend"), in_quick=True),
+             _sendpath, peers=("masscan", "zmap", "csend", "scanner-packet"), in_quick=True),
 ]}

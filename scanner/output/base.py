@@ -113,6 +113,8 @@ class Writer:
     services: dict = {}      # -sV: {(addr, proto, port): ServiceInfo}, set before close()
     os_guesses: dict = {}    # -O: {addr: OsGuess}
     names: dict = {}         # -R: {addr: name}
+    traces: dict = {}        # --traceroute: {addr: Trace}
+    traces_written = False   # a stream wrote them (else it writes them at the end: scanner show)
     details = False          # -sV/-O on: this stream has room for their results
 
     def __init__(self, path: str, info: Optional[ScanInfo] = None, buffer: Optional[RowBuffer] = None,
@@ -176,17 +178,22 @@ class Writer:
         from .hosts import all_host_views
         return all_host_views(self.buffer.rows(), self.show_all, self.info.assume_up, self.more_hosts)
 
-    def set_details(self, services=None, os_guesses=None, names=None) -> None:
+    def set_details(self, services=None, os_guesses=None, names=None, traces=None) -> None:
         """-sV/-O results, known once the port scan is over. Grouped formats render them at the
         end; a stream that wrote its ports already (as it must, to lose nothing if the scan is
         killed) appends them in rows of their own; one that has not (scanner show) puts them
-        inline. names: -R's {addr: name}."""
+        inline. names: -R's {addr: name}; traces: --traceroute's {addr: Trace}."""
         if services is not None:
             self.services = services
         if os_guesses is not None:
             self.os_guesses = os_guesses
         if names is not None:
             self.names = names
+        if traces is not None:
+            self.traces = traces
+            if self.carries_details and self._streamed and traces:
+                self._guard(self.write_traces, traces)
+                self.traces_written = True
         if self.carries_details and self._streamed and (services or os_guesses):
             self._guard(self.write_details, services or {}, os_guesses or {})
 
@@ -213,6 +220,9 @@ class Writer:
 
     def write_details(self, services: dict, os_guesses: dict) -> None:
         """Streams: the -sV/-O results of ports already written, appended."""
+
+    def write_traces(self, traces: dict) -> None:
+        """Streams: --traceroute's hops of each host, appended."""
 
     def footer(self, summary) -> None:
         pass

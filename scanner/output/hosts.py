@@ -93,10 +93,12 @@ def _address_key(view: HostView) -> tuple:
 
 
 def host_block(view: HostView, reason: bool, title: str = "Scan report for", services=None, os_guess=None,
-               name: str = "") -> list:
+               name: str = "", trace=None, earlier=None) -> list:
     """The nmap-like lines of one host: the one home of that layout (terminal and -oN).
     services: {(addr, proto, port): ServiceInfo} from -sV (adds nmap's VERSION column and script
-    lines); os_guess: this host's OsGuess from -O (adds nmap's OS lines)."""
+    lines); os_guess: this host's OsGuess from -O (adds nmap's OS lines); trace: its traceroute.Trace
+    (nmap's TRACEROUTE section; earlier: {addr: Trace} of the hosts shown before, whose shared
+    hops are abbreviated)."""
     out = [f"{title} {name} ({view.addr})" if name else f"{title} {view.addr}"]
     for state, proto, n, why in view.folded:
         out.append(f"Not shown: {n} {state} {proto} ports ({', '.join(f'{c} {r}' for r, c, _ in why)})")
@@ -119,7 +121,7 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
                 line += f" {svc.version_text}"
             out.append(line.rstrip())
             for sid, text in sorted((svc.scripts if svc else {}).items()):
-                lines = text.split("\n")
+                lines = text.rstrip("\n").split("\n")     # as nmap: no empty last line
                 for j, t in enumerate(lines):
                     lead = "|_" if j == len(lines) - 1 else "| "
                     out.append(f"{lead}{sid + ': ' if j == 0 else ''}{t}")
@@ -128,6 +130,9 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
     info = service_info_line(view.addr, services)
     if info:
         out.append(info)
+    if trace is not None:
+        from ..traceroute import trace_lines
+        out += trace_lines(view.addr, trace, earlier or {})
     return [escape_for_screen(line, newline=False) for line in out]   # script output was split above
 
 

@@ -15,12 +15,17 @@ class NormalWriter(Writer):
 
     def footer(self, summary):
         n_up = 0
+        traced: dict = {}
         for v in self.views():
             n_up += 1
             reason, ttl = v.status_reason
             out = host_block(v, self.reason, title="Nmap scan report for", name=self.names.get(v.addr, ""))[:1]
             out += [f"Host is up, received {reason}" + (f" ttl {ttl}" if ttl else "") + ".", ""]
-            out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr))[1:] + [""]
+            trace = self.traces.get(v.addr)
+            out += host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr),
+                              trace=trace, earlier=traced)[1:] + [""]
+            if trace is not None:
+                traced[v.addr] = trace
             self.file.write("\n".join(out) + "\n")
         out = []
         if summary.error:
@@ -73,6 +78,9 @@ class XmlWriter(Writer):
             w("</ports>\n")
             if v.addr in self.os_guesses:
                 w(os_xml(self.os_guesses[v.addr], v.rows))
+            if v.addr in self.traces:
+                from ..traceroute import trace_xml
+                w(trace_xml(self.traces[v.addr], self.names))
             w("</host>\n")
         n = i.n_hosts
         summ = done_line(i, summary, n_up)
@@ -151,8 +159,28 @@ def service_xml(svc, port: int, proto: str) -> str:
     cpes = "".join(f"<cpe>{xml_escape(c)}</cpe>" for c in svc.cpes)
     out = head + (f">{cpes}</service>" if cpes else "/>")
     for sid, text in sorted(svc.scripts.items()):
-        out += f"<script id={quoteattr(sid)} output={quoteattr(_xml_chars(text))}/>"
+        out += script_xml(sid, text, svc.script_data.get(sid))
     return out
+
+
+def script_xml(sid: str, text: str, data=None) -> str:
+    """nmap's <script id output>, with its structured values as NSE writes them: a dict's
+    entries as <elem key=..> (or <table key=..> when nested), a list's without key."""
+    head = f"<script id={quoteattr(sid)} output={quoteattr(_xml_chars(text))}"
+    if data is None or data == {} or data == []:
+        return head + "/>"
+
+    def body(value) -> str:
+        items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+        out = ""
+        for k, v in items:
+            key = "" if k is None else f" key={quoteattr(_xml_chars(str(k)))}"
+            if isinstance(v, (dict, list)):
+                out += f"<table{key}>\n{body(v)}</table>\n"
+            else:
+                out += f"<elem{key}>{xml_escape(_xml_chars(str(v)))}</elem>\n"
+        return out
+    return head + ">" + body(data if isinstance(data, (dict, list)) else [data]) + "</script>"
 
 
 def os_xml_nmapdb(g) -> str:

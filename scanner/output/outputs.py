@@ -69,11 +69,11 @@ class Outputs:
             raise
         self.buffered = any(w.grouped for w in self.writers)
 
-    def set_details(self, services=None, os_guesses=None, names=None) -> None:
+    def set_details(self, services=None, os_guesses=None, names=None, traces=None) -> None:
         """-sV's {(addr, proto, port): ServiceInfo}, -O's {addr: OsGuess}, -R's {addr: name},
-        before close()."""
+        --traceroute's {addr: Trace}, before close()."""
         for w in self.writers:
-            w.set_details(services, os_guesses, names)
+            w.set_details(services, os_guesses, names, traces)
 
     def set_more_hosts(self, more) -> None:
         for w in self.writers:

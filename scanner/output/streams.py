@@ -30,6 +30,16 @@ class NdjsonWriter(Writer):
     def write_details(self, services, os_guesses):
         self.file.write("".join(json.dumps(d) + "\n" for d in detail_rows(services, os_guesses)))
 
+    def write_traces(self, traces):
+        """One row per traced host: {"ip", "details": true, "trace": {"proto", "port", "hops": [{"ttl",
+        "ip", "rtt"}, ...]}} (what a topology view needs)."""
+        self.file.write("".join(json.dumps({"ip": ip, "details": True, "trace": t.to_dict()}) + "\n"
+                                for ip, t in traces.items()))
+
+    def footer(self, summary):
+        if self.traces and not self.traces_written:     # set before any row (scanner show)
+            self.write_traces(self.traces)
+
     def _details(self, d: dict) -> dict:
         return self.details_of(d, self.services, self.os_guesses)
 

@@ -39,6 +39,7 @@ class HostTable:
     os_guesses: dict = {}
     carries_details = False
     names: dict = {}
+    traces: dict = {}
     set_details = Writer.set_details
 
     def __init__(self, file=sys.stdout, show_all: bool = False, reason: bool = True,
@@ -55,9 +56,13 @@ class HostTable:
         if not len(rows):
             return
         views, silent = host_views(rows, self.show_all, self.assume_up)
+        traced: dict = {}
         for v in views:
+            trace = self.traces.get(v.addr)
             block = host_block(v, self.reason, services=self.services, os_guess=self.os_guesses.get(v.addr),
-                               name=self.names.get(v.addr, ""))
+                               name=self.names.get(v.addr, ""), trace=trace, earlier=traced)
+            if trace is not None:
+                traced[v.addr] = trace
             if len(v.up):
                 why, ttl = v.status_reason
                 block.insert(1, f"Host is up ({why}" + (f" ttl {ttl})" if ttl else ")"))

@@ -24,8 +24,12 @@ class ServiceScanner:
 
     def __init__(self, db: Optional[ProbeDB] = None, intensity: int = DEFAULT_INTENSITY,
                  concurrency: int = 128, null_wait: float = NULL_WAIT, probe_wait: float = PROBE_WAIT,
-                 port_deadline: float = PORT_DEADLINE):
+                 port_deadline: float = PORT_DEADLINE, scripts: Optional[frozenset] = None,
+                 script_args: Optional[dict] = None, verbose: int = 0, named: frozenset = frozenset()):
         self.db = db or load_db()
+        # scripts.select(): the scripts asked for (-sC, --script), None for plain -sV's
+        self.scripts, self.script_args, self.verbose = scripts, dict(script_args or {}), verbose
+        self.named = named           # scripts.named(): those --script named (nmap's verbosity boost)
         self.intensity = intensity
         self.concurrency = concurrency
         self.null_wait, self.probe_wait, self.port_deadline = null_wait, probe_wait, port_deadline
@@ -39,7 +43,9 @@ class ServiceScanner:
         self.stopped = False
 
     # -- one TCP port
-    async def tcp_port(self, host: str, port: int) -> Optional[ServiceInfo]:
+    async def tcp_port(self, host: str, port: int, facts: Optional[PortFacts] = None) -> Optional[ServiceInfo]:
+        """The service on a TCP port (None: nothing matched); facts (for the scripts) filled on the way."""
+        facts = facts if facts is not None else PortFacts(host, port, "tcp")
         db = self.db
         ctx = None
         soft = None
@@ -85,6 +91,7 @@ class ServiceScanner:
                 if not ex.data:
                     continue
                 title = title or http_title(ex.data)
+                facts.replies.setdefault(probe.name, ex.data)
                 hard, s = match_reply(db, probe, ex.data, only)
                 if hard is not None and hard.name in ("ssl", "tls") and ctx is None and not hard.tunnel:
                     ssl_seen = hard
@@ -94,7 +101,7 @@ class ServiceScanner:
                 if hard is not None:
                     if tunnel:
                         hard.tunnel = "ssl"
-                    return await self._finish(hard, host, port, cert, title)
+                    return self._finish(hard, facts, cert, title)
                 if s is not None and soft is None:
                     soft = s
             if not restart:
@@ -102,15 +109,17 @@ class ServiceScanner:
         if soft is not None:
             if tunnel:
                 soft.tunnel = "ssl"
-            return await self._finish(soft, host, port, cert, title)
+            return self._finish(soft, facts, cert, title)
         if tunnel or ssl_seen is not None:
-            return await self._finish(ssl_seen or ServiceInfo("ssl", conf=10), host, port, cert, title)
+            return self._finish(ssl_seen or ServiceInfo("ssl", conf=10), facts, cert, title)
+        self._finish(None, facts, cert, title)
         return None
 
     @staticmethod
-    async def _finish(info: ServiceInfo, host: str, port: int, cert, title) -> ServiceInfo:
-        """An identified TCP port: its scripts run on what probing learned (scripts.py)."""
-        return await run_scripts(info, PortFacts(host, port, "tcp", cert or None, title))
+    def _finish(info: Optional[ServiceInfo], facts: PortFacts, cert, title) -> Optional[ServiceInfo]:
+        """What probing learned, kept for the scripts (scripts.py), which run once the port is named."""
+        facts.cert, facts.title = cert or None, title
+        return info
 
     # -- one UDP port
     async def udp_port(self, host: str, port: int) -> Optional[ServiceInfo]:
@@ -148,18 +157,24 @@ class ServiceScanner:
 
         async def one(addr, proto, port):
             async with sem:
+                facts = PortFacts(addr, port, proto, args=self.script_args, active=self.scripts is not None,
+                                  verbose=self.verbose, named=self.named)
                 try:
-                    info = await (self.tcp_port(addr, port) if proto == "tcp" else self.udp_port(addr, port))
+                    info = await (self.tcp_port(addr, port, facts) if proto == "tcp" else self.udp_port(addr, port))
                 except Exception as e:      # noqa: BLE001 - one odd server must not end the scan
                     info = None
                     self.on_warning(f"service scan of {addr}:{port}/{proto} failed: {e!r}")
+                if info is None:         # as nmap: the services table's name, with a question mark
+                    from ..ports import service_name
+                    info = ServiceInfo(service_name(port, proto), method="table", conf=3, guess=True)
+                try:           # the scripts, on every port as nmap's (by the name -sV or the table gave)
+                    info = await run_scripts(info, facts, self.scripts)
+                except Exception as e:      # noqa: BLE001 - nor may one script
+                    self.on_warning(f"scripts on {addr}:{port}/{proto} failed: {e!r}")
             with self._lock:
                 self.done += 1
-                if info is not None:
+                if not info.guess:
                     self.found += 1
-            if info is None:         # as nmap: the services table's name, with a question mark
-                from ..ports import service_name
-                info = ServiceInfo(service_name(port, proto), method="table", conf=3, guess=True)
             results[(addr, proto, port)] = info
 
         await asyncio.gather(*(one(*t) for t in targets))

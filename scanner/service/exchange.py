@@ -100,3 +100,80 @@ async def udp_exchange(host: str, port: int, payload: bytes, wait: float) -> Opt
         return None
     finally:
         s.close()
+
+
+class Conversation:
+    """A dialogue with one port for the scripts (FTP, SMTP, SSH, Redis): connect, send, read until
+    a reply is complete; every step has a timeout. Use as `async with Conversation(...) as c:`."""
+
+    def __init__(self, host: str, port: int, tls: Optional[ssl.SSLContext] = None, timeout: float = 5.0):
+        self.host, self.port, self.tls, self.timeout = host, port, tls, timeout
+        self.buf = bytearray()
+        self.reader: Optional[asyncio.StreamReader] = None
+        self.writer: Optional[asyncio.StreamWriter] = None
+
+    async def __aenter__(self) -> "Conversation":
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, ssl=self.tls,
+                                    server_hostname=None if self.tls is None else "",
+                                    ssl_handshake_timeout=CONNECT_TIMEOUT if self.tls else None),
+            CONNECT_TIMEOUT)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+            except (OSError, asyncio.TimeoutError, ssl.SSLError):
+                pass
+
+    async def send(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+        await asyncio.wait_for(self.writer.drain(), self.timeout)
+
+    async def read_until(self, complete: Callable[[bytes], int], timeout: Optional[float] = None) -> bytes:
+        """Reads until complete(buffer) gives the length of a whole reply (0: not yet), returns
+        that reply and keeps the rest; b"" on timeout or close."""
+        assert self.reader is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        while True:
+            n = complete(bytes(self.buf))
+            if n:
+                out = bytes(self.buf[:n])
+                del self.buf[:n]
+                return out
+            left = deadline - loop.time()
+            if left <= 0 or len(self.buf) > MAX_READ:
+                return b""
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(8192), left)
+            except (asyncio.TimeoutError, OSError, ssl.SSLError):
+                return b""
+            if not chunk:
+                return b""
+            self.buf += chunk
+
+    async def read_some(self, timeout: Optional[float] = None) -> bytes:
+        """Whatever arrives until the line goes idle a moment after some data (a banner)."""
+        assert self.reader is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        while len(self.buf) < MAX_READ:
+            left = deadline - loop.time()
+            if self.buf:
+                left = min(left, IDLE_AFTER_DATA)
+            if left <= 0:
+                break
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(8192), left)
+            except (asyncio.TimeoutError, OSError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            self.buf += chunk
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out

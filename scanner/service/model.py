@@ -19,6 +19,7 @@ class ServiceInfo:
     method: str = "probed"           # "table" when nothing matched (name from the services table)
     conf: int = 10
     scripts: dict = field(default_factory=dict)   # nmap script id -> output text (http-title, ssl-cert)
+    script_data: dict = field(default_factory=dict)   # script id -> its structured values (-oX <elem>s)
     guess: bool = False      # probed but not recognised: the services table's name, shown "name?"
 
     @property
@@ -43,6 +44,8 @@ class ServiceInfo:
         d["method"], d["conf"] = self.method, self.conf
         if self.scripts:
             d["scripts"] = dict(self.scripts)
+        if self.script_data:
+            d["script_data"] = dict(self.script_data)
         if self.guess:
             d["guess"] = True
         return d
@@ -51,4 +54,5 @@ class ServiceInfo:
     def from_dict(cls, d: dict) -> "ServiceInfo":
         kw = {k: d[k] for k in ("name", "product", "version", "extrainfo", "hostname", "ostype", "devicetype",
                                 "tunnel", "method", "conf") if k in d}
-        return cls(cpes=list(d.get("cpe", [])), scripts=dict(d.get("scripts", {})), guess=bool(d.get("guess")), **kw)
+        return cls(cpes=list(d.get("cpe", [])), scripts=dict(d.get("scripts", {})),
+                   script_data=dict(d.get("script_data", {})), guess=bool(d.get("guess")), **kw)

@@ -64,6 +64,10 @@ class PostScan:
         self.udp_scanned = False      # -sU ran (nmap's U1 then needs no closed UDP port known)
         self.collector = RowCollector()
         self.os_limit = self.os_guess_more = False      # --osscan-limit, --osscan-guess
+        self.scripts: Optional[frozenset] = None         # -sC/--script: scripts.select(); None: plain -sV's
+        self.script_args: dict = {}
+        self.script_named: frozenset = frozenset()      # scripts.named()
+        self.verbose = 0
         self.services: dict = {}
         self.os_guesses: dict = {}
         self.elapsed = 0.0
@@ -78,7 +82,8 @@ class PostScan:
         rows = self.collector.rows()
         if self.versions:
             targets = service_targets(rows)
-            scanner = ServiceScanner(self.db, self.intensity, self.concurrency)
+            scanner = ServiceScanner(self.db, self.intensity, self.concurrency, scripts=self.scripts,
+                                     script_args=self.script_args, verbose=self.verbose, named=self.script_named)
             scanner.on_warning = lambda text: session.emit(ev.Warning(text))
             session._current = scanner
             if session.stopping:

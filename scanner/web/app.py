@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import InputError, ScannerError
 from . import queries
+from .bench import Reports
 from .runs import Runs, parse_request
 
 STATIC = Path(__file__).parent / "static"
@@ -114,8 +115,11 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) -> Guard:
+def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None,
+               reports: Reports | None = None) -> Guard:
+    """reports: where the benchmark reports are looked for (default: Reports(), see web/bench.py)."""
     db_path = str(db_path)
+    reports = reports or Reports()
     queries.connect(db_path).close()        # creates an empty store if there is none
     runs = runs or Runs(db_path)
 
@@ -278,6 +282,22 @@ def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) 
         return JSONResponse({"options": [{"names": list(o.names), "takes": o.takes, "help": o.help,
                                           "section": o.section} for o in OPTIONS]})
 
+    async def bench_reports(request):
+        return JSONResponse(await run_in_threadpool(reports.listing))
+
+    async def bench_report(request):
+        try:
+            return JSONResponse(await run_in_threadpool(reports.show, request.path_params["rid"]))
+        except LookupError as e:
+            return error(404, str(e))
+
+    async def bench_plot(request):
+        try:
+            path = await run_in_threadpool(reports.plot, request.path_params["rid"], request.path_params["name"])
+        except LookupError as e:
+            return error(404, str(e))
+        return FileResponse(path, media_type="image/png")
+
     async def not_found(request):
         return error(404, "no such API endpoint")
 
@@ -294,6 +314,9 @@ def create_app(db_path, token: str, port: int = 8700, runs: Runs | None = None) 
         Route("/api/diff", diff, methods=["GET"]),
         Route("/api/search", search, methods=["GET"]),
         Route("/api/options", options, methods=["GET"]),
+        Route("/api/bench", bench_reports, methods=["GET"]),
+        Route("/api/bench/{rid}", bench_report, methods=["GET"]),
+        Route("/api/bench/{rid}/plots/{name}", bench_plot, methods=["GET"]),
         Route("/api/{rest:path}", not_found),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -6,7 +6,7 @@ import ipaddress
 import secrets
 import socket
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -38,12 +38,16 @@ def web(
                                      "$XDG_DATA_HOME/scanner/scans.db)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="SCANNER_WEB_TOKEN",
                                         help="Use this token rather than a random one (at least 16 characters)."),
+    reports: Optional[List[str]] = typer.Option(None, "--reports", help="Where to look for `scanner bench` reports "
+                                                "(repeatable; default: bench/reports and every --report "
+                                                "directory scanner bench wrote)."),
 ):
     """A web GUI (like Zenmap): profiles and a command builder, live scans, hosts and ports, host
-    details, compare and search saved scans. Prints its URL with a random access token."""
+    details, compare and search saved scans, and the benchmark reports of `scanner bench`. Prints its URL with a random access token."""
     try:
         import uvicorn
         from .app import create_app
+        from .bench import Reports
         from .runs import Runs
     except ImportError as e:
         raise InputError(f"scanner web needs the 'web' extra: pip install 'scanner[web]' ({e.name} is missing)") from None
@@ -64,7 +68,7 @@ def web(
         raise InputError(f"cannot listen on {listen}: {e.strerror}") from None
     port = sock.getsockname()[1]
     runs = Runs(path)
-    app = create_app(path, token, port, runs)
+    app = create_app(path, token, port, runs, Reports(reports or None))
     shown = f"[{host}]" if ":" in host else host
     print(f"scanner web: serving {path} on http://{shown}:{port}/?token={token}", flush=True)
     if not ipaddress.ip_address(host).is_loopback:

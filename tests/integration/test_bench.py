@@ -17,16 +17,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 QUICK = [n for n, w in WORKLOADS.items() if w.in_quick]
 
 
-def bench(*args, timeout=300) -> subprocess.CompletedProcess:
+def bench(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scanner", "bench", *args], capture_output=True, text=True,
-                          env=scanner_env(), cwd=REPO_ROOT, timeout=timeout)
+                          env={**scanner_env(), **(env or {})}, cwd=REPO_ROOT, timeout=timeout)
 
 
 @pytest.mark.lab
 def test_quick_bench_writes_the_whole_report(tmp_path):
     require_lab_tools()
     out = tmp_path / "report"
-    p = bench("--quick", "--report", str(out), timeout=240)
+    p = bench("--quick", "--report", str(out), timeout=240, env={"XDG_DATA_HOME": str(tmp_path / "data")})
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Traceback" not in p.stderr
     assert "] " in p.stderr and "report:" in p.stderr          # the progress bar, then where the report is
@@ -61,6 +61,17 @@ def test_quick_bench_writes_the_whole_report(tmp_path):
                  if e["workload"] in ("techniques", "allports") and e["tool"] == "scanner"]
         assert agree and all(0.9 <= a <= 1 for a in agree), agree
         assert any(r["peer"] == "nmap" and r["wall_s"] for r in data["ratios"])
+    sendpath = {r["tool"] for r in data["rows"] if r["workload"] == "sendpath" and "skipped" not in r}
+    assert {"scanner", "scanner-packet", "csend"} <= sendpath
+    for r in data["rows"]:
+        if r.get("pps_target") is not None:     # probes at the target: the RSTs among the arrivals left out
+            assert 0 <= r["arrived_rst"] <= r["arrived"], r
+            assert r["pps_target"] == pytest.approx((r["arrived"] - r["arrived_rst"]) / r["send_s"]), r
+    # the headline tables (what the README quotes), and the directory remembered for `scanner web`
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("From [report.md](report.md): `scanner bench --quick --report ")
+    assert "| sparse | rate unlimited |" in summary and "| sendpath |" in summary and "÷ csend" in summary
+    assert (tmp_path / "data" / "scanner" / "bench-reports").read_text() == f"{out.resolve()}\n"
     md = (out / "report.md").read_text()
     assert "| workload | variant | tool | runs | wall s | probes/s at target |" in md
     assert "| sendpath |" in md and "csend" in md
@@ -88,7 +99,7 @@ def test_target_loopback_connect_scan_agrees_with_nmap(tmp_path):
         listener.listen(64)
         port = listener.getsockname()[1]
         p = bench("--target", "127.0.0.1", "--authorized", "--technique", "sT", "-p", f"1-200,{port}",
-                  "--report", str(tmp_path), "--no-progress")
+                  "--report", str(tmp_path), "--no-progress", env={"XDG_DATA_HOME": str(tmp_path / "data")})
     assert p.returncode == 0, p.stderr
     assert "states equal to nmap's: 100.00%" in p.stdout, p.stdout
     data = json.loads((tmp_path / "target.json").read_text())
@@ -96,6 +107,10 @@ def test_target_loopback_connect_scan_agrees_with_nmap(tmp_path):
     assert by["scanner"]["agree_nmap"] == 1.0 and by["scanner"]["differ"] == []
     assert by["scanner"]["open"] == by["nmap"]["open"] >= 1
     assert by["scanner"]["argv"][3:9] == ["127.0.0.1", "-Pn", "--no-db", "-sT", "-p", f"1-200,{port}"]
+    from scanner.web.bench import Reports          # the web GUI lists it
+    listed = Reports([tmp_path]).listing()["reports"]
+    assert [(r["kind"], r["path"]) for r in listed] == [("target", str(tmp_path.resolve()))]
+    assert (tmp_path / "data" / "scanner" / "bench-reports").read_text() == f"{tmp_path.resolve()}\n"
 
 
 def test_bench_needs_root(monkeypatch, capsys):

@@ -112,9 +112,15 @@ def test_expected(lab):
 
 
 def test_target_counter_counts(lab):
-    before = lab.target_counter()
+    before, rst = lab.target_counter(), lab.target_counter("rst")
     probe(lab, "tcp", "198.18.0.2", 22)
     assert lab.target_counter() > before
+    # a connection closed with SO_LINGER 0 ends in one RST, which the "rst" counter also counts
+    close = ("import socket, struct, sys; s = socket.create_connection((sys.argv[1], 22), 5); "
+             "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); s.close()")
+    mid = lab.target_counter("rst")
+    lab.run([sys.executable, "-c", close, "198.18.0.2"], check=True, timeout=10)
+    assert lab.target_counter("rst") == mid + 1 and mid >= rst
 
 
 def test_third_party(lab):

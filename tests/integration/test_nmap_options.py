@@ -82,11 +82,15 @@ def test_packet_trace_order_ttl_and_padding(lab):
 
 
 def test_max_parallelism_caps_raw_probes_in_flight(lab):
-    out = run(lab, HOST, "-Pn", "-p", "20-40", "--max-parallelism", "1", "--packet-trace").stdout
-    events = re.findall(r"^(SENT|RCVD) ", out, re.M)
-    assert events.count("SENT") == 21
-    # One probe in flight: each probe is answered before the next leaves.
-    assert events == ["SENT", "RCVD"] * 21
+    # A long RTT floor: on a loaded machine a late reply must not count as lost (a resend).
+    out = run(lab, HOST, "-Pn", "-p", "20-40", "--max-parallelism", "1", "--min-rtt-timeout", "2s",
+              "--packet-trace").stdout
+    timed = re.findall(r"^(SENT|RCVD) \(([\d.]+)s\)", out, re.M)
+    assert [e for e, _ in timed].count("SENT") == 21
+    # One probe in flight: each probe is answered before the next leaves. In the order of the
+    # trace's own times: a reply and the next probe may be printed from different threads.
+    events = [e for e, _ in sorted(timed, key=lambda e: float(e[1]))]
+    assert events == ["SENT", "RCVD"] * 21, out
 
 
 def test_host_timeout_gives_up(lab):

@@ -4,7 +4,8 @@ and version wherever nmap names them. -O must say Linux. Servers get their own t
 configuration, are started by the fixture (not by systemd) and stopped in its finalizer.
 
 Debian packages needed (installed here when missing; a failed install FAILS the test):
-nginx-light openssh-server redis-server vsftpd dnsmasq-base opensmtpd openssl nmap"""
+nginx-light openssh-server redis-server vsftpd dnsmasq-base opensmtpd openssl nmap
+(and mariadb-server-core, for test_scripts_lab)"""
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +26,7 @@ PACKAGES = {  # binary -> Debian package
     "/usr/sbin/nginx": "nginx-light", "/usr/sbin/sshd": "openssh-server", "/usr/bin/redis-server": "redis-server",
     "/usr/sbin/vsftpd": "vsftpd", "/usr/sbin/dnsmasq": "dnsmasq-base", "/usr/sbin/smtpd": "opensmtpd",
     "/usr/bin/openssl": "openssl", "/usr/bin/nmap": "nmap",
+    "/usr/sbin/mariadbd": "mariadb-server-core",     # test_scripts_lab's mysql-info
 }
 TARGET = "198.18.0.1"
 TCP_PORTS = {21: "ftp", 22: "ssh", 25: "smtp", 53: "domain", 80: "http", 443: "http", 6379: "redis"}
@@ -250,7 +252,7 @@ def test_os_guess_linux(service_lab):
     assert "Linux" in (d / "os.nmap").read_text()
 
 
-def test_aggressive_turns_on_both(service_lab):
+def test_aggressive_is_versions_os_scripts_and_traceroute(service_lab):
     lab, d = service_lab
     xml = d / "a.xml"
     p = lab.run(scanner_argv(TARGET, "-A", "-Pn", "-p", "22,80", "-oX", str(xml), "-oJ", str(d / "a.json"),
@@ -259,7 +261,10 @@ def test_aggressive_turns_on_both(service_lab):
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     svcs = nmap_services(xml)
     assert svcs[("tcp", 22)]["name"] == "ssh" and svcs[("tcp", 22)]["product"] == "OpenSSH"
-    assert ET.parse(xml).getroot().find("host/os/osmatch") is not None
+    root = ET.parse(xml).getroot()
+    assert root.find("host/os/osmatch") is not None
+    assert root.find("host/trace/hop") is not None                      # --traceroute
+    assert any(s.get("id") == "ssh-hostkey" for s in root.iter("script"))  # -sC's default set
     import json
     rows = [json.loads(line) for line in (d / "a.json").read_text().splitlines()]
     assert [r["state"] for r in rows if r.get("port") == 22 and not r.get("details")] == ["open"]

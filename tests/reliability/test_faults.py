@@ -49,6 +49,23 @@ def fill(directory) -> None:
         pass
 
 
+def wait_for_results(path, timeout: float = 20.0) -> None:
+    """Until the scan has written a result: a loaded machine starts the scanner late, so a fixed
+    sleep could interrupt it before its first probe."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no result in {path} after {timeout} s")
+
+
+def _catches_sigterm(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(line for line in f if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (15 - 1)))
+
+
 def error_lines(stderr: str) -> list:
     assert "Traceback" not in stderr, stderr
     return [line for line in stderr.splitlines() if line.startswith("scanner: error:")]
@@ -60,7 +77,7 @@ def test_interface_down_mid_scan_fails_cleanly_and_resumes(lab, tmp_path):
             "-oJ", "scan.ndjson", "-oX", "scan.xml", "--db", "scans.db"]
     p = lab.popen(scanner_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                   env=scanner_env(), cwd=tmp_path)
-    time.sleep(1.5)                                           # about a third of the probes sent
+    wait_for_results(tmp_path / "scan.ndjson")                # some of the probes answered, not all
     subprocess.run(["ip", "-n", lab.scanner_ns, "link", "set", lab.scanner_if, "down"], check=True)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 1, err
@@ -99,7 +116,7 @@ def test_resume_file_on_a_full_disk_is_one_line_exit_1(lab, tmp_path, tiny_disk)
     out = tmp_path / "scan.ndjson"
     p = lab.popen(scanner_argv(PREFIX, "-Pn", "-p", PORTS, "--rate", "1000", "--no-db", "-oJ", str(out)),
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=scanner_env(), cwd=tiny_disk)
-    time.sleep(1.5)
+    wait_for_results(out)
     p.send_signal(2)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 1, err
@@ -136,7 +153,11 @@ def test_ctrl_c_before_the_first_probe_still_leaves_a_resume_file(lab, tmp_path)
     args = [PREFIX, "-p", PORTS, "--rate", "2000", "--wait", "1", "--no-db", "-oJ", "scan.ndjson"]
     p = lab.popen(scanner_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                   env=scanner_env(), cwd=tmp_path)
-    time.sleep(0.15)                                     # python has started, the session not yet
+    # The moment scanner's first handler is in (it is the one that catches SIGTERM): python has
+    # started, the session not yet. A fixed sleep could land before python runs at all.
+    deadline = time.monotonic() + 20
+    while not _catches_sigterm(p.pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
     p.send_signal(2)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0 and "Traceback" not in err, err

@@ -3,6 +3,8 @@ parsing, and the report rendered from a synthetic result set."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +151,87 @@ def test_masscan_results_from_its_log_when_killed(tmp_path):
     assert tools.parse_masscan(tmp_path / "none", log)[0] == {("198.18.0.1", 22): "open", ("198.18.0.1", 80): "open"}
     (tmp_path / "l").write_text("#masscan\nopen tcp 443 198.18.0.4 1700000000\n# end\n")
     assert tools.parse_masscan(tmp_path / "l", log)[0] == {("198.18.0.4", 443): "open"}
+
+
+# -- the summary the README quotes, --render and --readme ----------------------------------------
+
+COMMITTED = Path(__file__).resolve().parents[2] / "bench" / "reports" / "2026-12-02"
+
+
+def test_summary_quotes_medians_spreads_and_ratios_from_the_result():
+    text = R.summary_markdown(synthetic_result(), "r/report.md")
+    assert text.startswith("From [r/report.md](r/report.md): `scanner bench sparse allports`, 2026-12-02")
+    assert "3 runs of each workload and tool" in text and "(min–max over the runs)" in text
+    # sparse: judged by probes/s (equal in every run: no range), 4x nmap's; allports by wall time
+    assert "| sparse | rate 100k | 200k/s | 100.0% | - | - | 4.00x (50k/s, 99.0% found) |" in text
+    assert "| allports | -sS 1-1024 | 2.00 s (1.00 s–3.00 s) | 100.0% | - | 75.0% (50.0%–100.0%) | 0.33x (6.00 s, 100.0% found) |" in text
+    assert "| allports | -sS 1-8192 | 4.00 s (2.00 s–6.00 s) |" in text
+    assert "- zmap is not installed: skipped" in text
+
+
+def test_summary_of_the_committed_report_matches_its_data():
+    result = json.loads((COMMITTED / "report.json").read_text())
+    text = R.summary_markdown(result, "report.md")
+    assert text == (COMMITTED / "summary.md").read_text()
+    by = {(e["workload"], e["variant"], e["tool"]): e for e in result["summary"] if "skipped" not in e}
+    s, z = (by[("sparse", "rate unlimited", t)]["pps_target"]["median"] for t in ("scanner", "zmap"))
+    assert f"| {s / z:.2f}x ({z / 1e3:.0f}k/s, 100.0% found) |" in text
+    assert "--note" not in text.splitlines()[0]          # the notes are listed, not quoted in the command
+
+
+def test_without_notes():
+    assert R._without_notes("scanner bench --note 'a b' sparse --note x --repeat 3") == "scanner bench sparse --repeat 3"
+
+
+def test_update_readme_replaces_only_the_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\nbefore\n{R.SUMMARY_BEGIN}\nold\n{R.SUMMARY_END}\nafter\n")
+    R.update_readme(readme, "new table\n")
+    assert readme.read_text() == f"# x\nbefore\n{R.SUMMARY_BEGIN}\nnew table\n{R.SUMMARY_END}\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError):
+        R.update_readme(readme, "t\n")
+
+
+def test_render_and_readme_from_the_command_line(tmp_path, capsys):
+    from scanner import cli
+    report = tmp_path / "reports" / "full"
+    shutil.copytree(COMMITTED, report)
+    for name in ("summary.md", "report.md", "report.html", "wall_ports.png"):
+        (report / name).unlink()
+    data = (report / "report.json").read_bytes()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# scanner\n{R.SUMMARY_BEGIN}\n{R.SUMMARY_END}\n")
+    with pytest.raises(SystemExit) as e:        # nothing to write into: refused before anything is done
+        cli.main(["bench", "--render", str(report), "--readme", str(tmp_path / "nosuch.md")])
+    assert e.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--render", str(report), "--readme", str(readme)])
+    assert e.value.code == 0
+    assert capsys.readouterr().err.splitlines()[0] == f"scanner bench: summary written into {readme}"
+    assert (report / "report.json").read_bytes() == data              # the data is left as it was
+    assert (report / "wall_ports.png").read_bytes()[:8] == PNG_MAGIC
+    assert (report / "summary.md").read_text() == (COMMITTED / "summary.md").read_text()
+    assert "| sparse | rate 100k | scanner |" in (report / "report.md").read_text()
+    block = R.summary_markdown(json.loads(data), "reports/full/report.md")
+    assert readme.read_text() == f"# scanner\n{R.SUMMARY_BEGIN}\n{block}{R.SUMMARY_END}\n"
+    for argv, message in [
+            (["bench", "--render", str(tmp_path)], f"--render {tmp_path}: no scanner bench report.json there"),
+            (["bench", "--render", str(report), "sparse"], "--render writes an existing report again"),
+            (["bench", "--quick", "--readme", str(tmp_path / "x.md")], f"--readme {tmp_path / 'x.md'}: No such file"),
+            (["bench", "--baseline", str(tmp_path)], f"--baseline {tmp_path}: no scanner package there")]:
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_baseline_and_packet_path_runs():
+    from scanner.benchmark.runner import tools_for
+    w = WORKLOADS["sendpath"]
+    assert tools_for(w, ["zmap"]) == ["scanner", "zmap", "csend", "scanner-packet"]
+    assert tools_for(w, ["zmap"], Path("/tmp/before")) == ["scanner", "scanner-base", "zmap", "csend", "scanner-packet"]
+    assert tools_for(WORKLOADS["allports"], ["nmap", "zmap"]) == ["scanner", "nmap"]
+    assert tools.scanner_env(Path("/tmp/before"))["PYTHONPATH"].split(":")[0] == "/tmp/before"
+    scan = tools.Scan("198.18.0.0/20", "80-83", send_only=True)
+    assert tools.scanner_argv(scan, "o", send_path="packet")[-4:] == ["--send-path", "packet", "-oJ", "o"]

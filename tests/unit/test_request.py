@@ -39,9 +39,10 @@ def test_values_glued_or_apart_and_combined_scan_flags():
     assert parse("198.18.0.1", "-sTV").tcp_scan == "connect"
 
 
-def test_aggressive_means_versions_and_os():
+def test_aggressive_is_nmaps_a():
     r = parse("198.18.0.1", "-A")
-    assert r.version_scan and r.os_scan
+    assert r.version_scan and r.os_scan and r.script_scan and r.traceroute
+    assert parse("198.18.0.1", "-A").to_argv() == parse("198.18.0.1", "-sV", "-O", "-sC", "--traceroute").to_argv()
 
 
 @pytest.mark.parametrize("argv", [

@@ -72,6 +72,7 @@ function route() {
   $main.replaceChildren(view);
   const show = {
     "": pageNew, scans: pageScans, compare: pageCompare, search: pageSearch,
+    bench: (v) => parts[1] ? pageBenchReport(v, parts[1]) : pageBench(v),
     scan: (v) => parts[2] === "host" ? pageHost(v, parts[1], decodeURIComponent(parts[3])) : pageScan(v, parts[1]),
   }[parts[0] || ""] || pageNew;
   show(view).catch((e) => view.append(h("p.error", {}, e.message)));
@@ -526,6 +527,48 @@ async function pageSearch(view) {
       h("p.muted.help", {}, "Keys as in Zenmap: target:ADDR|CIDR, open:PORT, closed:, filtered:, scanned:, service:NAME, os:TEXT, date:YYYY-MM-DD or date:-N (N days ago), after:, before:, option:TEXT; other words match the command line or an address.")),
     h("div.card", {}, out));
   run();
+}
+
+// ---------------------------------------------------------------- benchmark reports (scanner bench)
+
+const fmtDuration = (s) => s === null || s === undefined ? "" : s >= 90 ? `${(s / 60).toFixed(1)} min` : `${s.toFixed(0)} s`;
+
+async function pageBench(view) {
+  const r = await api("/api/bench");
+  const rows = r.reports.map((b) => h("tr.click", {"data-id": b.id, onclick: () => { location.hash = "#/bench/" + b.id; }},
+    h("td", {}, b.started), h("td", {}, b.kind === "target" ? "your targets" : b.quick ? "lab (--quick)" : "lab"),
+    h("td", {}, b.workloads.join(" ")), h("td", {}, b.repeat ?? ""), h("td", {}, b.runs), h("td", {}, fmtDuration(b.duration_s)),
+    h("td", {}, h("code", {}, b.path))));
+  view.append(h("h1", {}, "Benchmark reports"),
+    h("div.card", {}, r.reports.length ? h("table#bench-reports", {},
+      h("thead", {}, h("tr", {}, ["Started", "Kind", "Workloads", "Repeat", "Runs", "Duration", "Directory"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)) : h("p.muted", {}, "No benchmark report found."),
+    h("p.muted.help", {}, "Looked for under: ", r.dirs.join(", ") || "(nothing)",
+      ". Reports are written by sudo scanner bench [--report DIR]; scanner web --reports DIR looks elsewhere.")));
+}
+
+function plainTable(id, t) {
+  return h("div.scroll", {}, h("table#" + id + ".bench", {}, h("thead", {}, h("tr", {}, t.head.map((c) => h("th", {}, c)))),
+    h("tbody", {}, t.body.map((row) => h("tr", {}, row.map((c) => h("td", {}, c)))))));
+}
+
+async function pageBenchReport(view, id) {
+  const r = await api(`/api/bench/${encodeURIComponent(id)}`);
+  const m = r.meta;
+  view.append(h("p", {}, h("a", {href: "#/bench"}, "‹ Benchmark reports")),
+    h("h1", {}, `Benchmark report ${m.started || ""}`),
+    h("div.card", {}, h("p", {}, h("code#bench-command", {}, m.command || "")),
+      h("p.muted", {}, [m.host && `${m.host} (${m.cpus} CPUs, kernel ${m.kernel})`, m.scanner_version && `scanner ${m.scanner_version} ${m.git || ""}`,
+        m.repeat && `${m.repeat} run(s) each`, fmtDuration(m.duration_s), r.path].filter(Boolean).join(" · ")),
+      r.notes.length ? h("ul", {}, r.notes.map((n) => h("li", {}, n))) : null),
+    h("div.card", {}, h("h2", {}, "Results"), h("p.muted.help", {}, "Medians over the runs, with (min–max) where they differ."),
+      plainTable("bench-results", r.table)),
+    r.ratios.body.length ? h("div.card", {}, h("h2", {}, "scanner against each peer (same run)"),
+      h("p.muted.help", {}, "scanner's median divided by the peer's."), plainTable("bench-ratios", r.ratios)) : null,
+    r.plots.length ? h("div#bench-plots.card", {}, h("h2", {}, "Plots"),
+      r.plots.map((p) => h("figure", {}, h("img", {src: p.url, alt: p.title}), h("figcaption.muted", {}, p.title)))) : null,
+    Object.keys(r.workloads).length ? h("div.card", {}, h("h2", {}, "Workloads"),
+      h("dl.kv", {}, Object.entries(r.workloads).map(([n, w]) => [h("dt", {}, n), h("dd", {}, h("strong", {}, w.title), " — ", w.doc)]))) : null);
 }
 
 route();
