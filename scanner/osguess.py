@@ -79,10 +79,22 @@ class OsGuess:
     cpes: list = field(default_factory=list)
     fingerprint: Optional[Fingerprint] = None
     others: list = field(default_factory=list)   # further (name, accuracy, family, vendor, osgen, type, cpe)
+    # -O with nmap's database (scanner/osprobe.py): nmap's <osmatch> list ([{name, accuracy, line,
+    # classes: [{type, vendor, osfamily, osgen, accuracy, cpe}]}]), <portused> (state, proto, port),
+    # nmap's normal-output lines, the observed fingerprint and the hop distance.
+    matches: Optional[list] = None
+    ports_used: list = field(default_factory=list)
+    lines: list = field(default_factory=list)
+    nmap_fingerprint: str = ""
+    distance: int = -1
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "accuracy": self.accuracy, "family": self.family, "vendor": self.vendor,
              "osgen": self.osgen, "type": self.type, "cpe": list(self.cpes)}
+        if self.matches is not None:
+            d.update(matches=self.matches, ports_used=[list(p) for p in self.ports_used], lines=list(self.lines),
+                     nmap_fingerprint=self.nmap_fingerprint, distance=self.distance)
+            return d
         if self.fingerprint is not None:
             d["fingerprint"] = self.fingerprint.to_dict()
         if self.others:
@@ -101,8 +113,12 @@ class OsGuess:
                              wscale=-1 if f.get("wscale") is None else f["wscale"], options=f["options"],
                              df=int(f["df"]), port=f.get("port", 0), rst_ttl=f.get("rst_ttl", 0),
                              rst_window=f.get("rst_window", -1), closed_port=f.get("closed_port", 0))
+        if d.get("matches") is not None:
+            others = [(m["name"], m["accuracy"], "", "", "", "", "") for m in d["matches"][1:]]
         return cls(d["name"], int(d["accuracy"]), d["family"], d["vendor"], d.get("osgen", ""), d.get("type", ""),
-                   list(d.get("cpe", [])), fp, others)
+                   list(d.get("cpe", [])), fp, others, d.get("matches"),
+                   [tuple(p) for p in d.get("ports_used", [])], list(d.get("lines", [])),
+                   d.get("nmap_fingerprint", ""), int(d.get("distance", -1)))
 
     @property
     def running(self) -> str:

@@ -115,6 +115,10 @@ OPTIONS = (
          "all) or pattern (http-*), comma-separated; turns -sV on", "SCRIPT SCAN", "NAMES"),
     _opt("--script-args", "script_args", "value", "Script arguments: name=value,... (smtp-commands.domain, "
          "http.useragent, ftp-anon.maxlist, ...)", "SCRIPT SCAN", "ARGS"),
+    _opt("--os-db", "os_db", "value", "-O: nmap's probes matched against this nmap-os-db (default: "
+         "/usr/share/nmap/nmap-os-db when installed; 'builtin': scanner's own guess)", "SERVICE/VERSION AND OS DETECTION",
+         "FILE"),
+    _opt("-A", "aggressive", "flag", "-sV and -O together", "SERVICE/VERSION AND OS DETECTION"),
     _opt("-T", "timing", "value", "Timing template -T0..-T5 (paranoid|sneaky|polite|normal|aggressive|insane)",
          "TIMING AND PERFORMANCE", "0-5"),
     _opt("--rate", "rate", "value", "Fixed packets per second, never exceeded (0: as fast as possible); "
@@ -291,6 +295,7 @@ class ScanRequest:
     scripts: Tuple[str, ...] = ()      # --script, as typed (comma lists)
     script_args: Optional[str] = None
     traceroute: bool = False
+    os_db: Optional[str] = None
     timing: int = 3                    # nmap's -T template; the options below override its values
     rate: Optional[float] = None       # fixed packets/s (0: unlimited); None: the pace adapts
     min_rate: Optional[float] = None

@@ -190,7 +190,7 @@ class Session:
         if (r.version_scan or r.os_scan or scripts) and not r.ping_only and not r.dry_run:
             from .service import PostScan
             self.post = PostScan(r.version_scan or scripts, r.os_scan, r.version_intensity, r.service_db,
-                                 concurrency=r.max_parallelism or 128)
+                                 concurrency=r.max_parallelism or 128, os_db=r.os_db)
             if scripts:
                 from .service.scripts import named, parse_args, select
                 self.post.scripts = select(r.scripts, default=r.script_scan, versions=r.version_scan)
@@ -198,6 +198,7 @@ class Session:
                 self.post.script_args = parse_args(r.script_args)
             self.post.verbose = r.verbose
             self.post.os_limit, self.post.os_guess_more = r.osscan_limit, r.osscan_guess
+            self.post.udp_scanned = r.udp
 
     # -- control
     def stop(self) -> None:
@@ -423,7 +424,8 @@ class _Run:
                     break
             if post is not None and not total.interrupted:
                 sink.close()                 # every row in: then -sV / -O
-                if post.os_detect and can_raw_scan() and not post.os_limit:
+                if post.os_detect and can_raw_scan() and not post.os_limit and (
+                        post.os_db_path is None or getattr(targets, "family", 4) == 6):   # nmap-os-db: IPv4 only
                     os_probe(s, post, targets)
                 post.run(s, outs, recorder)
                 total.elapsed += post.elapsed

@@ -138,6 +138,8 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
 
 def os_lines(g) -> list:
     """nmap's OS section of a host (normal output)."""
+    if g.matches is not None:           # nmap's database: the lines as nmap writes them
+        return list(g.lines)
     out = [f"Device type: {g.type or 'general purpose'}", f"Running: {g.running}"]
     if g.cpes:
         out.append("OS CPE: " + " ".join(g.cpes))

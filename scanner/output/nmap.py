@@ -111,7 +111,10 @@ class GrepableWriter(Writer):
                 state, _, n, _ = max(v.folded, key=lambda f: f[2])
                 line += f"\tIgnored State: {state} ({n})"
             g = self.os_guesses.get(v.addr)
-            if g is not None:
+            if g is not None and g.matches is not None:     # nmap's database: its exact matches only
+                exact = [m["name"] for m in g.matches if m["accuracy"] == 100]
+                line += f"\tOS: {'|'.join(exact)}" if exact else ""
+            elif g is not None:
                 line += f"\tOS: {g.name}"
             out.append(line)
             self.file.write("\n".join(out) + "\n")
@@ -180,6 +183,25 @@ def script_xml(sid: str, text: str, data=None) -> str:
     return head + ">" + body(data if isinstance(data, (dict, list)) else [data]) + "</script>"
 
 
+def os_xml_nmapdb(g) -> str:
+    """<os> from nmap's database (-O with nmap-os-db), as nmap writes it."""
+    out = ["<os>"] + [f'<portused state="{st}" proto="{pr}" portid="{port}"/>' for st, pr, port in g.ports_used]
+    for m in g.matches:
+        out.append(f'<osmatch name={quoteattr(m["name"])} accuracy="{m["accuracy"]}" line="{m["line"]}">')
+        for c in m["classes"]:
+            attrs = f'type={quoteattr(c["type"])} vendor={quoteattr(c["vendor"])} osfamily={quoteattr(c["osfamily"])}' \
+                + (f' osgen={quoteattr(c["osgen"])}' if c["osgen"] else "") + f' accuracy="{c["accuracy"]}"'
+            cpes = "".join(f"<cpe>{xml_escape(x)}</cpe>" for x in c["cpe"])
+            out.append(f"<osclass {attrs}>{cpes}</osclass>" if cpes else f"<osclass {attrs}/>")
+        out.append("</osmatch>")
+    if "TCP/IP fingerprint:" in g.lines:      # nmap writes it where it prints it
+        out.append(f'<osfingerprint fingerprint={quoteattr(g.nmap_fingerprint)}/>')
+    out.append("</os>")
+    if g.distance >= 0:
+        out.append(f'<distance value="{g.distance}"/>')
+    return "\n".join(out) + "\n"
+
+
 def _xml_chars(text: str) -> str:
     """Without the control characters XML 1.0 cannot carry (servers' banners may hold any byte)."""
     return "".join(c for c in text if c >= " " or c in "\t\n\r")
@@ -187,6 +209,8 @@ def _xml_chars(text: str) -> str:
 
 def os_xml(g, rows) -> str:
     """nmap's <os> element of a host."""
+    if g.matches is not None:
+        return os_xml_nmapdb(g)
     out = ["<os>"]
     fp = g.fingerprint
     if fp is not None and fp.port:

@@ -17,18 +17,23 @@ class RowCollector:
 
     def __init__(self):
         self.batches = []
-        self._rst_hosts = set()
+        self._rst_hosts: dict = {}      # (ip, ip6, proto) -> the lowest closed port kept
 
     def write(self, rows) -> None:
         from ..states import REASONS, STATES
         keep = rows["state"] == STATES["open"]
         rst = (rows["reason"] == REASONS["reset"]) & (rows["proto"] == 6)
-        if rst.any():
-            idx = rst.nonzero()[0]
-            keys = (rows["ip"][idx].tolist(), [bytes(x) for x in rows["ip6"][idx]])
-            for i, a, b in zip(idx.tolist(), *keys):
-                if (a, b) not in self._rst_hosts:
-                    self._rst_hosts.add((a, b))
+        # -O with nmap's database also sends its U1 probe to a closed UDP port when there is one
+        closed_udp = (rows["state"] == STATES["closed"]) & (rows["proto"] == 17)
+        first = rst | closed_udp
+        if first.any():
+            idx = first.nonzero()[0]
+            keys = (rows["ip"][idx].tolist(), [bytes(x) for x in rows["ip6"][idx]], rows["proto"][idx].tolist(),
+                    rows["port"][idx].tolist())
+            for i, a, b, p, port in zip(idx.tolist(), *keys):
+                low = self._rst_hosts.get((a, b, p))
+                if low is None or port < low:          # nmap's OS scan takes the lowest closed port
+                    self._rst_hosts[(a, b, p)] = port
                     keep[i] = True
         if keep.any():
             self.batches.append(rows[keep].copy())
@@ -46,10 +51,17 @@ class PostScan:
     """-sV and/or -O after the port scan: run() hands the results to the outputs and the store."""
 
     def __init__(self, versions: bool, os_detect: bool, intensity: int = DEFAULT_INTENSITY,
-                 db_path: Optional[str] = None, concurrency: int = 128):
+                 db_path: Optional[str] = None, concurrency: int = 128, os_db: Optional[str] = None):
         self.versions, self.os_detect = versions, os_detect
         self.intensity, self.concurrency = intensity, concurrency
         self.db = load_db(db_path) if versions else None      # a bad --service-db fails before the scan
+        self.os_db_path: Optional[str] = None    # -O: nmap's database (--os-db, or Debian's nmap-os-db)
+        if os_detect:
+            from ..osdb import check_db, find_db
+            self.os_db_path = find_db(os_db)
+            if self.os_db_path:
+                check_db(self.os_db_path)         # a bad --os-db fails before the scan (parsing it waits for -O)
+        self.udp_scanned = False      # -sU ran (nmap's U1 then needs no closed UDP port known)
         self.collector = RowCollector()
         self.os_limit = self.os_guess_more = False      # --osscan-limit, --osscan-guess
         self.scripts: Optional[frozenset] = None         # -sC/--script: scripts.select(); None: plain -sV's
@@ -92,7 +104,12 @@ class PostScan:
                                  f"{time.monotonic() - t0:.2f}s ({self.concurrency} at once)"))
         if self.os_detect:
             from ..osguess import guess_hosts
-            self.os_guesses = guess_hosts(rows, self.services, limit=self.os_limit, aggressive=self.os_guess_more)
+            if self.os_db_path is not None:
+                self.os_guesses = self._nmap_os(session, rows)
+            # the built-in guess: without nmap's database, and for the hosts it cannot do (IPv6, no raw socket)
+            for addr, g in guess_hosts(rows, self.services, limit=self.os_limit,
+                                       aggressive=self.os_guess_more).items():
+                self.os_guesses.setdefault(addr, g)
             if not self.os_guesses:
                 session.emit(ev.Note("OS detection: no host gave a SYN-ACK to fingerprint (needs an open "
                                      "TCP port and the SYN scan, -sS)"))
@@ -101,3 +118,27 @@ class PostScan:
             recorder.set_details(self.services, self.os_guesses)
         session.emit(ev.Details(self.services, self.os_guesses))
         self.elapsed = time.monotonic() - t_start
+
+    def _nmap_os(self, session, rows) -> dict:
+        """-O with nmap's database: nmap's probes to every IPv4 host at once, nmap's matching."""
+        from .. import events as ev
+        from ..osdb import load_db as load_os_db
+        from ..osprobe import detect, ports_of
+        from ..privileges import can_raw_scan
+        if self.os_db_path is None or not can_raw_scan() or session.stopping or not ports_of(rows):
+            return {}       # IPv6 hosts keep the built-in guess: nmap uses a trained classifier there
+        t0 = time.monotonic()
+        db = load_os_db(self.os_db_path)
+
+        def started(scan) -> None:
+            session._current = scan
+        try:
+            wrapped = frozenset((a, port) for (a, proto, port), info in self.services.items()
+                                if proto == "tcp" and getattr(info, "name", "") == "tcpwrapped")
+            found = detect(rows, db, limit=self.os_limit, aggressive=self.os_guess_more,
+                           udp_scanned=self.udp_scanned, on_scan=started, wrapped=wrapped)
+        finally:
+            session._current = None
+        session.emit(ev.Note(f"OS detection (nmap-os-db, {len(db.prints)} fingerprints): {len(found)} "
+                             f"hosts in {time.monotonic() - t0:.2f}s"))
+        return found

@@ -1,5 +1,6 @@
 """-O's extra probe: when the scan saw no closed port on a host, one SYN to a closed port gives
-the OS guess the RST it also weighs (TTL, window, DF), as nmap's closed-port probe does."""
+the OS guess the RST it also weighs (TTL, window, DF), as nmap's closed-port probe does. (The
+built-in guess, --os-db builtin; nmap's database is tests/integration/test_os_nmapdb.py.)"""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -16,7 +17,8 @@ def test_os_guess_gets_a_closed_port(tmp_path):
     from scanner.osguess import CLOSED_PROBE_PORT
     out = tmp_path / "os.xml"
     with make_lab(LabSpec(prefix="198.18.0.0/32", open_tcp=(22, 80))) as lab:
-        r = lab.run(scanner_argv("198.18.0.0", "-Pn", "-O", "-p", "22,80", "-oX", out, "--no-db", "--wait", "1"),
+        r = lab.run(scanner_argv("198.18.0.0", "-Pn", "-O", "-p", "22,80", "-oX", out, "--no-db", "--wait", "1",
+                                "--os-db", "builtin"),
                     capture_output=True, text=True, env=scanner_env(), timeout=60)
     assert r.returncode == 0, r.stderr
     host = ET.parse(out).getroot().find("host")

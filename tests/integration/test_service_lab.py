@@ -237,7 +237,7 @@ def test_os_guess_linux(service_lab):
     lab, d = service_lab
     xml = d / "os.xml"
     p = lab.run(scanner_argv(TARGET, "-O", "-Pn", "-p", "22,80,81", "-oX", str(xml), "-oN", str(d / "os.nmap"),
-                             "--no-db"),
+                             "--no-db", "--os-db", "builtin"),     # nmap's database: test_os_nmapdb.py
                 capture_output=True, text=True, env=scanner_env(), timeout=120)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     root = ET.parse(xml).getroot()

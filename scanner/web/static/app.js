@@ -465,6 +465,11 @@ async function pageHost(view, id, ip) {
 }
 
 function osBlock(os) {
+  if (os.matches) {   // nmap's probes and nmap-os-db: nmap's matches, its lines and the fingerprint
+    return [os.matches.length ? h("p", {}, h("strong", {}, os.name), ` — ${os.accuracy}%`) : h("p.muted", {}, "No match in nmap-os-db."),
+      os.matches.length > 1 ? h("p.muted", {}, "Also possible: " + os.matches.slice(1).map((m) => `${m.name} (${m.accuracy}%)`).join(", ")) : null,
+      h("h3", {}, "Evidence"), h("pre", {}, [...os.lines, "", os.nmap_fingerprint].join("\n"))];
+  }
   const fp = os.fingerprint || {};
   return [h("p", {}, h("strong", {}, os.name), ` — ${os.accuracy}% (${[os.vendor, os.family, os.osgen, os.type].filter(Boolean).join(", ")})`),
     os.others && os.others.length ? h("p.muted", {}, "Also possible: " + os.others.map((o) => `${o.name} (${o.accuracy}%)`).join(", ")) : null,
