@@ -609,8 +609,6 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: S
     if not len(up):
         return None, summary
     rows = space.rows(up * np.uint64(space.n_slots))
-    if space.family == 4:
-        values = rows["ip"].tolist()
-    else:
-        values = [int.from_bytes(bytes(a), "big") for a in rows["ip6"]]
-    return TargetSet([(v, v) for v in values], space.family), summary
+    if space.family == 6:
+        return TargetSet.of_hosts6(rows["ip6"]), summary
+    return TargetSet([(v, v) for v in rows["ip"].tolist()], space.family), summary
