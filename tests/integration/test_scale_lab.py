@@ -9,7 +9,7 @@ import pytest
 
 from scanner.lab import LabSpec
 
-from conftest import diff, make_lab, parse_summary, scan
+from conftest import diff, make_lab, parse_summary, read_ndjson, scan, scanner_argv, scanner_env
 
 pytestmark = pytest.mark.lab
 
@@ -44,3 +44,41 @@ def test_an_ipv6_hitlist_finds_the_lab_hosts(lab6, tmp_path):
     assert got == want, diff(got, want)
     summary = parse_summary(proc.stderr)
     assert summary["hosts"] == len(keep) and summary["bad_cookie"] == 0 and summary["pcap_dropped"] == 0
+
+
+SPEC4 = dict(prefix="198.18.4.0/24", live_every=4, open_tcp=(22, 80), drop_tcp=(8080,),
+             reject_tcp={8443: "admin-prohibited"})
+PORTS4 = [22, 80, 443, 8080, 8443]
+
+
+@pytest.fixture(scope="module")
+def lab4():
+    with make_lab(LabSpec(**SPEC4)) as lab:
+        yield lab
+
+
+def scan_windowed(lab, args, window, tmp_path, timeout=120):
+    """A scan whose answered-probe bitmap is capped at `window` probes (SCANNER_DEDUP_WINDOW)."""
+    out = tmp_path / "out.ndjson"
+    env = dict(scanner_env(), SCANNER_DEDUP_WINDOW=str(window))
+    proc = lab.run(scanner_argv(*args, "-oJ", str(out)), capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return proc, read_ndjson(out)[0]
+
+
+@pytest.mark.parametrize("window", [64, 1000])
+def test_windowed_dedup_reports_each_probe_once_and_retries_only_the_unanswered(lab4, tmp_path, window):
+    """With the bitmap capped far below the shard (1280 probes in windows of 64 or 1000), the
+    scan is the lab's exactly: every probe once (read_ndjson refuses a repeat), and the packets
+    sent are the probes plus `retries` resends of each probe that never answers, nothing more."""
+    retries = 2
+    proc, got = scan_windowed(lab4, ["198.18.4.0/24", "-Pn", "-p", ",".join(map(str, PORTS4)), "--show-all",
+                                     "--rate", "5000", "--retries", str(retries), "--wait", "0.3", "--seed", "4"],
+                              window, tmp_path)
+    want = lab4.expected(PORTS4)
+    assert got == want, diff(got, want)
+    silent = sum(1 for v in want.values() if v == ("filtered", "no-response"))
+    summary = parse_summary(proc.stderr)
+    assert 0 < silent < len(want)
+    assert summary["sent"] == len(want) + retries * silent, (summary, silent)
+    assert summary["bad_cookie"] == 0 and summary["pcap_dropped"] == 0

@@ -71,8 +71,18 @@ def test_a_shard_is_limited_not_the_space():
     cfg = config_of("0.0.0.0/0", list(range(1, 65536)), shard=(1, 1 << 32))   # ~2^48 probes
     assert cfg.space.size > 1 << 47 and cfg.positions()[2] <= 65536
     assert len(Tracker(cfg).bitmap) <= 8192
+    # Beyond the cap a fixed-rate raw scan goes window by window: the bitmap stays the cap's size;
+    # scans that cannot (the adaptive window, connect scans: Tracker without windowed) are refused.
+    big = config_of("0.0.0.0/0", list(range(1, 65536)), shard=(1, 1 << 10))
+    tracker = Tracker(big, windowed=True)
+    assert tracker.windowed and len(tracker.bitmap) == MAX_SHARD_PROBES // 8
     with pytest.raises(InputError, match=r"too many .* --shard K/N, N at least"):
-        config_of("0.0.0.0/0", list(range(1, 65536)), shard=(1, 1 << 10))
+        Tracker(big)
+    from dataclasses import replace
+    from scanner.timing import Timing
+    from scanner.request import ScanRequest
+    with pytest.raises(InputError, match=r"too many .* without a fixed --rate"):
+        replace(big, timing=Timing.from_request(ScanRequest(targets=("198.18.0.1",))))
     assert MAX_SHARD_PROBES // 8 <= 1 << 30                      # the bitmap stays under 1 GiB
 
 
@@ -213,3 +223,35 @@ def test_a_ten_million_address_hitlist_in_bounded_memory(tmp_path):
     import ipaddress
     listed = {bytes(r) for r in rows}
     assert all(ipaddress.IPv6Address(ln.split()[0]).packed in listed for ln in lines)
+
+
+def test_a_windowed_tracker_counts_only_its_window(monkeypatch):
+    """Beyond the cap (SCANNER_DEDUP_WINDOW here) the bitmap covers one window of the shard's
+    probes in sending order: replies to probes outside it are not passed (late ones dropped,
+    never reported twice); slide() moves it on, empty; the checkpoint is the window's bits and
+    its base, so a resume file stays the window's size, compressed."""
+    monkeypatch.setenv("SCANNER_DEDUP_WINDOW", "100")
+    cfg = config_of("198.18.0.0/22", [22, 80, 443], shard=(2, 3))
+    count = cfg.positions()[2]
+    mine = np.concatenate(list(cfg.indices(100)))
+    tracker = Tracker(cfg, windowed=True)
+    assert tracker.windowed and tracker.bits == 100 and len(tracker.bitmap) == 13 and count == 1024
+    got = tracker.first_seen(rows_for(mine[[5, 150, 5, 99, 100]]))
+    assert got["index"].tolist() == mine[[5, 99]].tolist()
+    tracker.slide(100)
+    assert not tracker.bitmap.any()
+    got = tracker.first_seen(rows_for(mine[[5, 150, 100, 150, 199, 200]]))
+    assert got["index"].tolist() == mine[[150, 100, 199]].tolist()
+    assert np.flatnonzero(tracker.answered_run(90, 120)).tolist() == [100 - 90, 150 - 90, 199 - 90]
+    assert tracker.answered(mine[[5, 100, 101]]).tolist() == [False, True, False]
+    with pytest.raises(InputError, match="too many"):
+        Tracker(cfg)                                    # a scan that cannot go window by window
+    from scanner.engine import StageCheckpoint
+    from scanner.request import ScanRequest
+    from scanner.resume import Checkpoint
+    cp = Checkpoint(ScanRequest(targets=("198.18.0.0/22",)), 5, 0,
+                    StageCheckpoint(1, 12, tracker.bitmap, b"k" * 16, tracker.base))
+    doc = cp.to_dict()
+    assert doc["checkpoint"]["base"] == 100 and len(doc["checkpoint"]["bitmap"]) < 64
+    resumed = Tracker(cfg, tracker.bitmap, base=100, windowed=True)
+    assert resumed.answered(mine[[100, 150, 5]]).tolist() == [True, True, False]
