@@ -82,3 +82,40 @@ def test_windowed_dedup_reports_each_probe_once_and_retries_only_the_unanswered(
     assert 0 < silent < len(want)
     assert summary["sent"] == len(want) + retries * silent, (summary, silent)
     assert summary["bad_cookie"] == 0 and summary["pcap_dropped"] == 0
+
+
+def masscan_readscan(path, *args) -> list[str]:
+    import subprocess
+    r = subprocess.run(["masscan", "--readscan", str(path), "--show", "closed", *args], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_masscan_binary_output_both_ways(lab4, tmp_path):
+    """-oB is masscan's binary format: masscan --readscan lists from scanner's file exactly the
+    open and closed ports of the same scan's NDJSON; masscan's own binary file (masscan
+    --readscan FILE -oB, masscan's writer) read back by scanner --readscan gives those rows
+    again, in any format."""
+    import shutil
+    import subprocess
+    assert shutil.which("masscan"), "masscan is needed (scripts/test-packages.txt)"
+    ours = tmp_path / "scan.bin"
+    proc, got = scan(lab4, ["198.18.4.0/24", "-Pn", "-p", ",".join(map(str, PORTS4)), "--rate", "20000",
+                            "--wait", "1", "-oB", str(ours)])
+    want = {k: v for k, v in lab4.expected(PORTS4).items() if v[0] in ("open", "closed")}
+    assert {k: v for k, v in got.items() if v[0] in ("open", "closed")} == want
+    listed = masscan_readscan(ours, "-oL", "-")
+    seen = {(f[3], int(f[2])): f[0] for f in (line.split() for line in listed if not line.startswith("#"))}
+    assert seen == {k: v[0] for k, v in want.items()}
+    theirs = tmp_path / "masscan.bin"
+    masscan_readscan(ours, "-oB", str(theirs))
+    # masscan's writer, given scanner's records, writes the very same bytes: the format is exact
+    assert theirs.read_bytes() == ours.read_bytes() and len(ours.read_bytes()) == 2 * 99 + 15 * len(want)
+    back = tmp_path / "back.ndjson"
+    r = subprocess.run(scanner_argv("--readscan", str(theirs), "-oJ", str(back), "--csv", str(tmp_path / "b.csv")),
+                       capture_output=True, text=True, env=scanner_env(), timeout=60)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    assert read_ndjson(back)[0] == want
+    rows = (tmp_path / "b.csv").read_text().splitlines()
+    assert rows[0].startswith("ip,port,proto,state") and len(rows) == 1 + len(want)
