@@ -111,10 +111,12 @@ def test_the_whole_ipv4_space_times_every_port_in_flat_memory():
     assert huge < small + 40 * 1024, (small, huge)          # KiB: within 40 MiB of the tiny scan
 
 
-def test_discovery_of_the_internet_before_a_port_scan_is_refused_in_one_line():
+@pytest.mark.parametrize("rate", [[], ["--rate", "100000"]])
+def test_discovery_of_the_internet_before_a_port_scan_is_refused_in_one_line(rate):
+    """(Discovery keeps every target's bits at once: no windows for it, adaptive or fixed rate.)"""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-m", "scanner", "0.0.0.0/0", "-p", "80", "--excludefile", "/dev/null",
-                        "--dry-run", "--shard", "1/1000"], capture_output=True, text=True, env=env, timeout=60)
+                        "--dry-run", "--shard", "1/1000", *rate], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines()[-1].startswith("scanner: error: host discovery of 3702258432 addresses")
     assert "-Pn" in r.stderr.splitlines()[-1]
