@@ -515,9 +515,6 @@ class Scan:
         start, step, count = cfg.positions()
         base, resumed = tracker.base, self.resume is not None
         while base < count and not self._stop.is_set():
-            if base != tracker.base:
-                tracker.slide(base)
-                first_attempt, position = 0, start + base * step
             stop = min(self.space.size, start + (base + tracker.bits) * step)
             for attempt in range(first_attempt, cfg.retries + 1):
                 if attempt > first_attempt:
@@ -533,10 +530,16 @@ class Scan:
                 return
             self.cursor = (cfg.retries + 1, stop)
             self._wait(cfg.wait)             # late replies, while this window's bits still count them
+            if self._stop.is_set():          # (the resumed run waits and lists this window)
+                return
             if cfg.list_unanswered:
                 self._emit_window_unanswered(sink, base)
             base += tracker.bits
             resumed = False                  # the resumed window is done; the next ones start afresh
+            if base < count:                 # the checkpoint is now the next window, from its start
+                tracker.slide(base)
+                first_attempt, position = 0, start + base * step
+                self.cursor = (0, position)
 
     def _window_indices(self, origin: int, stop: int, chunk: int = 1 << 16):
         """(ordinal of the first, indices) of the positions origin, origin + step, ... < stop."""
