@@ -139,6 +139,7 @@ class StageCheckpoint:
     bitmap: np.ndarray              # answered probes (the Tracker's)
     key: bytes                      # the cookie key, so that late replies still validate
     base: int = 0                   # the first probe (ordinal) the bitmap covers: its window
+    answered: int = -1              # probes answered so far, earlier windows too (-1: the bitmap's count)
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -287,7 +288,7 @@ class Scan:
         self.tracker = Tracker(config, resume.bitmap if resume else None, resume.base if resume else 0,
                                windowed=not config.windowed)
         self.summary = ScanSummary()
-        self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
+        self.answered_before = (resume.answered if resume.answered >= 0 else self.tracker.count) if resume else 0
         self._stop = threading.Event()
         self.key = resume.key if resume else os.urandom(16)
         self.sender: Any = None
@@ -594,7 +595,8 @@ class Scan:
 
     def checkpoint(self) -> StageCheckpoint:
         """Where this scan stands (after run() returned), for a resume file."""
-        return StageCheckpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key, self.tracker.base)
+        return StageCheckpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key, self.tracker.base,
+                               self.answered_before + self.summary.replies)
 
     def _wait(self, seconds):
         """Collects late replies until all are in or time is up; a second Ctrl-C
