@@ -76,3 +76,34 @@ def test_binary_records_decode_to_the_open_and_closed_rows(tmp_path):
     assert start == 1700000000 and len(got) == len(keep)
     for field in ("ip", "port", "proto", "state", "reason", "ttl"):
         assert np.array_equal(got[field], keep[field]), field
+
+
+def test_readscan_bad_files_are_one_line_errors(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    text = tmp_path / "text.txt"
+    text.write_text("not masscan\n" * 20)
+    good = tmp_path / "good.bin"
+    rows = mixed_rows(10)
+    rows["state"], rows["proto"] = STATES["open"], 6
+    good.write_bytes(header(1700000000) + encode(rows, 1700000001) + TRAILER)
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(good.read_bytes()[:99 + 15 * 3 + 7])
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(header(1) + bytes([99, 3, 1, 2, 3]))
+    for args, message in [([str(tmp_path / "missing")], "cannot read --readscan file"),
+                          ([str(text)], "is not a masscan binary file"),
+                          ([str(cut)], "ends in the middle of a record"),
+                          ([str(junk)], "unknown record type 99"),
+                          ([str(good), "-oJ"], "")]:
+        out = [] if args[-1] == "-oJ" else ["-oJ", str(tmp_path / "o.ndjson")]
+        r = subprocess.run([sys.executable, "-m", "scanner", "--readscan", *args, *out], capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and message in r.stderr, (args, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "scanner", "--readscan", str(good), "-oL", "-"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 10 + 2, r.stderr
