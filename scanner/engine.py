@@ -402,7 +402,8 @@ class Scan:
             if not self._stop.is_set() and "udp" in space.probes.protos and cfg.udp_rounds \
                     and not self.tracker.windowed:
                 self._slow_udp_rounds()
-            self._wait(cfg.wait)
+            if not self.tracker.windowed or self._stop.is_set():    # (each window had its own wait)
+                self._wait(cfg.wait)
         finally:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
