@@ -242,6 +242,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                 from .netinfo import iflist_text
                 sys.stdout.write(iflist_text())
                 sys.exit(0)
+            if request.readscan is not None:         # masscan's --readscan: no scan, a file into outputs
+                from .output.binary import readscan
+                sys.exit(readscan(request))
         sys.exit(run_scan(request, resume))
     except ScannerError as e:
         print(f"scanner: error: {e}", file=sys.stderr)

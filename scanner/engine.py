@@ -31,8 +31,17 @@ from .timing import Window
 from .trace import describe_frame, reply_lines
 
 # The bitmap of answered probes has one bit per probe of this shard: at most 512 MiB. (The space
-# itself may be as large as the whole IPv4 space x every port, 2^48: a shard of it fits.)
+# itself may be as large as the whole IPv4 space x every port, 2^48: a shard of it fits.) A larger
+# shard of a fixed-rate raw scan is swept in windows of this many probes, each one finished
+# (retries, --wait) before the next: deduplication and retries are then per window.
 MAX_SHARD_PROBES = 1 << 32
+
+
+def dedup_window() -> int:
+    """The bitmap's cap in probes: MAX_SHARD_PROBES, or SCANNER_DEDUP_WINDOW (tests force small
+    windows with it)."""
+    forced = os.environ.get("SCANNER_DEDUP_WINDOW", "")
+    return int(forced) if forced.isdigit() and int(forced) > 0 else MAX_SHARD_PROBES
 # The extra UDP rounds reason host by host over the shard's probes: only for shards this big.
 UDP_SLOW_UP_TO = 1 << 22
 # Linux answers about one ICMP error per second per destination after a short burst: the pace
@@ -62,12 +71,8 @@ class ScanConfig:
     def __post_init__(self):
         if self.seed is None:
             self.seed = int.from_bytes(os.urandom(8), "little")
-        count = self.positions()[2]
-        if count > MAX_SHARD_PROBES:
-            k, n = self.shard
-            need = -(-self.space.size // MAX_SHARD_PROBES)
-            raise InputError(f"{count} probes in one shard is too many (at most {MAX_SHARD_PROBES}, "
-                             f"{self.space.size} in all): split the scan with --shard K/N, N at least {need}")
+        if self.windowed:           # the adaptive window tracks every probe of the shard at once
+            too_many_probes(self)
 
     def positions(self):
         """(first position, step, count) of this shard's slice of the permutation."""
@@ -98,6 +103,16 @@ class ScanConfig:
                                   or t.max_window < (1 << 30) or t.host_timeout is not None)
 
 
+def too_many_probes(config: ScanConfig) -> None:
+    """InputError when a shard has more probes than the bitmap holds (scans that cannot go window
+    by window: the adaptive window, connect scans, the cluster)."""
+    count, cap = config.positions()[2], dedup_window()
+    if count > cap:
+        need = -(-config.space.size // cap)
+        raise InputError(f"{count} probes in one shard is too many (at most {cap}, {config.space.size} in all, "
+                         f"without a fixed --rate): split the scan with --shard K/N, N at least {need}")
+
+
 @dataclass
 class ScanSummary:
     probes: int = 0                 # probes in this shard's pass
@@ -123,6 +138,8 @@ class StageCheckpoint:
     position: int                   # the next permutation position of that pass
     bitmap: np.ndarray              # answered probes (the Tracker's)
     key: bytes                      # the cookie key, so that late replies still validate
+    base: int = 0                   # the first probe (ordinal) the bitmap covers: its window
+    answered: int = -1              # probes answered so far, earlier windows too (-1: the bitmap's count)
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -132,15 +149,34 @@ class Tracker:
     """The answered probes of this shard, one bit each: first replies pass, duplicates are dropped.
     Shard k of n sends the probes at permutation positions k-1, k-1+n, ...: bit j stands for
     position k-1 + j*n (position // n), so the bitmap holds N/n bits, not N. A reply's index is
-    mapped back to its position by the inverse permutation (-r: the index is the position)."""
+    mapped back to its position by the inverse permutation (-r: the index is the position).
+    With windowed=True a shard larger than dedup_window() probes gets a bitmap over one window
+    of them (ordinals base .. base + bits - 1) that slide() moves on: replies to probes outside
+    the window are not counted as this shard's (late ones are dropped, never reported twice)."""
 
-    def __init__(self, config: ScanConfig, bitmap: np.ndarray | None = None):
+    def __init__(self, config: ScanConfig, bitmap: np.ndarray | None = None, base: int = 0,
+                 windowed: bool = False):
         self.start, self.step, self.size = config.positions()
         self.perm = None if config.sequential else Permutation(config.space.size, config.seed)
-        nbytes = (self.size + 7) // 8
+        if not windowed:
+            too_many_probes(config)
+        self.bits = min(self.size, dedup_window())
+        self.base = base if self.bits < self.size else 0
+        nbytes = (self.bits + 7) // 8
         if bitmap is not None and len(bitmap) != nbytes:
             raise InputError("the resume file does not match this scan (its targets, ports or shard differ)")
         self.bitmap = np.zeros(nbytes, dtype=np.uint8) if bitmap is None else bitmap.copy()
+        self._lock = threading.Lock()     # slide() against the capture thread's first_seen()
+
+    @property
+    def windowed(self) -> bool:
+        return self.bits < self.size
+
+    def slide(self, base: int) -> None:
+        """Moves the window to ordinals base .. base + bits - 1, none of them answered yet."""
+        with self._lock:
+            self.base = base
+            self.bitmap[:] = 0
 
     @property
     def count(self) -> int:
@@ -154,11 +190,21 @@ class Tracker:
         else:
             positions = self.perm.positions(indices)
         if self.step == 1:
-            return positions, np.ones(len(positions), dtype=bool)
-        ordinal, rest = np.divmod(positions, np.uint64(self.step))
-        return ordinal, rest == self.start
+            ordinal, mine = positions, np.ones(len(positions), dtype=bool)
+        else:
+            ordinal, rest = np.divmod(positions, np.uint64(self.step))
+            mine = rest == self.start
+        if self.windowed:
+            ordinal = ordinal - np.uint64(self.base)          # wraps below the window: out of it too
+            mine &= ordinal < np.uint64(self.bits)
+            ordinal = np.where(mine, ordinal, np.uint64(0))
+        return ordinal, mine
 
     def first_seen(self, rows: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._first_seen(rows)
+
+    def _first_seen(self, rows: np.ndarray) -> np.ndarray:
         ordinal, mine = self.ordinals(rows["index"])
         rows, ordinal = rows[mine], ordinal[mine]          # replies to other shards' probes: not ours
         _, first = np.unique(ordinal, return_index=True)
@@ -175,10 +221,16 @@ class Tracker:
         return mine & ((self.bitmap[ordinal >> 3] >> (ordinal & 7).astype(np.uint8)) & 1 == 1)
 
     def answered_run(self, first: int, count: int) -> np.ndarray:
-        """Whether the shard's probes first, first+1, ..., first+count-1 (in sending order) answered."""
-        lo, hi = first >> 3, (first + count + 7) >> 3
-        bits = np.unpackbits(self.bitmap[lo:hi], bitorder="little")
-        return bits[first - 8 * lo:first - 8 * lo + count].astype(bool)
+        """Whether the shard's probes first, first+1, ..., first+count-1 (in sending order) answered
+        (False outside the window)."""
+        out = np.zeros(count, dtype=bool)
+        a, b = max(first, self.base), min(first + count, self.base + self.bits)
+        if a < b:
+            rel = a - self.base
+            lo, hi = rel >> 3, (rel + b - a + 7) >> 3
+            bits = np.unpackbits(self.bitmap[lo:hi], bitorder="little")
+            out[a - first:b - first] = bits[rel - 8 * lo:rel - 8 * lo + b - a].astype(bool)
+        return out
 
     def mark_all(self, index: np.ndarray) -> None:
         """Marks these indices answered (the connect scan's verdicts, a batch at a time); indices
@@ -232,9 +284,11 @@ class Scan:
         self.config = config
         self.space = config.space
         self.resume = resume
-        self.tracker = Tracker(config, resume.bitmap if resume else None)
+        # A fixed-rate scan goes window by window beyond the bitmap's cap; the adaptive one cannot.
+        self.tracker = Tracker(config, resume.bitmap if resume else None, resume.base if resume else 0,
+                               windowed=not config.windowed)
         self.summary = ScanSummary()
-        self.answered_before = self.tracker.count if resume else 0   # by the interrupted run
+        self.answered_before = (resume.answered if resume.answered >= 0 else self.tracker.count) if resume else 0
         self._stop = threading.Event()
         self.key = resume.key if resume else os.urandom(16)
         self.sender: Any = None
@@ -332,8 +386,10 @@ class Scan:
             first_attempt, position = self.cursor
             if window is not None:
                 self._send_windowed(window, began, start)
+            elif self.tracker.windowed:
+                self._send_by_windows(sink, first_attempt, position)
             for attempt in range(first_attempt, cfg.retries + 1):
-                if window is not None:
+                if window is not None or self.tracker.windowed:
                     break
                 if attempt > first_attempt:
                     self._wait(min(cfg.wait, 0.5))       # let replies to the last pass arrive
@@ -343,9 +399,11 @@ class Scan:
                 self._send_pass(cfg.rate, position if attempt == first_attempt else start, step, skip, attempt)
             if not self._stop.is_set():
                 self.cursor = (cfg.retries + 1, start)
-            if not self._stop.is_set() and "udp" in space.probes.protos and cfg.udp_rounds:
+            if not self._stop.is_set() and "udp" in space.probes.protos and cfg.udp_rounds \
+                    and not self.tracker.windowed:
                 self._slow_udp_rounds()
-            self._wait(cfg.wait)
+            if not self.tracker.windowed or self._stop.is_set():    # (each window had its own wait)
+                self._wait(cfg.wait)
         finally:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
@@ -450,12 +508,73 @@ class Scan:
                     cfg.trace("SENT", time.monotonic() - began, describe_frame(sender.build(i)))
         self.summary.sending += sending
 
-    def _send_pass(self, rate, start, step, skip, attempt=None):
-        """Sends this shard's probes from position start on whose bit is not set in skip (None:
-        all of them); keeps the cursor of pass `attempt` up to date for a checkpoint."""
+    def _send_by_windows(self, sink, first_attempt: int, position: int) -> None:
+        """A shard larger than the bitmap, window by window (tracker.bits probes each): the first
+        pass, the retries of what is still unanswered, --wait, and the window's no-response rows
+        (with list_unanswered), then the next window. The cursor and the window's bitmap are the
+        checkpoint."""
+        cfg, tracker = self.config, self.tracker
+        start, step, count = cfg.positions()
+        base, resumed = tracker.base, self.resume is not None
+        while base < count and not self._stop.is_set():
+            stop = min(self.space.size, start + (base + tracker.bits) * step)
+            for attempt in range(first_attempt, cfg.retries + 1):
+                if attempt > first_attempt:
+                    self._wait(min(cfg.wait, 0.5))
+                if self._stop.is_set():
+                    break
+                origin = position if attempt == first_attempt else start + base * step
+                if attempt == 0 and not resumed:
+                    self._send_pass(cfg.rate, origin, step, None, attempt, stop)
+                else:                        # the window's unanswered probes, by index
+                    self._send_unanswered(origin, stop, attempt)
+            if self._stop.is_set():
+                return
+            self.cursor = (cfg.retries + 1, stop)
+            self._wait(cfg.wait)             # late replies, while this window's bits still count them
+            if self._stop.is_set():          # (the resumed run waits and lists this window)
+                return
+            if cfg.list_unanswered:
+                self._emit_window_unanswered(sink, base)
+            base += tracker.bits
+            resumed = False                  # the resumed window is done; the next ones start afresh
+            if base < count:                 # the checkpoint is now the next window, from its start
+                tracker.slide(base)
+                first_attempt, position = 0, start + base * step
+                self.cursor = (0, position)
+
+    def _window_indices(self, origin: int, stop: int, chunk: int = 1 << 16):
+        """(ordinal of the first, indices) of the positions origin, origin + step, ... < stop."""
+        start, step, _ = self.config.positions()
+        for position in range(origin, stop, chunk * step):
+            n = min(chunk, (stop - position + step - 1) // step)
+            yield (position - start) // step, self.config.at(position, n)
+
+    def _send_unanswered(self, origin: int, stop: int, attempt: int) -> None:
+        """Resends the unanswered probes of positions origin, origin + step, ... < stop."""
+        start, step, _ = self.config.positions()
+        for ordinal, indices in self._window_indices(origin, stop):
+            if self._stop.is_set():
+                return
+            self._send_indices(self.config.rate, indices[~self.tracker.answered_run(ordinal, len(indices))])
+            if not self._stop.is_set():      # (a stop may leave part of this chunk unsent)
+                self.cursor = (attempt, start + (ordinal + len(indices)) * step)
+
+    def _emit_window_unanswered(self, sink, base: int) -> None:
+        start, step, _ = self.config.positions()
+        stop = min(self.space.size, start + (base + self.tracker.bits) * step)
+        for ordinal, indices in self._window_indices(start + base * step, stop, 1 << 20):
+            indices = indices[~self.tracker.answered_run(ordinal, len(indices))]
+            if len(indices):
+                emit_rows(self.summary, sink, self._no_response_rows(indices))
+
+    def _send_pass(self, rate, start, step, skip, attempt=None, stop=None):
+        """Sends this shard's probes from position start on (to stop, the space's end by default)
+        whose bit is not set in skip (None: all of them); keeps the cursor of pass `attempt` up to
+        date for a checkpoint."""
         self.sender.set_rate(rate)
         chunk = 1 << 16 if rate <= 0 else max(256, int(rate / 20))   # Python wakes ~20 times/s
-        position, stop = start, self.space.size
+        position, stop = start, self.space.size if stop is None else stop
         began = time.monotonic()
         while position < stop and not self._stop.is_set():
             position = self.sender.send(position, stop, step, chunk, skip)
@@ -477,7 +596,8 @@ class Scan:
 
     def checkpoint(self) -> StageCheckpoint:
         """Where this scan stands (after run() returned), for a resume file."""
-        return StageCheckpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key)
+        return StageCheckpoint(self.cursor[0], self.cursor[1], self.tracker.bitmap, self.key, self.tracker.base,
+                               self.answered_before + self.summary.replies)
 
     def _wait(self, seconds):
         """Collects late replies until all are in or time is up; a second Ctrl-C
@@ -517,14 +637,17 @@ class Scan:
                 return
 
     def _emit_unanswered(self, sink, count):
-        """The no-response state for every probe of this shard that got no reply."""
+        """The no-response state for every probe of this shard that got no reply (window by window
+        beyond the bitmap's cap: listed already)."""
+        if self.tracker.windowed and self.config.list_unanswered:
+            return
         if not self.config.list_unanswered:
             # Counted, not listed: attributed to the first technique's no-response state.
             state = self.space.probes.slots[0][0].no_response
             unanswered = count - self.summary.replies - self.answered_before
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
-        answered = None if self.config.list_silent else self.answered_hosts()
+        answered = None if self.config.list_silent else self.answered_hosts()   # never windowed
         done = 0
         for indices in self.config.indices(1 << 20):
             hit = self.tracker.answered_run(done, len(indices))
@@ -554,7 +677,10 @@ class Scan:
 
     def answered_hosts(self) -> np.ndarray:
         """Sorted numbers of the hosts that answered any probe; memory grows with the answers,
-        not with the space (the shard's probes are walked a chunk at a time)."""
+        not with the space (the shard's probes are walked a chunk at a time). Window by window,
+        every unanswered probe was listed already: no host is left for silent_rows()."""
+        if self.tracker.windowed:
+            return np.zeros(0, dtype=np.uint64)
         found, done = [], 0
         for indices in self.config.indices(1 << 20):
             hit = self.tracker.answered_run(done, len(indices))
@@ -566,6 +692,8 @@ class Scan:
     def silent_rows(self, answered: np.ndarray, chunk: int = 4096):
         """The no-response rows of every host that never answered, one host at a time, in address
         order (a whole scan of this one shard: -Pn output without a row per silent probe)."""
+        if self.tracker.windowed:       # window by window: listed already
+            return
         n_slots = np.uint64(self.space.n_slots)
         slots = np.arange(self.space.n_slots, dtype=np.uint64)
         for first in range(0, self.space.n_hosts, chunk):
@@ -609,8 +737,6 @@ def discover_hosts(config: ScanConfig, probes, sink=None, runner=None, resume: S
     if not len(up):
         return None, summary
     rows = space.rows(up * np.uint64(space.n_slots))
-    if space.family == 4:
-        values = rows["ip"].tolist()
-    else:
-        values = [int.from_bytes(bytes(a), "big") for a in rows["ip6"]]
-    return TargetSet([(v, v) for v in values], space.family), summary
+    if space.family == 6:
+        return TargetSet.of_hosts6(rows["ip6"]), summary
+    return TargetSet([(v, v) for v in rows["ip"].tolist()], space.family), summary

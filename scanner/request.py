@@ -168,6 +168,9 @@ OPTIONS = (
     _opt("-oJ", "json_out", "value", "NDJSON results (- for stdout)", "OUTPUT", "FILE"),
     _opt("--csv", "csv_out", "value", "CSV results (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oL", "list_out", "value", "masscan's list format", "OUTPUT", "FILE"),
+    _opt("-oB", "binary_out", "value", "masscan's binary format (masscan --readscan reads it)", "OUTPUT", "FILE"),
+    _opt("--readscan", "readscan", "value", "Read a masscan binary file (-oB) into the -o outputs; no scan",
+         "OUTPUT", "FILE"),
     _opt("-oA", "all_out", "value", "-oN, -oX and -oG to BASENAME.nmap/.xml/.gnmap", "OUTPUT", "BASENAME"),
     _opt("-v", "verbose", "count", "More output (-vv: more still): open ports as found", "OUTPUT"),
     _opt("-d", "debug", "count", "Debugging output (-dd: more): timing decisions", "OUTPUT"),
@@ -186,7 +189,7 @@ OPTIONS = (
 )
 BY_NAME = {name: opt for opt in OPTIONS for name in opt.names}
 OUTPUT_FIELDS = {"-oJ": "json_out", "-oN": "normal_out", "-oX": "xml_out", "-oG": "grepable_out",
-                 "--csv": "csv_out", "-oL": "list_out"}
+                 "--csv": "csv_out", "-oL": "list_out", "-oB": "binary_out"}
 
 
 def _number(kind: Callable, name: str, text: Any, low=None, high=None, finite=True):
@@ -327,6 +330,8 @@ class ScanRequest:
     json_out: Optional[str] = None
     csv_out: Optional[str] = None
     list_out: Optional[str] = None
+    binary_out: Optional[str] = None
+    readscan: Optional[str] = None
     all_out: Optional[str] = None
     verbose: int = 0
     debug: int = 0

@@ -54,7 +54,8 @@ class Checkpoint:
         return {"version": VERSION, "request": json.loads(self.request.to_json()), "seed": self.seed,
                 "stage": self.stage,
                 "checkpoint": {"attempt": cp.attempt, "position": cp.position, "key": cp.key.hex(),
-                               "bitmap": _pack(cp.bitmap.tobytes())},
+                               "bitmap": _pack(cp.bitmap.tobytes()), "base": cp.base,
+                               "answered": cp.answered},
                 "up": self.up, "family": self.family, "rows": _pack(self.rows.tobytes()),
                 "summary": self.summary, "scan_id": self.scan_id}
 
@@ -99,7 +100,8 @@ class Checkpoint:
             cp = doc["checkpoint"]
             checkpoint = StageCheckpoint(int(cp["attempt"]), int(cp["position"]),
                                          np.frombuffer(_unpack(cp["bitmap"]), dtype=np.uint8).copy(),
-                                         bytes.fromhex(cp["key"]))
+                                         bytes.fromhex(cp["key"]), int(cp.get("base", 0)),
+                                         int(cp.get("answered", -1)))
             rows = np.frombuffer(_unpack(doc["rows"]), dtype=RESULT_DTYPE).copy()
             up = doc.get("up")
             return cls(request, int(doc["seed"]), int(doc["stage"]), checkpoint,

@@ -174,14 +174,14 @@ class Session:
             # Unanswered probes are listed for the per-host views and --show-all.
             list_unanswered=bool(r.show_all or self.grouped or self.table),
             list_silent=not self.silent_made_late)
-        from .engine import ScanConfig
+        from .engine import ScanConfig, too_many_probes
         from .space import ScanSpace
         first_probes: Any = self.discovery if r.ping_only else jobs[0][1]
         self._first_config = ScanConfig(space=ScanSpace(targets, first_probes), **self.common)
         if self.discovery is not None and jobs:
             # Host discovery before a port scan covers every target, whatever the shard.
             try:
-                ScanConfig(space=ScanSpace(targets, self.discovery), **dict(self.common, shard=(1, 1)))
+                too_many_probes(ScanConfig(space=ScanSpace(targets, self.discovery), **dict(self.common, shard=(1, 1))))
             except InputError:
                 raise InputError(f"host discovery of {targets.count} addresses before a port scan is more than "
                                  "one machine's bitmap holds: skip it with -Pn, as masscan and zmap do") from None

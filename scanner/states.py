@@ -14,12 +14,24 @@ __all__ = ["STATES", "REASONS", "REPLY_KINDS", "RESULT_DTYPE", "STATE_NAMES", "R
            "PROTO_NAMES", "PROTO_NUMBERS", "PROBE_KIND_DTYPE"]
 
 
+_OCTET_DOT = [f"{i}." for i in range(256)]
+_OCTET = [str(i) for i in range(256)]
+
+
 def addresses(rows: np.ndarray) -> list:
     """The target address of each RESULT_DTYPE row, as text (IPv4 from ip, IPv6 from ip6)."""
     import ipaddress
     if len(rows) and rows["ip6"].any():
         return [str(ipaddress.IPv6Address(bytes(a))) for a in rows["ip6"]]
-    return [str(ipaddress.IPv4Address(a)) for a in rows["ip"].tolist()]
+    return dotted(rows["ip"])
+
+
+def dotted(ips: np.ndarray) -> list:
+    """IPv4 addresses (uint32) as dotted-quad strings, from four octet lists (no ipaddress object
+    per address: about 10x faster)."""
+    a, b, c, d = np.asarray(ips, dtype=">u4").view(np.uint8).reshape(-1, 4).T.tolist()
+    dot, last = _OCTET_DOT, _OCTET
+    return [dot[w] + dot[x] + dot[y] + last[z] for w, x, y, z in zip(a, b, c, d)]
 
 
 def host_keys(rows: np.ndarray) -> np.ndarray:

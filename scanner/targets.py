@@ -1,16 +1,20 @@
-"""IPv4 target parsing into merged integer intervals.
+"""Target parsing: IPv4 into merged integer intervals, IPv6 into packed address rows.
 
-Targets are never expanded into address lists: a /8 is one (start, end) pair.
+IPv4 targets are never expanded into address lists: a /8 is one (start, end) pair.
 Intervals are inclusive (start, end) tuples of ints; the number of intervals is
 small, so the arithmetic is plain Python and numpy is only used for the final
-arrays the hot path consumes.
+arrays the hot path consumes. IPv6 targets are a sorted (n, 16) uint8 array (16 bytes
+an address, no Python object per address): hitlists from -iL are parsed into it in
+chunks by compiled code, prefixes and ranges are expanded into it by numpy.
 """
 from __future__ import annotations
 
 import bisect
 import ipaddress
+import os
 import re
 import socket
+import stat
 import sys
 from functools import lru_cache
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -67,8 +71,74 @@ def _resolve(host: str, spec: str, what: str, family: int = 4) -> List[int]:
     return addrs
 
 
-# IPv6 targets are expanded into a sorted address list for the compiled path: keep it bounded.
-MAX_IPV6_HOSTS = 1 << 20
+# IPv6 targets are held as a sorted array of 16-byte addresses for the compiled path: 2^25
+# addresses (33.5 million, a 512 MiB array) keep a scan's memory under 1 GiB while it is sorted.
+MAX_IPV6_HOSTS = 1 << 25
+_BE64 = np.dtype(">u8")
+
+
+def _rows6(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """(n, 16) uint8 address rows of the 64-bit halves."""
+    out = np.empty((len(hi), 2), dtype=_BE64)
+    out[:, 0], out[:, 1] = hi, lo
+    return out.view(np.uint8).reshape(-1, 16)
+
+
+def _halves6(rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The native uint64 (high, low) halves of (n, 16) address rows."""
+    words = np.ascontiguousarray(rows).view(_BE64).reshape(-1, 2)
+    return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
+
+
+def _expand6(intervals: Sequence[Interval]) -> np.ndarray:
+    """The addresses of IPv6 intervals as (n, 16) rows (at most MAX_IPV6_HOSTS of them)."""
+    total = sum(e - s + 1 for s, e in intervals)
+    if total > MAX_IPV6_HOSTS:
+        raise InputError(f"{total} IPv6 targets is too many to scan (at most {MAX_IPV6_HOSTS}: use prefixes of "
+                         "/103 or longer, or a hitlist)")
+    parts = []
+    for start, end in intervals:
+        lo = np.uint64(start & 0xFFFFFFFFFFFFFFFF) + np.arange(end - start + 1, dtype=np.uint64)
+        hi = np.uint64(start >> 64) + (lo < np.uint64(start & 0xFFFFFFFFFFFFFFFF)).astype(np.uint64)
+        parts.append(_rows6(hi, lo))
+    return np.concatenate(parts) if parts else np.zeros((0, 16), dtype=np.uint8)
+
+
+def _keys6(rows: np.ndarray) -> np.ndarray:
+    """Address rows as one sortable, searchable 16-byte string each (a view, no copy)."""
+    return np.ascontiguousarray(rows).view("S16").reshape(-1)
+
+
+def _addr_key(value: int) -> np.ndarray:
+    return np.array([value.to_bytes(16, "big")], dtype="S16")
+
+
+def _drop6(rows: np.ndarray, drop: Sequence[Interval]) -> np.ndarray:
+    """Sorted address rows minus the addresses in the (merged) intervals."""
+    if not drop or not len(rows):
+        return rows
+    keys = _keys6(rows)
+    keep = np.ones(len(rows), dtype=bool)
+    for start, end in drop:
+        a = int(np.searchsorted(keys, _addr_key(start)[0], side="left"))
+        b = int(np.searchsorted(keys, _addr_key(end)[0], side="right"))
+        keep[a:b] = False
+    return rows if keep.all() else rows[keep]
+
+
+def _sorted_unique6(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The distinct addresses of several row arrays, sorted, in one array (peak: twice its size)."""
+    from ._ext.hitlist import sort_unique16
+    total = sum(len(p) for p in parts)
+    if total > MAX_IPV6_HOSTS:
+        raise InputError(f"{total} IPv6 targets is too many to scan (at most {MAX_IPV6_HOSTS})")
+    rows = np.empty((total, 16), dtype=np.uint8)
+    at = 0
+    for p in parts:
+        rows[at:at + len(p)] = p
+        at += len(p)
+    n = sort_unique16(rows)
+    return rows if n == total else rows[:n].copy()
 
 # IANA's IPv4 and IPv6 Special-Purpose Address Registries: the ranges that are not globally
 # reachable, with multicast and the limited broadcast. A target block that merely contains one
@@ -286,6 +356,59 @@ def read_target_file(path: str) -> List[str]:
     return specs
 
 
+# -iL files are read in pieces of this size: only the IPv6 addresses parsed so far stay in memory.
+READ_CHUNK = 4 << 20
+
+
+def read_target_file_packed(path: str) -> Tuple[List[str], np.ndarray]:
+    """A target file as (its words that are not IPv6 addresses, its distinct IPv6 addresses as a
+    sorted (n, 16) uint8 array): a hitlist of millions of addresses never becomes Python objects
+    and is held once (parsed into one array reserved up front, of which only the pages written
+    to take memory; sorted and deduplicated in place). Same rules as read_target_file."""
+    from ._ext.hitlist import parse_chunk, sort_unique16
+    specs: List[str] = []
+    not_targets = InputError(f"target file '{path}' is not a list of targets "
+                             f"(a line longer than {MAX_TARGET_LINE} characters, or binary data)")
+    try:
+        f = sys.stdin.buffer if path == "-" else open(path, "rb")
+        try:
+            size = os.fstat(f.fileno()).st_size if path != "-" else 0
+            room = 2 * MAX_IPV6_HOSTS          # before deduplication
+            if size > 0 and stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                room = min(room, size // 3 + 1)       # an address takes at least 3 bytes ("::\n")
+            rows = np.empty((room, 16), dtype=np.uint8)
+            n, tail = 0, b""
+            while True:
+                data = f.read(READ_CHUNK)
+                text = tail + data
+                if not text:
+                    break
+                cut = len(text) if not data else text.rfind(b"\n") + 1
+                tail = text[cut:]
+                if len(tail) > MAX_TARGET_LINE:
+                    raise not_targets
+                got, others, status = parse_chunk(text[:cut], MAX_TARGET_LINE, rows, n)
+                n += got
+                if status == 1:
+                    raise not_targets
+                if status == 2:
+                    raise InputError(f"target file '{path}' holds more than {MAX_IPV6_HOSTS} IPv6 addresses")
+                specs += [w.decode("utf-8") for w in others]
+                if not data:
+                    break
+        finally:
+            if f is not sys.stdin.buffer:
+                f.close()
+    except OSError as e:
+        raise InputError(f"cannot read target file '{path}': {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read target file '{path}': not a text file") from None
+    m = sort_unique16(rows[:n])
+    if m > MAX_IPV6_HOSTS:
+        raise InputError(f"target file '{path}' holds more than {MAX_IPV6_HOSTS} IPv6 addresses")
+    return specs, rows[:m]
+
+
 def _merge(intervals: Iterable[Interval]) -> List[Interval]:
     """Sort and merge overlapping or adjacent intervals."""
     out: List[Interval] = []
@@ -328,26 +451,38 @@ def _split_specs(items: Iterable[str]) -> List[str]:
 
 
 class TargetSet:
-    """Sorted, merged, non-overlapping inclusive intervals of IPv4 (32-bit) or IPv6 (128-bit)
-    addresses. IPv4 sets are never expanded; IPv6 sets expand to a list (hosts6) when scanned."""
+    """Sorted, merged, non-overlapping inclusive intervals of IPv4 (32-bit) addresses, or a sorted
+    array of distinct IPv6 addresses (hosts6, 16 bytes each)."""
 
-    def __init__(self, intervals: Iterable[Interval], family: int = 4):
+    def __init__(self, intervals: Iterable[Interval] = (), family: int = 4,
+                 hosts6: Optional[np.ndarray] = None, hosts6_sorted: bool = False):
         self.family = family
-        self._ranges = _merge(intervals)
-        self._starts_list = [s for s, _ in self._ranges]
-        self.count = sum(e - s + 1 for s, e in self._ranges)
         if family == 4:
+            self._ranges: Optional[List[Interval]] = _merge(intervals)
+            self._starts_list = [s for s, _ in self._ranges]
+            self.count = sum(e - s + 1 for s, e in self._ranges)
             self.starts = np.array(self._starts_list, dtype=np.uint32)
             self.ends = np.array([e for _, e in self._ranges], dtype=np.uint32)
-        elif self.count > MAX_IPV6_HOSTS:
-            raise InputError(f"{self.count} IPv6 targets is too many to scan (at most {MAX_IPV6_HOSTS}:"
-                             " use prefixes of /108 or longer)")
+            return
+        if hosts6 is None:
+            hosts6 = _expand6(_merge(intervals))
+        elif len(hosts6) > 1 and not hosts6_sorted:
+            keys = _keys6(hosts6)
+            if not (keys[1:] > keys[:-1]).all():
+                hosts6 = _sorted_unique6([hosts6])
+        self._hosts6 = np.ascontiguousarray(hosts6, dtype=np.uint8).reshape(-1, 16)
+        self._ranges = None            # built from the array only when asked for (ranges())
+        self.count = len(self._hosts6)
+
+    @classmethod
+    def of_hosts6(cls, rows: np.ndarray) -> "TargetSet":
+        """The IPv6 targets of (n, 16) address rows, in any order, repeats allowed."""
+        return cls(family=6, hosts6=np.asarray(rows, dtype=np.uint8).reshape(-1, 16))
 
     @property
     def hosts6(self) -> np.ndarray:
         """The IPv6 addresses, sorted, as an (n, 16) uint8 array in network byte order."""
-        data = b"".join(a.to_bytes(16, "big") for s, e in self._ranges for a in range(s, e + 1))
-        return np.frombuffer(data, dtype=np.uint8).reshape(-1, 16).copy()
+        return self._hosts6
 
     # What the special-purpose exclusion removed (from_specs): (address count, prefixes touched).
     special_excluded: Tuple[int, List[str]] = (0, [])
@@ -361,16 +496,18 @@ class TargetSet:
         address space needs an exclude file (as masscan does; it may be empty); special-purpose
         ranges are left out of larger blocks unless default_exclude is False."""
         specs = _split_specs(targets)
+        listed6 = np.zeros((0, 16), dtype=np.uint8)        # -iL's IPv6 addresses, packed (a hitlist)
         if input_file is not None:
-            specs += read_target_file(input_file)
-        if not specs:
+            more, listed6 = read_target_file_packed(input_file)
+            specs += more
+        if not specs and not len(listed6):
             raise InputError("no targets given")
         excl = _split_specs(exclude)
         if exclude_file is not None:
             excl += read_target_file(exclude_file)
 
         parsed = [parse_target_family(s, ipv6=ipv6) for s in specs]
-        families = {family for family, _ in parsed}
+        families = {family for family, _ in parsed} | ({6} if len(listed6) else set())
         if len(families) > 1:
             raise InputError("IPv4 and IPv6 targets cannot be mixed in one scan: run one scan for each")
         family = families.pop()
@@ -392,11 +529,21 @@ class TargetSet:
         drop = _merge(iv for s in excl for f, ivs in [parse_target_family(s, "exclude", ipv6)]
                       if f == family for iv in ivs)
         left = _subtract(keep, drop)
-        if not left:
+        if family == 6:
+            # A hitlist's addresses each name themselves: the special-purpose exclusion (above,
+            # on intervals) never removes one; excludes do.
+            if not len(listed6):
+                rows = _expand6(left)
+            else:
+                rows = _drop6(_sorted_unique6([_expand6(left), listed6]) if left else listed6, drop)
+            del listed6
+            ts = cls(family=6, hosts6=rows, hosts6_sorted=True)
+        else:
+            ts = cls(left, family)
+        if not ts.count:
             raise InputError("no targets left after excludes" + (
                 " (special-purpose ranges are scanned only when named; --no-default-exclude scans them)"
                 if excluded[0] else ""))
-        ts = cls(left, family)
         ts.special_excluded = excluded
         return ts
 
@@ -412,6 +559,17 @@ class TargetSet:
         return str(ipaddress.ip_address(value) if self.family == 6 else ipaddress.IPv4Address(value))
 
     def ranges(self) -> List[Interval]:
+        """The targets as merged (first, last) intervals (for IPv6, runs of consecutive addresses)."""
+        if self._ranges is None:
+            hi, lo = _halves6(self._hosts6)
+            one = np.uint64(1)
+            # a new run starts where an address does not follow its predecessor
+            follows = ((hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1] + one)) | \
+                      ((hi[1:] == hi[:-1] + one) & (lo[1:] == 0) & (lo[:-1] == np.uint64(0xFFFFFFFFFFFFFFFF)))
+            first = np.flatnonzero(np.concatenate(([True], ~follows)))
+            last = np.concatenate((first[1:] - 1, [len(hi) - 1])) if len(first) else first
+            self._ranges = [((int(hi[a]) << 64) | int(lo[a]), (int(hi[b]) << 64) | int(lo[b]))
+                            for a, b in zip(first.tolist(), last.tolist())]
         return list(self._ranges)
 
     def __contains__(self, addr: Union[int, str]) -> bool:
@@ -419,10 +577,21 @@ class TargetSet:
             value = int(ipaddress.IPv6Address(addr)) if self.family == 6 else ip_to_int(addr)
         else:
             value = int(addr)
+        if self.family == 6:
+            if not 0 <= value < 1 << 128:
+                return False
+            key = _addr_key(value)[0]
+            i = int(np.searchsorted(_keys6(self._hosts6), key))
+            return i < self.count and bytes(self._hosts6[i]) == value.to_bytes(16, "big")
+        assert self._ranges is not None
         i = bisect.bisect_right(self._starts_list, value) - 1
         return i >= 0 and value <= self._ranges[i][1]
 
     def __repr__(self) -> str:
+        if self.family == 6:
+            shown = ", ".join(self.address(int.from_bytes(bytes(a), "big")) for a in self._hosts6[:3])
+            return f"TargetSet({self.count} IPv6 addresses: {shown}{', ...' if self.count > 3 else ''})"
+        assert self._ranges is not None
         shown = ", ".join(f"{self.address(s)}-{self.address(e)}" for s, e in self._ranges[:3])
         more = ", ..." if len(self._ranges) > 3 else ""
         return f"TargetSet({self.count} addresses in {len(self._ranges)} ranges: {shown}{more})"

@@ -14,9 +14,10 @@ from .hosts import HostView, host_block, host_views
 from .nmap import GrepableWriter, NormalWriter, XmlWriter
 from .outputs import BackgroundSink, Outputs, by_option, make_writer, plan_outputs
 from .streams import CsvWriter, ListWriter, NdjsonWriter
+from .binary import BinaryWriter
 from .terminal import HostTable, OpenPortLines
 
 __all__ = ["FORMATS", "RowBuffer", "ScanInfo", "Writer", "done_line", "escape_for_screen", "nmap_time", "port_ranges", "register",
            "rows_to_dicts", "HostView", "host_block", "host_views", "GrepableWriter", "NormalWriter", "XmlWriter",
-           "BackgroundSink", "Outputs", "by_option", "make_writer", "plan_outputs", "CsvWriter", "ListWriter",
+           "BackgroundSink", "Outputs", "by_option", "make_writer", "plan_outputs", "BinaryWriter", "CsvWriter", "ListWriter",
            "NdjsonWriter", "HostTable", "OpenPortLines"]

@@ -20,7 +20,8 @@ EVENT_LOG_LIMIT = 20000      # events kept per scan (progress and the end always
 # Request fields a web request may not set: they read or write files on the server's machine,
 # or take the scan out of the web's store.
 FORBIDDEN = {"normal_out": "-oN", "xml_out": "-oX", "grepable_out": "-oG", "json_out": "-oJ",
-             "csv_out": "--csv", "list_out": "-oL", "all_out": "-oA", "db": "--db", "no_db": "--no-db",
+             "csv_out": "--csv", "list_out": "-oL", "binary_out": "-oB", "readscan": "--readscan",
+             "all_out": "-oA", "db": "--db", "no_db": "--no-db",
              "input_file": "-iL", "exclude_file": "--excludefile", "service_db": "--service-db",
              "dry_run": "--dry-run"}
 
