@@ -8,11 +8,13 @@ from probes cimport (ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP
                      PROTO_TCP, PROTO_UDP, PROTO_ICMP6, ICMP_ECHO, ICMP_TIMESTAMP, ICMP6_ECHO, ECHO_NONE,
                      ECHO_SNMP)
 from codes cimport RK_COUNT
+from sctp cimport PROTO_SCTP
 
 TCP_FLAGS = {"FIN": TCP_FIN, "SYN": TCP_SYN, "RST": TCP_RST, "PSH": TCP_PSH, "ACK": TCP_ACK, "URG": TCP_URG,
              "ECE": 0x40, "CWR": 0x80}
 # IP protocol numbers by scanner's protocol names (ARP is not an IP protocol: 0 marks it).
-PROTOCOLS = {"arp": PROTO_ARP, "icmp": PROTO_ICMP, "tcp": PROTO_TCP, "udp": PROTO_UDP, "icmpv6": PROTO_ICMP6}
+PROTOCOLS = {"arp": PROTO_ARP, "icmp": PROTO_ICMP, "tcp": PROTO_TCP, "udp": PROTO_UDP, "icmpv6": PROTO_ICMP6,
+             "sctp": PROTO_SCTP}
 ICMP_TYPES = {"echo": ICMP_ECHO, "timestamp": ICMP_TIMESTAMP, "echo6": ICMP6_ECHO}
 # Where a UDP reply echoes its probe's payload cookie, besides an offset (ProbeKind.ck_echo).
 ECHOES = {"none": ECHO_NONE, "snmp": ECHO_SNMP}

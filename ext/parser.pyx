@@ -8,10 +8,11 @@ from libc.string cimport memcpy, memcmp, memset
 
 from checksum cimport get16, get32
 from codes cimport *
-from cookie cimport cookie_v4, cookie_v6, cookie_sport, cookie_seq
+from cookie cimport cookie_v4, cookie_v6, cookie_sport, cookie_seq, cookie_flow
 from space cimport Space, space_host4, space_host6, space_init
 from probes cimport (ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, PROTO_ARP, PROTO_ICMP, PROTO_TCP,
                      PROTO_UDP, PROTO_ICMP6, ECHO_SNMP, payload_cookie, write_probe)
+from sctp cimport PROTO_SCTP, sctp_reply, sctp_quote_ok
 
 cnp.import_array()
 
@@ -46,12 +47,14 @@ REASONS = {"syn-ack": RS_SYN_ACK, "reset": RS_RESET, "no-response": RS_NO_RESPON
            "admin-prohibited": RS_ADMIN_PROHIBITED, "conn-refused": RS_CONN_REFUSED,
            "udp-response": RS_UDP_RESPONSE, "echo-reply": RS_ECHO_REPLY,
            "timestamp-reply": RS_TIMESTAMP_REPLY, "no-route": RS_NO_ROUTE, "user-set": RS_USER_SET,
-           "arp-response": RS_ARP_RESPONSE}
+           "arp-response": RS_ARP_RESPONSE, "init-ack": RS_INIT_ACK, "abort": RS_ABORT,
+           "proto-response": RS_PROTO_RESPONSE}
 REPLY_KINDS = {"syn-ack": RK_SYN_ACK, "reset": RK_RESET, "reset-window": RK_RESET_WINDOW,
                "icmp-unreach": RK_ICMP_UNREACH, "port-unreach": RK_PORT_UNREACH,
                "udp-response": RK_UDP_REPLY, "echo-reply": RK_ECHO_REPLY,
                "timestamp-reply": RK_TIMESTAMP_REPLY, "arp-response": RK_ARP_REPLY,
-               "no-response": RK_NO_RESPONSE}
+               "no-response": RK_NO_RESPONSE, "init-ack": RK_INIT_ACK, "abort": RK_ABORT,
+               "proto-response": RK_PROTO_RESPONSE}
 
 
 cdef inline uint8_t unreach_reason4(uint8_t code) noexcept nogil:
@@ -301,6 +304,13 @@ cdef class ReplyParser:
         seq = seq + (1 if probe_flags & TCP_SYN else 0) + (1 if probe_flags & TCP_FIN else 0)
         return get32(tcp + 8) == seq or (self.data_length != 0 and get32(tcp + 8) == seq + self.data_length)
 
+    cdef inline bint _ip_cookie_ok(self, const uint8_t* q, uint64_t c) noexcept nogil:
+        """Whether a quoted IP header carries our probe's cookie bits: the IPv4 id (unless zero,
+        which a raw socket's kernel replaces) or the IPv6 flow label (see probes.pxd)."""
+        if self.space.family == 4:
+            return <uint16_t>(c >> 48) == 0 or get16(q + 4) == <uint16_t>(c >> 48)
+        return (get32(q) & 0xfffff) == cookie_flow(c)
+
     cdef int _quoted(self, const uint8_t* q, uint32_t left, Result* out,
                      const uint8_t** target, uint32_t* target4) noexcept nogil:
         """Matches the probe quoted in an ICMP error to its slot; returns the slot or -1."""
@@ -331,6 +341,8 @@ cdef class ReplyParser:
             slot = self.space.tcp_slot[get16(ql4 + 2)]
         elif proto == PROTO_UDP:
             slot = self.space.udp_slot[get16(ql4 + 2)]
+        elif proto == PROTO_SCTP:
+            slot = self.space.sctp_slot[get16(ql4 + 2)]
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             slot = get16(ql4 + 6)
             if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
@@ -351,6 +363,10 @@ cdef class ReplyParser:
             elif not self._udp_quote_ok(q, qhl, left, slot, target[0], target4[0], c):
                 self.forged += 1                # the port guessed right, the rest of the probe not
                 return -1
+        elif proto == PROTO_SCTP:
+            if get16(ql4) != self._sport(c) or not sctp_quote_ok(ql4, left - qhl, cookie_seq(c),
+                                                                 self._ip_cookie_ok(q, c)):
+                slot = -2
         elif get16(ql4 + 4) != <uint16_t>c:
             slot = -2
         if slot == -2:
@@ -387,7 +403,7 @@ cdef class ReplyParser:
         cdef uint32_t iplen, ihl, left, src4 = 0, target4 = 0
         cdef uint16_t sport, ethertype, frag = 0
         cdef uint8_t flags, rk, reason, itype, icode
-        cdef int proto
+        cdef int proto, found
         cdef uint64_t c
         cdef int64_t host
         cdef int32_t slot
@@ -500,6 +516,26 @@ cdef class ReplyParser:
             rk, reason = RK_UDP_REPLY, RS_UDP_RESPONSE
             out.port = sport
             out.proto = PROTO_UDP
+        elif proto == PROTO_SCTP:
+            if left < 16:
+                return 0
+            sport = get16(l4)
+            slot = self.space.sctp_slot[sport]
+            if slot < 0:
+                self.not_in_scan += 1
+                return 0
+            c = self._cookie(target, target4, sport)
+            if get16(l4 + 2) != self._sport(c):
+                self.bad_cookie += 1
+                return 0
+            found = sctp_reply(l4, left, cookie_seq(c), &reason)
+            if found == -2:
+                self.bad_cookie += 1
+            if found < 0:
+                return 0
+            rk = <uint8_t>found
+            out.port = sport
+            out.proto = PROTO_SCTP
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             if left < 8 or proto != (PROTO_ICMP if self.space.family == 4 else PROTO_ICMP6):
                 return 0

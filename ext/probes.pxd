@@ -6,6 +6,7 @@ from libc.string cimport memcpy
 from checksum cimport get16, put16, put32, csum_add, csum_fold, ipv4_header_checksum
 from cookie cimport cookie_sport, cookie_seq, cookie_flow
 from codes cimport RK_COUNT
+from sctp cimport PROTO_SCTP, sctp_write
 
 cdef enum:
     TCP_FIN = 0x01
@@ -100,6 +101,8 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
             put16(l4 + 8 + k.ck_at, <uint16_t>payload_cookie(k, c))
         sum = csum_fold(csum_add(pseudo, l4, l4_len))
         put16(l4 + 6, sum if sum else 0xffff)
+    elif k.proto == PROTO_SCTP:                      # CRC32c, no pseudo-header
+        sctp_write(l4, l4_len, dport, c)
     else:                                            # ICMP / ICMPv6 echo or timestamp request
         put16(l4 + 4, <uint16_t>c)                   # identifier
         put16(l4 + 6, slot)                          # sequence: which slot this probe is

@@ -25,7 +25,7 @@ import numpy as np
 from . import events as ev
 from .errors import EnvironmentFault, InputError, ScannerError
 from .privileges import can_raw_scan
-from .request import ScanRequest
+from .request import SCTP_SCAN_FLAG, ScanRequest
 from .states import REASONS, RESULT_DTYPE, STATES
 
 # Above this many target addresses the terminal shows a line per open port as found, not a table.
@@ -115,7 +115,9 @@ class Session:
         no_ping = r.no_ping
         # With --cluster the workers send (as root); this machine only coordinates.
         root = root or r.cluster is not None
-        if technique is None and not r.udp and not r.ping_only:
+        from .protocols.sctp import TECHNIQUES as SCTP_TECHNIQUES
+        sctp: Any = SCTP_TECHNIQUES[SCTP_SCAN_FLAG[r.sctp_scan]] if r.sctp_scan else None
+        if technique is None and not r.udp and not r.ping_only and sctp is None:
             technique = SYN_SCAN if root or r.dry_run else TCP_TECHNIQUES["-sT"]
             if technique.key == "connect":
                 no_ping = True
@@ -124,9 +126,10 @@ class Session:
             if technique is None or not technique.raw:
                 raise InputError("--scanflags needs a raw TCP scan (-sS, -sA, ...)")
             technique = with_flags(technique, parse_scanflags(r.scanflags))
-        raw = r.ping_only or r.udp or (technique is not None and technique.raw) or not no_ping
+        raw = r.ping_only or r.udp or sctp is not None or (technique is not None and technique.raw) or not no_ping
         if raw and not root and not r.dry_run:
             chosen = [f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else []
+            chosen += [sctp.flag] if sctp is not None else []
             wanted = " ".join(chosen + ["-sU"] * r.udp + ["-sn"] * r.ping_only) or \
                 "host discovery (use -Pn to skip it)"
             raise InputError(f"{wanted} sends raw packets and needs root (or CAP_NET_RAW): run as root, "
@@ -137,16 +140,19 @@ class Session:
         if note:
             self.notes.append(note)
         top = 100 if r.fast else r.top_ports
-        tcp_ports, udp_ports = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp)
+        lists = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp, sctp=sctp is not None)
+        tcp_ports, udp_ports = lists[0], lists[1]
+        sctp_ports = lists[2] if sctp is not None else ()
         self.discovery = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
         jobs = []
         if not r.ping_only:
             if technique is not None and not technique.raw:
                 jobs.append(("connect", Probes.ports(technique, tcp_ports)))
-                if r.udp:
-                    jobs.append(("raw", Probes.ports(UDP_SCAN, (), udp_ports)))
+                if r.udp or sctp is not None:
+                    jobs.append(("raw", Probes.ports(UDP_SCAN, (), udp_ports, sctp, sctp_ports)))
             else:
-                jobs.append(("raw", Probes.ports(technique, tcp_ports if technique else (), udp_ports)))
+                jobs.append(("raw", Probes.ports(technique, tcp_ports if technique else (), udp_ports, sctp,
+                                                 sctp_ports)))
         if r.source_port and any(kind == "connect" for kind, _ in jobs):
             raise InputError("-g (a fixed source port) is for raw scans: the connect scan's ports are the kernel's")
         for _, probes in jobs:

@@ -204,6 +204,7 @@ class Probes:
             np.full(len(ports), techniques[0].proto)
         self.tcp_slot = self._slot_map(proto_of == "tcp", "tcp")
         self.udp_slot = self._slot_map(proto_of == "udp", "udp")
+        self.sctp_slot = self._slot_map(proto_of == "sctp", "sctp")
         arp = np.flatnonzero(proto_of == "arp").tolist()
         if arp and len(self.slots) > 1:
             raise InputError("-PR (ARP ping) cannot be combined with other probes")
@@ -221,9 +222,11 @@ class Probes:
         return table
 
     @classmethod
-    def ports(cls, technique: Technique, tcp_ports, udp_ports=()) -> "Probes":
+    def ports(cls, technique: Technique, tcp_ports, udp_ports=(), sctp: "Technique | None" = None,
+              sctp_ports=()) -> "Probes":
         return cls([(technique, p) for p in np.asarray(tcp_ports, dtype=np.int64).tolist()]
-                   + [(UDP_SCAN, p) for p in np.asarray(udp_ports, dtype=np.int64).tolist()])
+                   + [(UDP_SCAN, p) for p in np.asarray(udp_ports, dtype=np.int64).tolist()]
+                   + [(sctp, p) for p in np.asarray(sctp_ports, dtype=np.int64).tolist()])
 
     @property
     def protos(self) -> set:
@@ -269,6 +272,8 @@ class Probes:
             parts.append(f"(tcp dst portrange {low}-{high}{flags})")
         if "udp" in self.protos:
             parts.append(f"(udp dst portrange {low}-{high})")
+        from .protocols import PROTOCOLS
+        parts += [unit.bpf_clause(low, high) for proto, unit in PROTOCOLS.items() if proto in self.protos]
         return f"{ip} dst host {saddr} and ({' or '.join(parts)})"
 
 
@@ -295,6 +300,9 @@ def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, 
                          64240 if technique.tcp_flags & SYN else 1024, 0, 0) + options
     elif technique.proto == "udp":
         l4 = struct.pack("!HHHH", sport, 0, 8 + len(payload), 0) + payload
+    elif technique.proto == "sctp":
+        from .protocols import PROTOCOLS
+        l4 = PROTOCOLS[technique.proto].template_l4(technique, sport)
     else:
         kind = icmp_type(technique, family)
         body = bytes(12) if kind == ICMP_TIMESTAMP else bytes(4) + b"scanner!"   # cookie in the first 4

@@ -71,7 +71,8 @@ def test_discovery_tables():
 def test_reply_kind_codes_index_the_table():
     assert sorted(REPLY_KINDS.values()) == list(range(len(REPLY_KINDS)))
     assert set(REPLY_KINDS) == {"syn-ack", "reset", "reset-window", "icmp-unreach", "port-unreach",
-                                "udp-response", "echo-reply", "timestamp-reply", "arp-response", "no-response"}
+                                "udp-response", "echo-reply", "timestamp-reply", "arp-response", "no-response",
+                                "init-ack", "abort", "proto-response"}
 
 
 def test_state_codes_distinct_and_nonzero():
