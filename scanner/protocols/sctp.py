@@ -13,9 +13,9 @@ from ..techniques import ICMP_ERRORS, Technique
 
 INIT, COOKIE_ECHO = 1, 10
 
-INIT_SCAN = Technique("sctp-init", "SCTP INIT Scan", "-sY", "sctp", 0,
+INIT_SCAN = Technique("sctpinit", "SCTP INIT Scan", "-sY", "sctp", 0,
                       {**ICMP_ERRORS, "init-ack": "open", "abort": "closed"}, "filtered")
-COOKIE_ECHO_SCAN = Technique("sctp-cookie", "SCTP COOKIE-ECHO Scan", "-sZ", "sctp", 0,
+COOKIE_ECHO_SCAN = Technique("sctpcookieecho", "SCTP COOKIE-ECHO Scan", "-sZ", "sctp", 0,
                              {**ICMP_ERRORS, "abort": "closed"}, "open|filtered")
 TECHNIQUES = {t.flag: t for t in (INIT_SCAN, COOKIE_ECHO_SCAN)}
 

@@ -31,6 +31,11 @@ TCP_MATRIX = {"listening": 22, "closed": 23, "dropped": 8080, "reject-tcp-reset"
               "reject-host-unreach": 1004, "reject-net-unreach": 1005}
 UDP_MATRIX = {"listening": 53, "closed": 54, "dropped": 5000, "reject-port-unreach": 2002,
               "reject-admin-prohibited": 2003, "reject-host-unreach": 2004, "reject-net-unreach": 2005}
+# SCTP: this kernel has no SCTP; the lab's responder (scanner.lab_sctp) answers as a stack with a
+# listener on the "listening" port; nftables drops and rejects as for UDP.
+SCTP_MATRIX = {"listening": 2905, "closed": 2906, "dropped": 3000, "reject-port-unreach": 3002,
+               "reject-admin-prohibited": 3003, "reject-host-unreach": 3004, "reject-net-unreach": 3005}
+MATRICES = {"tcp": TCP_MATRIX, "udp": UDP_MATRIX, "sctp": SCTP_MATRIX}
 SILENT = "host-answers-nothing"     # every port of a host whose every packet is dropped
 
 SPEC = LabSpec(
@@ -40,13 +45,17 @@ SPEC = LabSpec(
     reject_tcp={1001: "tcp-reset", 1002: "port-unreachable", 1003: "admin-prohibited",
                 1004: "host-unreachable", 1005: "net-unreachable"},
     reject_udp={2002: "port-unreachable", 2003: "admin-prohibited", 2004: "host-unreachable",
-                2005: "net-unreachable"})
+                2005: "net-unreachable"},
+    open_sctp=(SCTP_MATRIX["listening"],), drop_sctp=(SCTP_MATRIX["dropped"],),
+    reject_sctp={3002: "port-unreachable", 3003: "admin-prohibited", 3004: "host-unreachable",
+                 3005: "net-unreachable"})
 
 # name -> (nmap/scanner options, proto)
 TECHNIQUES = {
     "-sS": (["-sS"], "tcp"), "-sT": (["-sT"], "tcp"), "-sA": (["-sA"], "tcp"), "-sW": (["-sW"], "tcp"),
     "-sN": (["-sN"], "tcp"), "-sF": (["-sF"], "tcp"), "-sX": (["-sX"], "tcp"), "-sM": (["-sM"], "tcp"),
     "-sS --scanflags SYNFIN": (["-sS", "--scanflags", "SYNFIN"], "tcp"), "-sU": (["-sU"], "udp"),
+    "-sY": (["-sY"], "sctp"), "-sZ": (["-sZ"], "sctp"),
 }
 FAMILIES = (4, 6)
 NMAP_TUNING = ["-T4", "--max-retries", "1"]
@@ -164,7 +173,7 @@ def scans(lab, family: int, technique: str) -> tuple[Result, Result]:
     key = (family, technique)
     if key not in _scans:
         options, proto = TECHNIQUES[technique]
-        matrix = TCP_MATRIX if proto == "tcp" else UDP_MATRIX
+        matrix = MATRICES[proto]
         ports = ",".join(map(str, sorted(matrix.values())))
         nmap_xml, nmap_s = run_nmap(lab, family, [*options, "-Pn"], ports)
         scanner_xml, scanner_s = run_scanner(lab, family, [*options, "-Pn"], ports)
@@ -184,7 +193,7 @@ def lookup(table: dict, family: int, technique: str, behaviour: str):
 def cases():
     for family in FAMILIES:
         for technique, (_, proto) in TECHNIQUES.items():
-            matrix = TCP_MATRIX if proto == "tcp" else UDP_MATRIX
+            matrix = MATRICES[proto]
             for behaviour in [*matrix, SILENT]:
                 marks = []
                 bug = lookup(BUGS, family, technique, behaviour)
@@ -198,7 +207,7 @@ def cases():
 def test_port_state_matches_nmap(lab, family, technique, behaviour):
     nmap, ours = scans(lab, family, technique)
     _, proto = TECHNIQUES[technique]
-    matrix = TCP_MATRIX if proto == "tcp" else UDP_MATRIX
+    matrix = MATRICES[proto]
     live = set(lab.live_hosts(family))
     if behaviour == SILENT:
         keys = [k for k in nmap if k[0] not in live]
