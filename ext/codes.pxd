@@ -26,7 +26,8 @@ cdef enum:
     RK_INIT_ACK = 10          # SCTP INIT-ACK
     RK_ABORT = 11             # SCTP ABORT
     RK_PROTO_RESPONSE = 12    # -sO: any answer in the probed protocol
-    RK_COUNT = 13
+    RK_PROTO_UNREACH = 13     # destination unreachable, protocol unreachable (v4 code 2)
+    RK_COUNT = 14
 
 # Reasons, as nmap names them (see REASONS in parser.pyx for the names).
 cdef enum:

@@ -13,6 +13,7 @@ from space cimport Space, space_host4, space_host6, space_init
 from probes cimport (ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, PROTO_ARP, PROTO_ICMP, PROTO_TCP,
                      PROTO_UDP, PROTO_ICMP6, ECHO_SNMP, payload_cookie, write_probe)
 from sctp cimport PROTO_SCTP, sctp_reply, sctp_quote_ok
+from ipproto cimport PROTO_IP_SCAN
 
 cnp.import_array()
 
@@ -54,7 +55,7 @@ REPLY_KINDS = {"syn-ack": RK_SYN_ACK, "reset": RK_RESET, "reset-window": RK_RESE
                "udp-response": RK_UDP_REPLY, "echo-reply": RK_ECHO_REPLY,
                "timestamp-reply": RK_TIMESTAMP_REPLY, "arp-response": RK_ARP_REPLY,
                "no-response": RK_NO_RESPONSE, "init-ack": RK_INIT_ACK, "abort": RK_ABORT,
-               "proto-response": RK_PROTO_RESPONSE}
+               "proto-response": RK_PROTO_RESPONSE, "proto-unreach": RK_PROTO_UNREACH}
 
 
 cdef inline uint8_t unreach_reason4(uint8_t code) noexcept nogil:
@@ -217,6 +218,7 @@ cdef class ReplyParser:
     cdef uint8_t* scratch          # a probe rebuilt to compare with the one an ICMP error quotes
     cdef uint8_t* taint            # TAINT_BITS bits, or NULL without UDP probes
     cdef object _keep
+    cdef bint ip_scan              # -sO: slots are IP protocols (ext/ipproto.pxd)
     cdef readonly uint64_t bad_cookie, not_in_scan, parsed, forged
     cdef public uint32_t data_length     # --data-length: a RST then acknowledges the probe's data too
     cdef public uint16_t source_port     # -g: our probes' fixed source port (0: the cookie's)
@@ -237,6 +239,7 @@ cdef class ReplyParser:
         self.template_l2 = template_l2_len
         self.scratch = <uint8_t*>cnp.PyArray_DATA(scratch)
         self.taint = <uint8_t*>cnp.PyArray_DATA(taint) if len(taint) > 1 else NULL
+        self.ip_scan = bool((kinds["ip_scan"] != 0).any())
         if self.space.family == 4:
             self.saddr4 = int.from_bytes(saddr, "big")
         else:
@@ -311,6 +314,46 @@ cdef class ReplyParser:
             return <uint16_t>(c >> 48) == 0 or get16(q + 4) == <uint16_t>(c >> 48)
         return (get32(q) & 0xfffff) == cookie_flow(c)
 
+    cdef int _ipproto_quoted(self, const uint8_t* q, int proto, const uint8_t* ql4, uint32_t n,
+                             const uint8_t* target, uint32_t target4, Result* out) noexcept nogil:
+        """-sO: the slot of the protocol an ICMP error quotes (n bytes past the quoted IP header),
+        or -1. The quoted IP header carries the cookie; TCP, UDP and SCTP probes their source port."""
+        cdef int32_t slot = self.space.ip_slot[proto]
+        cdef uint64_t c
+        if slot < 0:
+            self.not_in_scan += 1
+            return -1
+        c = self._cookie(target, target4, <uint16_t>proto)
+        if not self._ip_cookie_ok(q, c) or ((proto == PROTO_TCP or proto == PROTO_UDP or proto == PROTO_SCTP)
+                                            and (n < 2 or get16(ql4) != self._sport(c))):
+            self.bad_cookie += 1
+            return -1
+        out.port = <uint16_t>proto
+        out.proto = PROTO_IP_SCAN
+        return slot
+
+    cdef int32_t _ipproto_reply(self, int proto, const uint8_t* l4, uint32_t left, const uint8_t* target,
+                                uint32_t target4) noexcept nogil:
+        """-sO: the slot of a reply from a target in a protocol it was probed with, or -1. Where
+        the protocol can echo the cookie, the reply must (see ext/ipproto.pxd)."""
+        cdef int32_t slot = self.space.ip_slot[proto]
+        cdef uint64_t c
+        cdef bint ok = True
+        if slot < 0:
+            self.not_in_scan += 1
+            return -1
+        c = self._cookie(target, target4, <uint16_t>proto)
+        if proto == PROTO_TCP:
+            ok = left >= 20 and self._tcp_echo_ok(l4, TCP_ACK, c)
+        elif proto == PROTO_UDP:
+            ok = left >= 8 and get16(l4 + 2) == self._sport(c)
+        elif proto == PROTO_SCTP:
+            ok = left >= 16 and get16(l4 + 2) == self._sport(c) and get32(l4 + 4) == cookie_seq(c)
+        if not ok:
+            self.bad_cookie += 1
+            return -1
+        return slot
+
     cdef int _quoted(self, const uint8_t* q, uint32_t left, Result* out,
                      const uint8_t** target, uint32_t* target4) noexcept nogil:
         """Matches the probe quoted in an ICMP error to its slot; returns the slot or -1."""
@@ -324,7 +367,9 @@ cdef class ReplyParser:
                 return -1
             qhl = (q[0] & 0x0f) * 4
             # our probes are never fragments: a quoted fragment is not one of them
-            if qhl < 20 or left < qhl + 8 or get32(q + 12) != self.saddr4 or get16(q + 6) & 0x3fff:
+            # (-sO probes may be a bare IP header: nothing past it to quote)
+            if (qhl < 20 or left < qhl + (0 if self.ip_scan else 8) or get32(q + 12) != self.saddr4
+                    or get16(q + 6) & 0x3fff):
                 return -1
             proto = q[9]
             target4[0] = get32(q + 16)
@@ -333,10 +378,12 @@ cdef class ReplyParser:
             if left < 48 or (q[0] >> 4) != 6 or memcmp(q + 8, self.saddr6, 16) != 0:
                 return -1
             proto = ipv6_upper(q, left, &qhl)
-            if proto < 0 or left < qhl + 8:
+            if proto < 0 or left < qhl + (0 if self.ip_scan else 8):
                 return -1
             target[0] = q + 24
         ql4 = q + qhl
+        if self.ip_scan:
+            return self._ipproto_quoted(q, proto, ql4, left - qhl, target[0], target4[0], out)
         if proto == PROTO_TCP:
             slot = self.space.tcp_slot[get16(ql4 + 2)]
         elif proto == PROTO_UDP:
@@ -462,7 +509,14 @@ cdef class ReplyParser:
         l4 = ip + ihl
         left -= ihl
         target, target4 = src, src4
-        if proto == PROTO_TCP:                           # a reply from the target itself
+        if self.ip_scan and proto != PROTO_ICMP and proto != PROTO_ICMP6:    # -sO: any protocol
+            slot = self._ipproto_reply(proto, l4, left, target, target4)
+            if slot < 0:
+                return 0
+            rk, reason = RK_PROTO_RESPONSE, RS_PROTO_RESPONSE
+            out.port = <uint16_t>proto
+            out.proto = PROTO_IP_SCAN
+        elif proto == PROTO_TCP:                         # a reply from the target itself
             if left < 20 or (frag & 0x2000 and left < <uint32_t>(l4[12] >> 4) * 4):
                 return 0                                 # a first fragment must hold the whole header
             sport = get16(l4)
@@ -558,7 +612,8 @@ cdef class ReplyParser:
                 reason = unreach_reason4(icode) if proto == PROTO_ICMP else unreach_reason6(icode)
                 if reason == RS_NONE:
                     return 0
-                rk = RK_PORT_UNREACH if reason == RS_PORT_UNREACH else RK_ICMP_UNREACH
+                rk = RK_PORT_UNREACH if reason == RS_PORT_UNREACH else (
+                    RK_PROTO_UNREACH if reason == RS_PROTO_UNREACH else RK_ICMP_UNREACH)
                 slot = self._quoted(l4 + 8, left - 8, out, &target, &target4)
                 if slot < 0:
                     return 0
@@ -567,6 +622,9 @@ cdef class ReplyParser:
         else:
             return 0
         kind = &self.kinds[self.space.slot_kind[slot]]
+        if kind.ip_scan:                                 # -sO: results name the protocol
+            out.port = self.space.slot_port[slot]
+            out.proto = PROTO_IP_SCAN
         if kind.table[rk] == ST_NONE:
             return 0
         host = self._host(target, target4)

@@ -18,6 +18,7 @@ ctypedef struct Space:
     const int32_t* tcp_slot     # TCP port -> slot, or -1
     const int32_t* udp_slot     # UDP port -> slot, or -1
     const int32_t* sctp_slot    # SCTP port -> slot, or -1
+    const int32_t* ip_slot      # -sO: IP protocol (0-255) -> slot, or -1
     int32_t arp_slot            # the ARP request's slot, or -1
 
 
@@ -90,5 +91,6 @@ cdef inline object space_init(Space* s, dict a, object kinds=None, Py_ssize_t ki
     s.tcp_slot = <const int32_t*>cnp.PyArray_DATA(a["tcp_slot"])
     s.udp_slot = <const int32_t*>cnp.PyArray_DATA(a["udp_slot"])
     s.sctp_slot = <const int32_t*>cnp.PyArray_DATA(a["sctp_slot"])
+    s.ip_slot = <const int32_t*>cnp.PyArray_DATA(a["ip_slot"])
     s.arp_slot = a["arp_slot"]
     return keep

@@ -230,6 +230,9 @@ class LabSpec:
     open_sctp: tuple[int, ...] | None = None
     drop_sctp: tuple[int, ...] = ()
     reject_sctp: dict[int, str] = field(default_factory=dict)
+    # IP protocols (-sO) dropped, or rejected (REJECTS keys but tcp-reset), over IPv4.
+    drop_proto: tuple[int, ...] = ()
+    reject_proto: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.prefix, strict=True)
@@ -254,7 +257,7 @@ class LabSpec:
         for port, how in self.reject_tcp.items():
             if how not in REJECTS:
                 raise ValueError(f"reject_tcp[{port}]={how!r}: expected one of {sorted(REJECTS)}")
-        for port, how in (*self.reject_udp.items(), *self.reject_sctp.items()):
+        for port, how in (*self.reject_udp.items(), *self.reject_sctp.items(), *self.reject_proto.items()):
             if how not in REJECTS or how == "tcp-reset":
                 raise ValueError(f"reject_udp[{port}]={how!r}: expected one of "
                                  f"{sorted(set(REJECTS) - {'tcp-reset'})}")
@@ -471,6 +474,10 @@ class Lab:
             out.append(f'    {dst} sctp dport {{ {", ".join(map(str, spec.drop_sctp))} }} drop')
         for port, how in sorted(spec.reject_sctp.items()):
             out.append(f"    {dst} sctp dport {port} {rejects[how][0]}")
+        if family == "ip" and spec.drop_proto:
+            out.append(f'    {dst} ip protocol {{ {", ".join(map(str, spec.drop_proto))} }} drop')
+        for number, how in sorted(spec.reject_proto.items()) if family == "ip" else ():
+            out.append(f"    {dst} ip protocol {number} {rejects[how][0]}")
         return out
 
     # -- running things ---------------------------------------------------

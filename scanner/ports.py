@@ -33,8 +33,18 @@ def _ranked(proto: str = "tcp") -> np.ndarray:
     return arr
 
 
+@lru_cache(maxsize=1)
+def _ip_protocols() -> dict:
+    """IP protocol number -> name, as nmap names them (shipped data file)."""
+    with open(os.path.join(DATA, "ip-protocols.txt"), encoding="ascii") as f:
+        rows = (line.split() for line in f if line.strip() and not line.startswith("#"))
+        return {int(number): name for number, name in rows}
+
+
 def service_name(port: int, proto: str = "tcp") -> str:
     """The service usually found on a port, as nmap names it ("unknown" if none)."""
+    if proto == "ip":                       # -sO: the port is an IP protocol number
+        return _ip_protocols().get(int(port), "unknown")
     if proto not in ("tcp", "udp", "sctp"):
         return ""
     return _services(proto).get(int(port), "unknown")

@@ -28,9 +28,9 @@ SCTP_SCAN_FLAG = {key: f"-s{letter}" for letter, key in SCTP_SCAN_LETTERS.items(
 # Fields set by a choice among -s letters: field -> (letter -> value).
 LETTER_CHOICES = {"tcp_scan": TCP_SCAN_LETTERS, "sctp_scan": SCTP_SCAN_LETTERS}
 SEND_PATHS = ("auto", "xdp", "packet")
-SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only", "L": "list_scan"}
+SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only", "L": "list_scan", "O": "ip_scan"}
 # nmap's -s letters that scanner does not implement (yet).
-SCAN_LETTERS_MISSING = {"C": "scripts", "O": "IP protocol scan", "I": "idle scan", "R": "RPC scan"}
+SCAN_LETTERS_MISSING = {"C": "scripts", "I": "idle scan", "R": "RPC scan"}
 # nmap options that scanner does not implement: named in the error instead of "unknown option".
 NMAP_MISSING = {
     "--min-hostgroup", "--max-hostgroup", "-b", "--badsum", "-f", "--mtu", "-D", "-S",
@@ -92,6 +92,7 @@ OPTIONS = (
     _opt("-sU", "udp", "flag", "UDP scan (with protocol payloads)", "SCAN TECHNIQUES"),
     _opt("-sY", "sctp_scan", "flag", "SCTP INIT scan", "SCAN TECHNIQUES"),
     _opt("-sZ", "sctp_scan", "flag", "SCTP COOKIE-ECHO scan", "SCAN TECHNIQUES"),
+    _opt("-sO", "ip_scan", "flag", "IP protocol scan (-p: protocol numbers)", "SCAN TECHNIQUES"),
     _opt("-p", "ports", "value", "Ports: 22,80,1000-2000, - for all, T:/U: per protocol",
          "PORT SPECIFICATION", "PORTS"),
     _opt("--top-ports", "top_ports", "value", "Scan the N most common ports", "PORT SPECIFICATION", "N"),
@@ -267,6 +268,7 @@ class ScanRequest:
     scanflags: Optional[str] = None
     udp: bool = False
     sctp_scan: Optional[str] = None    # init (-sY) or cookie (-sZ)
+    ip_scan: bool = False              # -sO
     list_scan: bool = False
     ping_only: bool = False
     no_ping: bool = False
@@ -361,7 +363,7 @@ class ScanRequest:
             raise InputError("-n and -R contradict each other")
         if self.fast and (self.ports is not None or self.top_ports is not None):
             raise InputError("-F (the top 100 ports) contradicts -p and --top-ports: choose one")
-        if self.list_scan and (self.tcp_scan or self.udp or self.sctp_scan or self.ping_only or self.version_scan
+        if self.list_scan and (self.tcp_scan or self.udp or self.sctp_scan or self.ip_scan or self.ping_only or self.version_scan
                                or self.os_scan):
             raise InputError("-sL only lists targets: it takes no scan technique")
         if self.rate and self.rate < 0.01:
@@ -378,7 +380,11 @@ class ScanRequest:
             raise InputError("--db and --no-db contradict each other")
         if self.sctp_scan is not None and self.sctp_scan not in SCTP_SCAN_FLAG:
             raise InputError(f"bad sctp_scan '{self.sctp_scan}': one of {', '.join(SCTP_SCAN_FLAG)}")
-        if self.ping_only and (self.tcp_scan or self.udp or self.sctp_scan):
+        if self.ip_scan and (self.tcp_scan or self.udp or self.sctp_scan):
+            raise InputError("-sO (IP protocol scan) runs alone in scanner: not with -sS, -sU, -sY, ...")
+        if self.ip_scan and self.top_ports is not None:
+            raise InputError("-sO takes protocol numbers with -p, not --top-ports")
+        if self.ping_only and (self.tcp_scan or self.udp or self.sctp_scan or self.ip_scan):
             raise InputError("-sn is host discovery only: it takes no port scan technique")
         if self.ping_only and self.no_ping:
             raise InputError("-sn and -Pn together leave nothing to do")

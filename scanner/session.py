@@ -117,7 +117,7 @@ class Session:
         root = root or r.cluster is not None
         from .protocols.sctp import TECHNIQUES as SCTP_TECHNIQUES
         sctp: Any = SCTP_TECHNIQUES[SCTP_SCAN_FLAG[r.sctp_scan]] if r.sctp_scan else None
-        if technique is None and not r.udp and not r.ping_only and sctp is None:
+        if technique is None and not r.udp and not r.ping_only and sctp is None and not r.ip_scan:
             technique = SYN_SCAN if root or r.dry_run else TCP_TECHNIQUES["-sT"]
             if technique.key == "connect":
                 no_ping = True
@@ -126,26 +126,34 @@ class Session:
             if technique is None or not technique.raw:
                 raise InputError("--scanflags needs a raw TCP scan (-sS, -sA, ...)")
             technique = with_flags(technique, parse_scanflags(r.scanflags))
-        raw = r.ping_only or r.udp or sctp is not None or (technique is not None and technique.raw) or not no_ping
+        raw = r.ping_only or r.udp or sctp is not None or r.ip_scan or (technique is not None and technique.raw) or not no_ping
         if raw and not root and not r.dry_run:
             chosen = [f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else []
-            chosen += [sctp.flag] if sctp is not None else []
+            chosen += ([sctp.flag] if sctp is not None else []) + ["-sO"] * r.ip_scan
             wanted = " ".join(chosen + ["-sU"] * r.udp + ["-sn"] * r.ping_only) or \
                 "host discovery (use -Pn to skip it)"
             raise InputError(f"{wanted} sends raw packets and needs root (or CAP_NET_RAW): run as root, "
                              "or use -sT")
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6,
                                        default_exclude=not r.no_default_exclude)
+        if r.ip_scan and targets.family == 6:
+            raise InputError("-sO (IP protocol scan) is for IPv4 targets in scanner")
         note = targets.special_note()
         if note:
             self.notes.append(note)
         top = 100 if r.fast else r.top_ports
-        lists = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp, sctp=sctp is not None)
+        if r.ip_scan:
+            from .protocols import ipproto
+            lists: Any = ((), (), ())
+        else:
+            lists = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp, sctp=sctp is not None)
         tcp_ports, udp_ports = lists[0], lists[1]
         sctp_ports = lists[2] if sctp is not None else ()
         self.discovery = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
         jobs = []
-        if not r.ping_only:
+        if r.ip_scan:
+            jobs.append(("raw", Probes([(ipproto.IP_PROTO_SCAN, int(p)) for p in ipproto.protocols(r.ports)])))
+        elif not r.ping_only:
             if technique is not None and not technique.raw:
                 jobs.append(("connect", Probes.ports(technique, tcp_ports)))
                 if r.udp or sctp is not None:
