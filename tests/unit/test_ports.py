@@ -63,7 +63,7 @@ def test_port_lists_per_protocol():
         port_lists("T:80", None, tcp=False, udp=True)
 
 
-def test_sctp_prefix_not_supported():
+def test_sctp_prefix_needs_an_sctp_scan():
     with pytest.raises(InputError, match="SCTP"):
         parse_ports("S:80")
 
