@@ -607,9 +607,13 @@ def discovery_probes(r: ScanRequest, family: int = 4, local_link: bool = False):
     return Probes([(DISCOVERY[key], port) for key, port in (chosen or default)])
 
 
+SUFFIXES = {17: "/udp", 132: "/sctp", 255: "/ip"}     # dry-run lines: a row's proto -> after its port
+
+
 def dry_run_lines(config) -> Iterator[str]:
     """The probes a scan would send, in the order it would send them, a chunk of lines at a time:
-    "address port", with "/udp" after UDP ports and the probe's name for discovery ones."""
+    "address port", with "/udp", "/sctp" after UDP and SCTP ports, "/ip" after -sO's protocols,
+    and the probe's name for discovery ones."""
     from .states import addresses
     space = config.space
     names = [f"{t.flag}{port or ''}" if t.flag.startswith("-P") else "" for t, port in space.probes.slots]
@@ -617,7 +621,7 @@ def dry_run_lines(config) -> Iterator[str]:
         rows = space.rows(indices)
         _, slots = space.locate(indices)
         yield "".join(
-            f"{addr} {names[slot] or port}{'/udp' if proto == 17 else ''}\n"
+            f"{addr} {names[slot] or port}{SUFFIXES.get(proto, '')}\n"
             for addr, port, proto, slot in zip(addresses(rows), rows["port"].tolist(),
                                                rows["proto"].tolist(), slots.tolist()))
 
