@@ -84,6 +84,7 @@ BUGS: dict = {}
 
 Result = dict   # (address, proto, port) -> (state, reason)
 TIMINGS: dict = {}   # (technique, family) -> (nmap wall s, scanner wall s, nmap elapsed, scanner elapsed)
+SCANINFO: dict = {}  # (technique, family) -> (nmap's <scaninfo> attributes, scanner's)
 
 
 def elapsed(text: str) -> float:
@@ -110,6 +111,10 @@ def parse_xml(text: str) -> tuple[Result, dict]:
                 for p in expand_ports(why.get("ports")):
                     ports[(addr, why.get("proto"), p)] = (extra.get("state"), why.get("reason"))
     return ports, status
+
+
+def scaninfo(text: str) -> list:
+    return [dict(s.attrib) for s in ET.fromstring(text).iter("scaninfo")]
 
 
 def expand_ports(text: str) -> list[int]:
@@ -185,6 +190,7 @@ def scans(lab, family: int, technique: str) -> tuple[Result, Result]:
         nmap_xml, nmap_s = run_nmap(lab, family, [*options, "-Pn"], ports)
         scanner_xml, scanner_s = run_scanner(lab, family, [*options, "-Pn"], ports)
         TIMINGS[(technique, family)] = (nmap_s, scanner_s, elapsed(nmap_xml), elapsed(scanner_xml))
+        SCANINFO[(technique, family)] = (scaninfo(nmap_xml), scaninfo(scanner_xml))
         _scans[key] = (parse_xml(nmap_xml)[0], parse_xml(scanner_xml)[0])
     return _scans[key]
 
@@ -266,6 +272,7 @@ def proto_scans(lab) -> tuple[Result, Result]:
         nmap_xml, nmap_s = run_nmap(lab, 4, ["-sO", "-Pn"], protocols)
         scanner_xml, scanner_s = run_scanner(lab, 4, ["-sO", "-Pn"], protocols)
         TIMINGS[("-sO", 4)] = (nmap_s, scanner_s, elapsed(nmap_xml), elapsed(scanner_xml))
+        SCANINFO[("-sO", 4)] = (scaninfo(nmap_xml), scaninfo(scanner_xml))
         _proto_scans.update(nmap=parse_xml(nmap_xml)[0], ours=parse_xml(scanner_xml)[0])
     return _proto_scans["nmap"], _proto_scans["ours"]
 
@@ -292,3 +299,14 @@ def test_ip_protocol_state_matches_nmap(lab, behaviour):
     differ = {f"{a} {p}/{pr}": f"scanner {got[k]} nmap {want[k]}" for k in keys
               for a, pr, p in [k] if got[k] != want[k]}
     assert not differ, f"scanner vs nmap (state, reason): {differ}"
+
+
+@pytest.mark.parametrize("technique", ["-sY", "-sZ", "-sO"])
+def test_scaninfo_names_the_scan_as_nmap(lab, technique):
+    """<scaninfo type protocol numservices services>: sctpinit/sctpcookieecho over sctp, ipproto over ip."""
+    if technique == "-sO":
+        proto_scans(lab)
+    else:
+        scans(lab, 4, technique)
+    nmap, ours = SCANINFO[(technique, 4)]
+    assert ours == nmap
