@@ -119,7 +119,9 @@ def test_sctp_abort_means_sctp_is_open_and_the_tag_must_match():
     frame = r.sender.build(slot_of(132))
     pkt = Ether(frame)
     tag = pkt[SCTPChunkInit].init_tag
-    abort = lambda t: SCTP(sport=80, dport=pkt[SCTP].sport, tag=t) / SCTPChunkAbort()
+
+    def abort(t):
+        return SCTP(sport=80, dport=pkt[SCTP].sport, tag=t) / SCTPChunkAbort()
     assert rows_of(r, reply(frame, abort(tag)))[1] == [(slot_of(132), 132, "ip", STATES["open"],
                                                        REASONS["proto-response"])]
     p, rows = rows_of(r, reply(frame, abort(tag ^ 1)))

@@ -199,7 +199,9 @@ def test_bpf_takes_sctp_replies_to_cookie_ports(v6):
     probes = Probes.ports(SYN_SCAN, [], sctp=INIT_SCAN, sctp_ports=[80])
     saddr = SADDR6 if v6 else SADDR
     bpf = pcapy.compile(pcapy.DLT_EN10MB, 256, probes.bpf(6 if v6 else 4, saddr), 1, 0xFFFFFFFF)
-    l3 = (lambda: IPv6(src="2001:2::5", dst=saddr)) if v6 else (lambda: IP(src="198.18.0.5", dst=saddr))
+
+    def l3():
+        return IPv6(src="2001:2::5", dst=saddr) if v6 else IP(src="198.18.0.5", dst=saddr)
     low, high = SOURCE_PORT_RANGE
     for dport in (low, high):
         assert bpf.filter(bytes(Ether(src=DST_MAC, dst=SRC_MAC) / l3() / SCTP(sport=80, dport=dport) / SCTPChunkAbort()))
