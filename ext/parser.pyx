@@ -625,6 +625,10 @@ cdef class ReplyParser:
         if kind.ip_scan:                                 # -sO: results name the protocol
             out.port = self.space.slot_port[slot]
             out.proto = PROTO_IP_SCAN
+            # nmap: protocol/port unreachable says closed/open only from the target itself
+            if (rk == RK_PROTO_UNREACH or rk == RK_PORT_UNREACH) and (
+                    src4 != target4 if self.space.family == 4 else memcmp(src, target, 16) != 0):
+                rk = RK_ICMP_UNREACH
         if kind.table[rk] == ST_NONE:
             return 0
         host = self._host(target, target4)

@@ -177,3 +177,14 @@ def test_filter_takes_everything_to_us():
 def test_ipv6_refused():
     with pytest.raises(InputError, match="IPv4"):
         Rig(["2001:2::1"], Probes([(IP_PROTO_SCAN, 1)]), KEY, "2001:2:0:ffff::1")
+
+
+@pytest.mark.parametrize("number,code,reason", [(200, 2, "proto-unreach"), (17, 3, "port-unreach")])
+def test_unreachable_from_a_router_is_filtered(number, code, reason):
+    """nmap: protocol (port) unreachable means closed (open) only when the target itself says so."""
+    r = rig()
+    frame = r.sender.build(slot_of(number))
+    ip = Ether(frame)[IP]
+    error = bytes(Ether(src=DST_MAC, dst=SRC_MAC) / IP(src="198.19.0.9", dst=ip.src) / ICMP(type=3, code=code)
+                  / Raw(frame[14:]))
+    assert rows_of(r, error)[1] == [(slot_of(number), number, "ip", STATES["filtered"], REASONS[reason])]
