@@ -23,7 +23,11 @@ cdef enum:
     RK_TIMESTAMP_REPLY = 7
     RK_ARP_REPLY = 8
     RK_NO_RESPONSE = 9
-    RK_COUNT = 10
+    RK_INIT_ACK = 10          # SCTP INIT-ACK
+    RK_ABORT = 11             # SCTP ABORT
+    RK_PROTO_RESPONSE = 12    # -sO: any answer in the probed protocol
+    RK_PROTO_UNREACH = 13     # destination unreachable, protocol unreachable (v4 code 2)
+    RK_COUNT = 14
 
 # Reasons, as nmap names them (see REASONS in parser.pyx for the names).
 cdef enum:
@@ -45,3 +49,6 @@ cdef enum:
     RS_NO_ROUTE = 15          # ICMPv6 no route to destination
     RS_USER_SET = 16          # -Pn: the user said the host is up
     RS_ARP_RESPONSE = 17
+    RS_INIT_ACK = 18          # SCTP
+    RS_ABORT = 19
+    RS_PROTO_RESPONSE = 20    # -sO

@@ -11,4 +11,4 @@ ECHOES: dict[str, int]
 """ProbeKind.ck_echo values besides an offset: none (nothing echoed), snmp (the SNMP request-id)."""
 PROBE_KIND_DTYPE: np.dtype
 """One probe kind (ext/probes.pxd ProbeKind): proto, tcp_flags, icmp_type, ck_len, offset, length, ts_offset,
-ck_at, ck_echo, table."""
+ck_at, ck_echo, table, ip_scan (-sO)."""

@@ -8,12 +8,13 @@ from libc.string cimport memcpy, memcmp, memset
 
 from checksum cimport get16, get32
 from codes cimport *
-from cookie cimport cookie_v4, cookie_v6, cookie_sport, cookie_seq
-from cookie cimport cookie_flow
+from cookie cimport cookie_v4, cookie_v6, cookie_sport, cookie_seq, cookie_flow
 from probes cimport TRACE_MAX_TTL, TRACE_SPORT_BASE, TRACE_SPORT_MASK
 from space cimport Space, space_host4, space_host6, space_init
 from probes cimport (ProbeKind, TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, PROTO_ARP, PROTO_ICMP, PROTO_TCP,
                      PROTO_UDP, PROTO_ICMP6, ECHO_SNMP, payload_cookie, write_probe)
+from sctp cimport PROTO_SCTP, sctp_reply, sctp_quote_ok
+from ipproto cimport PROTO_IP_SCAN
 
 cnp.import_array()
 
@@ -48,7 +49,8 @@ REASONS = {"syn-ack": RS_SYN_ACK, "reset": RS_RESET, "no-response": RS_NO_RESPON
            "admin-prohibited": RS_ADMIN_PROHIBITED, "conn-refused": RS_CONN_REFUSED,
            "udp-response": RS_UDP_RESPONSE, "echo-reply": RS_ECHO_REPLY,
            "timestamp-reply": RS_TIMESTAMP_REPLY, "no-route": RS_NO_ROUTE, "user-set": RS_USER_SET,
-           "arp-response": RS_ARP_RESPONSE}
+           "arp-response": RS_ARP_RESPONSE, "init-ack": RS_INIT_ACK, "abort": RS_ABORT,
+           "proto-response": RS_PROTO_RESPONSE}
 # --traceroute: one row per genuine answer to a hop-limited probe (ReplyParser.parse_trace).
 # index: the trace space's probe (host * n_slots + slot); ttl: the probe's hop limit; hop, hop6:
 # who answered (a router's time-exceeded, or the target); final: 1 when it was the target;
@@ -68,7 +70,8 @@ REPLY_KINDS = {"syn-ack": RK_SYN_ACK, "reset": RK_RESET, "reset-window": RK_RESE
                "icmp-unreach": RK_ICMP_UNREACH, "port-unreach": RK_PORT_UNREACH,
                "udp-response": RK_UDP_REPLY, "echo-reply": RK_ECHO_REPLY,
                "timestamp-reply": RK_TIMESTAMP_REPLY, "arp-response": RK_ARP_REPLY,
-               "no-response": RK_NO_RESPONSE}
+               "no-response": RK_NO_RESPONSE, "init-ack": RK_INIT_ACK, "abort": RK_ABORT,
+               "proto-response": RK_PROTO_RESPONSE, "proto-unreach": RK_PROTO_UNREACH}
 
 
 cdef inline uint8_t unreach_reason4(uint8_t code) noexcept nogil:
@@ -231,6 +234,7 @@ cdef class ReplyParser:
     cdef uint8_t* scratch          # a probe rebuilt to compare with the one an ICMP error quotes
     cdef uint8_t* taint            # TAINT_BITS bits, or NULL without UDP probes
     cdef object _keep
+    cdef bint ip_scan              # -sO: slots are IP protocols (ext/ipproto.pxd)
     cdef readonly uint64_t bad_cookie, not_in_scan, parsed, forged
     cdef public uint32_t data_length     # --data-length: a RST then acknowledges the probe's data too
     cdef public uint16_t source_port     # -g: our probes' fixed source port (0: the cookie's)
@@ -251,6 +255,7 @@ cdef class ReplyParser:
         self.template_l2 = template_l2_len
         self.scratch = <uint8_t*>cnp.PyArray_DATA(scratch)
         self.taint = <uint8_t*>cnp.PyArray_DATA(taint) if len(taint) > 1 else NULL
+        self.ip_scan = bool((kinds["ip_scan"] != 0).any())
         if self.space.family == 4:
             self.saddr4 = int.from_bytes(saddr, "big")
         else:
@@ -318,6 +323,53 @@ cdef class ReplyParser:
         seq = seq + (1 if probe_flags & TCP_SYN else 0) + (1 if probe_flags & TCP_FIN else 0)
         return get32(tcp + 8) == seq or (self.data_length != 0 and get32(tcp + 8) == seq + self.data_length)
 
+    cdef inline bint _ip_cookie_ok(self, const uint8_t* q, uint64_t c) noexcept nogil:
+        """Whether a quoted IP header carries our probe's cookie bits: the IPv4 id (unless zero,
+        which a raw socket's kernel replaces) or the IPv6 flow label (see probes.pxd)."""
+        if self.space.family == 4:
+            return <uint16_t>(c >> 48) == 0 or get16(q + 4) == <uint16_t>(c >> 48)
+        return (get32(q) & 0xfffff) == cookie_flow(c)
+
+    cdef int _ipproto_quoted(self, const uint8_t* q, int proto, const uint8_t* ql4, uint32_t n,
+                             const uint8_t* target, uint32_t target4, Result* out) noexcept nogil:
+        """-sO: the slot of the protocol an ICMP error quotes (n bytes past the quoted IP header),
+        or -1. The quoted IP header carries the cookie; TCP, UDP and SCTP probes their source port."""
+        cdef int32_t slot = self.space.ip_slot[proto]
+        cdef uint64_t c
+        if slot < 0:
+            self.not_in_scan += 1
+            return -1
+        c = self._cookie(target, target4, <uint16_t>proto)
+        if not self._ip_cookie_ok(q, c) or ((proto == PROTO_TCP or proto == PROTO_UDP or proto == PROTO_SCTP)
+                                            and (n < 2 or get16(ql4) != self._sport(c))):
+            self.bad_cookie += 1
+            return -1
+        out.port = <uint16_t>proto
+        out.proto = PROTO_IP_SCAN
+        return slot
+
+    cdef int32_t _ipproto_reply(self, int proto, const uint8_t* l4, uint32_t left, const uint8_t* target,
+                                uint32_t target4) noexcept nogil:
+        """-sO: the slot of a reply from a target in a protocol it was probed with, or -1. Where
+        the protocol can echo the cookie, the reply must (see ext/ipproto.pxd)."""
+        cdef int32_t slot = self.space.ip_slot[proto]
+        cdef uint64_t c
+        cdef bint ok = True
+        if slot < 0:
+            self.not_in_scan += 1
+            return -1
+        c = self._cookie(target, target4, <uint16_t>proto)
+        if proto == PROTO_TCP:
+            ok = left >= 20 and self._tcp_echo_ok(l4, TCP_ACK, c)
+        elif proto == PROTO_UDP:
+            ok = left >= 8 and get16(l4 + 2) == self._sport(c)
+        elif proto == PROTO_SCTP:
+            ok = left >= 16 and get16(l4 + 2) == self._sport(c) and get32(l4 + 4) == cookie_seq(c)
+        if not ok:
+            self.bad_cookie += 1
+            return -1
+        return slot
+
     cdef int _quoted(self, const uint8_t* q, uint32_t left, Result* out,
                      const uint8_t** target, uint32_t* target4) noexcept nogil:
         """Matches the probe quoted in an ICMP error to its slot; returns the slot or -1."""
@@ -331,7 +383,9 @@ cdef class ReplyParser:
                 return -1
             qhl = (q[0] & 0x0f) * 4
             # our probes are never fragments: a quoted fragment is not one of them
-            if qhl < 20 or left < qhl + 8 or get32(q + 12) != self.saddr4 or get16(q + 6) & 0x3fff:
+            # (-sO probes may be a bare IP header: nothing past it to quote)
+            if (qhl < 20 or left < qhl + (0 if self.ip_scan else 8) or get32(q + 12) != self.saddr4
+                    or get16(q + 6) & 0x3fff):
                 return -1
             proto = q[9]
             target4[0] = get32(q + 16)
@@ -340,14 +394,18 @@ cdef class ReplyParser:
             if left < 48 or (q[0] >> 4) != 6 or memcmp(q + 8, self.saddr6, 16) != 0:
                 return -1
             proto = ipv6_upper(q, left, &qhl)
-            if proto < 0 or left < qhl + 8:
+            if proto < 0 or left < qhl + (0 if self.ip_scan else 8):
                 return -1
             target[0] = q + 24
         ql4 = q + qhl
+        if self.ip_scan:
+            return self._ipproto_quoted(q, proto, ql4, left - qhl, target[0], target4[0], out)
         if proto == PROTO_TCP:
             slot = self.space.tcp_slot[get16(ql4 + 2)]
         elif proto == PROTO_UDP:
             slot = self.space.udp_slot[get16(ql4 + 2)]
+        elif proto == PROTO_SCTP:
+            slot = self.space.sctp_slot[get16(ql4 + 2)]
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             slot = get16(ql4 + 6)
             if <uint64_t>slot >= self.space.n_slots or self.kinds[self.space.slot_kind[slot]].proto != proto:
@@ -368,6 +426,10 @@ cdef class ReplyParser:
             elif not self._udp_quote_ok(q, qhl, left, slot, target[0], target4[0], c):
                 self.forged += 1                # the port guessed right, the rest of the probe not
                 return -1
+        elif proto == PROTO_SCTP:
+            if get16(ql4) != self._sport(c) or not sctp_quote_ok(ql4, left - qhl, cookie_seq(c),
+                                                                 self._ip_cookie_ok(q, c)):
+                slot = -2
         elif get16(ql4 + 4) != <uint16_t>c:
             slot = -2
         if slot == -2:
@@ -404,7 +466,7 @@ cdef class ReplyParser:
         cdef uint32_t iplen, ihl, left, src4 = 0, target4 = 0
         cdef uint16_t sport, ethertype, frag = 0
         cdef uint8_t flags, rk, reason, itype, icode
-        cdef int proto
+        cdef int proto, found
         cdef uint64_t c
         cdef int64_t host
         cdef int32_t slot
@@ -463,7 +525,14 @@ cdef class ReplyParser:
         l4 = ip + ihl
         left -= ihl
         target, target4 = src, src4
-        if proto == PROTO_TCP:                           # a reply from the target itself
+        if self.ip_scan and proto != PROTO_ICMP and proto != PROTO_ICMP6:    # -sO: any protocol
+            slot = self._ipproto_reply(proto, l4, left, target, target4)
+            if slot < 0:
+                return 0
+            rk, reason = RK_PROTO_RESPONSE, RS_PROTO_RESPONSE
+            out.port = <uint16_t>proto
+            out.proto = PROTO_IP_SCAN
+        elif proto == PROTO_TCP:                         # a reply from the target itself
             if left < 20 or (frag & 0x2000 and left < <uint32_t>(l4[12] >> 4) * 4):
                 return 0                                 # a first fragment must hold the whole header
             sport = get16(l4)
@@ -517,6 +586,26 @@ cdef class ReplyParser:
             rk, reason = RK_UDP_REPLY, RS_UDP_RESPONSE
             out.port = sport
             out.proto = PROTO_UDP
+        elif proto == PROTO_SCTP:
+            if left < 16:
+                return 0
+            sport = get16(l4)
+            slot = self.space.sctp_slot[sport]
+            if slot < 0:
+                self.not_in_scan += 1
+                return 0
+            c = self._cookie(target, target4, sport)
+            if get16(l4 + 2) != self._sport(c):
+                self.bad_cookie += 1
+                return 0
+            found = sctp_reply(l4, left, cookie_seq(c), &reason)
+            if found == -2:
+                self.bad_cookie += 1
+            if found < 0:
+                return 0
+            rk = <uint8_t>found
+            out.port = sport
+            out.proto = PROTO_SCTP
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             if left < 8 or proto != (PROTO_ICMP if self.space.family == 4 else PROTO_ICMP6):
                 return 0
@@ -539,7 +628,8 @@ cdef class ReplyParser:
                 reason = unreach_reason4(icode) if proto == PROTO_ICMP else unreach_reason6(icode)
                 if reason == RS_NONE:
                     return 0
-                rk = RK_PORT_UNREACH if reason == RS_PORT_UNREACH else RK_ICMP_UNREACH
+                rk = RK_PORT_UNREACH if reason == RS_PORT_UNREACH else (
+                    RK_PROTO_UNREACH if reason == RS_PROTO_UNREACH else RK_ICMP_UNREACH)
                 slot = self._quoted(l4 + 8, left - 8, out, &target, &target4)
                 if slot < 0:
                     return 0
@@ -548,6 +638,13 @@ cdef class ReplyParser:
         else:
             return 0
         kind = &self.kinds[self.space.slot_kind[slot]]
+        if kind.ip_scan:                                 # -sO: results name the protocol
+            out.port = self.space.slot_port[slot]
+            out.proto = PROTO_IP_SCAN
+            # nmap: protocol/port unreachable says closed/open only from the target itself
+            if (rk == RK_PROTO_UNREACH or rk == RK_PORT_UNREACH) and (
+                    src4 != target4 if self.space.family == 4 else memcmp(src, target, 16) != 0):
+                rk = RK_ICMP_UNREACH
         if kind.table[rk] == ST_NONE:
             return 0
         host = self._host(target, target4)

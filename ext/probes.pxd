@@ -7,6 +7,7 @@ from checksum cimport get16, put16, put32, csum_add, csum_fold, ipv4_header_chec
 from checksum cimport get32
 from cookie cimport cookie_sport, cookie_seq, cookie_flow
 from codes cimport RK_COUNT
+from sctp cimport PROTO_SCTP, sctp_write
 
 cdef enum:
     TCP_FIN = 0x01
@@ -41,6 +42,7 @@ cdef packed struct ProbeKind:
     int16_t ck_at             # UDP: where those bytes are in the payload
     int16_t ck_echo           # UDP: where a reply's payload echoes them, or ECHO_*
     uint8_t table[RK_COUNT]   # reply kind -> port state (0: not a reply to this kind)
+    uint8_t ip_scan           # -sO: the slot's port is the protocol; the template has its own port
 
 
 cdef inline uint32_t payload_cookie(const ProbeKind* k, uint64_t c) noexcept nogil:
@@ -63,7 +65,7 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
     cdef uint64_t pseudo = 0
     cdef uint16_t sum
     memcpy(frame, templates + k.offset, k.length)
-    if k.proto == PROTO_ARP:                         # who-has daddr: only the target address varies
+    if k.proto == PROTO_ARP and not k.ip_scan:       # who-has daddr: only the target address varies
         put32(frame + l2_len + 24, daddr4)
         return k.length
     if family == 4:
@@ -80,6 +82,8 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
         memcpy(ip + 24, daddr6, 16)
         put32(ip, 0x60000000 | cookie_flow(c))       # flow label: quoted back in ICMPv6 errors
         pseudo = csum_add(0, ip + 8, 32) + k.proto + <uint64_t>l4_len
+    if k.ip_scan and (k.proto == PROTO_TCP or k.proto == PROTO_UDP or k.proto == PROTO_SCTP):
+        dport = get16(l4 + 2)                        # -sO: nmap's fixed port; the slot names the protocol
     if k.proto == PROTO_TCP:
         if get16(l4) == 0:                           # else -g: the template's fixed source port
             put16(l4, cookie_sport(c))
@@ -101,7 +105,9 @@ cdef inline int write_probe(uint8_t* frame, const uint8_t* templates, const Prob
             put16(l4 + 8 + k.ck_at, <uint16_t>payload_cookie(k, c))
         sum = csum_fold(csum_add(pseudo, l4, l4_len))
         put16(l4 + 6, sum if sum else 0xffff)
-    else:                                            # ICMP / ICMPv6 echo or timestamp request
+    elif k.proto == PROTO_SCTP:                      # CRC32c, no pseudo-header
+        sctp_write(l4, l4_len, dport, c)
+    elif k.proto == PROTO_ICMP or k.proto == PROTO_ICMP6:     # echo or timestamp request
         put16(l4 + 4, <uint16_t>c)                   # identifier
         put16(l4 + 6, slot)                          # sequence: which slot this probe is
         put32(l4 + 8, cookie_seq(c))                 # echoed back: payload / originate time

@@ -17,6 +17,8 @@ ctypedef struct Space:
     const uint16_t* slot_kind   # probe kind of each slot
     const int32_t* tcp_slot     # TCP port -> slot, or -1
     const int32_t* udp_slot     # UDP port -> slot, or -1
+    const int32_t* sctp_slot    # SCTP port -> slot, or -1
+    const int32_t* ip_slot      # -sO: IP protocol (0-255) -> slot, or -1
     int32_t arp_slot            # the ARP request's slot, or -1
 
 
@@ -88,5 +90,7 @@ cdef inline object space_init(Space* s, dict a, object kinds=None, Py_ssize_t ki
     s.slot_kind = <const uint16_t*>cnp.PyArray_DATA(a["slot_kind"])
     s.tcp_slot = <const int32_t*>cnp.PyArray_DATA(a["tcp_slot"])
     s.udp_slot = <const int32_t*>cnp.PyArray_DATA(a["udp_slot"])
+    s.sctp_slot = <const int32_t*>cnp.PyArray_DATA(a["sctp_slot"])
+    s.ip_slot = <const int32_t*>cnp.PyArray_DATA(a["ip_slot"])
     s.arp_slot = a["arp_slot"]
     return keep

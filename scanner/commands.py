@@ -35,7 +35,8 @@ def lab(
             raise EnvironmentFault(f"the lab needs '{tool}': apt-get install {'iproute2' if tool == 'ip' else 'nftables'}")
     try:
         spec = LabSpec(prefix=prefix, open_tcp=(22, 80, 443), drop_tcp=(8080,),
-                       reject_tcp={8443: "admin-prohibited"}, live_every=live_every, routers=routers)
+                       reject_tcp={8443: "admin-prohibited"}, live_every=live_every, routers=routers,
+                       open_sctp=(2905,))
     except ValueError as e:
         raise InputError(f"bad lab: {e}") from None
     ports = "22,23,80,443,8080,8443"
@@ -45,7 +46,7 @@ def lab(
         if not command:
             raise InputError("--run needs a command")
     print(f"Lab: {prefix}, one host in {live_every} up; ports 22,80,443 open, 23 closed, "
-          f"8080 dropped, 8443 rejected (admin-prohibited)"
+          f"8080 dropped, 8443 rejected (admin-prohibited); SCTP 2905 open, other SCTP ports closed"
           f"{f'; {routers} router(s) on the way' if routers else ''}. "
           f"{'Running' if run else 'Scanning'} from its own namespace:", flush=True)
     argv = [sys.executable, "-m", "scanner", prefix, "-p", ports, "--rate", str(rate), "--reason"]

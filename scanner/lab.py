@@ -242,6 +242,15 @@ class LabSpec:
     icmp_ratelimit: bool = False
     # Router namespaces between the scanner and the target (hops for traceroute).
     routers: int = 0
+    # SCTP: ports with a listener, answered by scanner.lab_sctp (this kernel has no SCTP); None: no
+    # responder (the target then answers SCTP with ICMP protocol-unreachable). Dropped and
+    # rejected SCTP ports as for UDP.
+    open_sctp: tuple[int, ...] | None = None
+    drop_sctp: tuple[int, ...] = ()
+    reject_sctp: dict[int, str] = field(default_factory=dict)
+    # IP protocols (-sO) dropped, or rejected (REJECTS keys but tcp-reset), over IPv4.
+    drop_proto: tuple[int, ...] = ()
+    reject_proto: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.prefix, strict=True)
@@ -272,12 +281,12 @@ class LabSpec:
         for port, how in self.reject_tcp.items():
             if how not in REJECTS:
                 raise ValueError(f"reject_tcp[{port}]={how!r}: expected one of {sorted(REJECTS)}")
-        for port, how in self.reject_udp.items():
+        for port, how in (*self.reject_udp.items(), *self.reject_sctp.items(), *self.reject_proto.items()):
             if how not in REJECTS or how == "tcp-reset":
                 raise ValueError(f"reject_udp[{port}]={how!r}: expected one of "
                                  f"{sorted(set(REJECTS) - {'tcp-reset'})}")
         for p in (*self.open_tcp, *self.open_udp, *self.drop_tcp, *self.drop_udp, *self.reject_tcp,
-                  *self.reject_udp):
+                  *self.reject_udp, *(self.open_sctp or ()), *self.drop_sctp, *self.reject_sctp):
             if not 0 < p < 65536:
                 raise ValueError(f"bad port {p}")
 
@@ -468,6 +477,8 @@ class Lab:
                 "--tcp", ",".join(map(str, spec.open_tcp)), "--udp", ",".join(map(str, spec.open_udp))]
         if spec.prefix6 is not None:
             argv.append("--ipv6")
+        if spec.open_sctp is not None:
+            argv += ["--sctp", ",".join(map(str, spec.open_sctp))]
         self._services = p = subprocess.Popen(
             _nsexec(self.target_ns, argv), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True, env=env)
@@ -534,6 +545,14 @@ class Lab:
             out.append(f"    {dst} tcp dport {port} {rejects[how][0]}")
         for port, how in sorted(spec.reject_udp.items()):
             out.append(f"    {dst} udp dport {port} {rejects[how][0]}")
+        if spec.drop_sctp:
+            out.append(f'    {dst} sctp dport {{ {", ".join(map(str, spec.drop_sctp))} }} drop')
+        for port, how in sorted(spec.reject_sctp.items()):
+            out.append(f"    {dst} sctp dport {port} {rejects[how][0]}")
+        if family == "ip" and spec.drop_proto:
+            out.append(f'    {dst} ip protocol {{ {", ".join(map(str, spec.drop_proto))} }} drop')
+        for number, how in sorted(spec.reject_proto.items()) if family == "ip" else ():
+            out.append(f"    {dst} ip protocol {number} {rejects[how][0]}")
         return out
 
     # -- running things ---------------------------------------------------

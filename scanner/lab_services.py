@@ -1,6 +1,6 @@
 """Target-side services for the lab (run inside the target namespace by scanner.lab).
 
-    python -m scanner.lab_services --tcp 22,80,443 --udp 53 [--ipv6]
+    python -m scanner.lab_services --tcp 22,80,443 --udp 53 [--sctp 2905] [--ipv6]
 
 TCP: listen on the wildcard address, accept and close.  UDP: answer every
 datagram with b"scanner-lab\\n" (with the request's id where the port's protocol
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scanner.lab_services")
     ap.add_argument("--tcp", default="", help="comma-separated TCP ports to listen on")
     ap.add_argument("--udp", default="", help="comma-separated UDP ports to answer on")
+    ap.add_argument("--sctp", default=None, help="answer SCTP (scanner.lab_sctp), listening on these ports")
     ap.add_argument("--backlog", type=int, default=4096)
     ap.add_argument("--ipv6", action="store_true", help="listen/answer on IPv6 too")
     args = ap.parse_args(argv)
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             s.setblocking(False)
             sel.register(s, selectors.EVENT_READ, "udp")
 
+    if args.sctp is not None:
+        from . import lab_sctp
+        for s in lab_sctp.sockets(args.ipv6):
+            sel.register(s, selectors.EVENT_READ, "sctp")
+    sctp_open = set(_ports(args.sctp or ""))
+
     print("ready", flush=True)
     while True:
         if os.getppid() != parent:  # parent died before PDEATHSIG was armed
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             s = cast(Any, key.fileobj)
             if key.data == "tcp":
                 _accept_all(s)
+            elif key.data == "sctp":
+                lab_sctp.answer_all(s, sctp_open)
             else:
                 _answer_all(s)
 

@@ -16,7 +16,7 @@ DEFAULT_TOP_PORTS = 1000  # nmap scans its top 1000 TCP ports when no -p is give
 _NUM = re.compile(r"[0-9]+")
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=3)
 def _services(proto: str = "tcp") -> dict:
     """Port -> usual service name, most frequent first (shipped data files, never /usr/share/nmap)."""
     with open(os.path.join(DATA, f"top-ports-{proto}.txt"), encoding="ascii") as f:
@@ -25,7 +25,7 @@ def _services(proto: str = "tcp") -> dict:
     return {int(port): name for port, name in rows}
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=3)
 def _ranked(proto: str = "tcp") -> np.ndarray:
     """All ports of a protocol, most frequent first."""
     arr = np.array(list(_services(proto)), dtype=np.uint16)
@@ -33,9 +33,19 @@ def _ranked(proto: str = "tcp") -> np.ndarray:
     return arr
 
 
+@lru_cache(maxsize=1)
+def _ip_protocols() -> dict:
+    """IP protocol number -> name, as nmap names them (shipped data file)."""
+    with open(os.path.join(DATA, "ip-protocols.txt"), encoding="ascii") as f:
+        rows = (line.split() for line in f if line.strip() and not line.startswith("#"))
+        return {int(number): name for number, name in rows}
+
+
 def service_name(port: int, proto: str = "tcp") -> str:
     """The service usually found on a port, as nmap names it ("unknown" if none)."""
-    if proto not in ("tcp", "udp"):
+    if proto == "ip":                       # -sO: the port is an IP protocol number
+        return _ip_protocols().get(int(port), "unknown")
+    if proto not in ("tcp", "udp", "sctp"):
         return ""
     return _services(proto).get(int(port), "unknown")
 
@@ -57,23 +67,21 @@ def _port(text: str, item: str, spec: str) -> int:
 
 
 def _parse_spec(spec: str) -> dict:
-    """Boolean masks of the 65536 ports an nmap -p spec selects, per protocol ("tcp", "udp").
-    Unqualified items count for both, as in nmap; T: and U: apply to the items that follow."""
-    masks = {"tcp": np.zeros(65536, dtype=bool), "udp": np.zeros(65536, dtype=bool)}
+    """Boolean masks of the 65536 ports an nmap -p spec selects, per protocol ("tcp", "udp", "sctp").
+    Unqualified items count for all, as in nmap; T:, U: and S: apply to the items that follow."""
+    masks = {proto: np.zeros(65536, dtype=bool) for proto in ("tcp", "udp", "sctp")}
     if not spec.strip():
         raise InputError("bad port spec '': empty")
-    protos: tuple = ("tcp", "udp")
+    protos: tuple = ("tcp", "udp", "sctp")
     for raw in spec.split(","):
         item = raw.strip()
         m = re.match(r"([A-Za-z]):", item)
         if m:
             prefix = m.group(1).upper()
             item = item[2:].strip()
-            if prefix == "S":
-                raise InputError("SCTP ports (S:) need -sY, which scanner does not have")
-            if prefix not in "TU":
+            if prefix not in "TUS":
                 raise InputError(f"bad port spec '{spec}': unknown protocol prefix '{m.group(0)}'")
-            protos = ("tcp",) if prefix == "T" else ("udp",)
+            protos = ({"T": "tcp", "U": "udp", "S": "sctp"}[prefix],)
         if not item:
             raise InputError(f"bad port spec '{spec}': empty entry")
         known = None
@@ -124,20 +132,26 @@ def _select(mask: Optional[np.ndarray], top: Optional[int], proto: str, spec: Op
     return np.sort(chosen)
 
 
-def port_lists(spec: Optional[str], top_ports: Optional[int], tcp: bool = True, udp: bool = False):
-    """(TCP ports, UDP ports) for a scan, each sorted unique uint16 (empty if not scanned).
+def port_lists(spec: Optional[str], top_ports: Optional[int], tcp: bool = True, udp: bool = False,
+               sctp: bool = False):
+    """(TCP ports, UDP ports) for a scan, each sorted unique uint16 (empty if not scanned); with
+    sctp=True, (TCP, UDP, SCTP ports).
 
     With neither a spec nor --top-ports, the top 1000 of each scanned protocol, as nmap does."""
     if spec is None and top_ports is None:
         top_ports = DEFAULT_TOP_PORTS
     if top_ports is not None and top_ports < 1:
         raise InputError(f"--top-ports must be at least 1, got {top_ports}")
-    masks = _parse_spec(spec) if spec is not None else {"tcp": None, "udp": None}
+    masks = _parse_spec(spec) if spec is not None else {"tcp": None, "udp": None, "sctp": None}
     if spec is not None and not udp and "U:" in spec.upper().replace(" ", ""):
         raise InputError("UDP ports (U:) need the UDP scan: add -sU")
+    if spec is not None and not sctp and "S:" in spec.upper().replace(" ", ""):
+        raise InputError("SCTP ports (S:) need an SCTP scan: add -sY or -sZ")
     empty = np.zeros(0, dtype=np.uint16)
-    lists = (_select(masks["tcp"], top_ports, "tcp", spec) if tcp else empty,
+    lists: tuple = (_select(masks["tcp"], top_ports, "tcp", spec) if tcp else empty,
              _select(masks["udp"], top_ports, "udp", spec) if udp else empty)
+    if sctp:
+        lists += (_select(masks["sctp"], top_ports, "sctp", spec),)
     if spec is not None and not any(len(ports) for ports in lists):
         raise InputError(f"bad port spec '{spec}': no ports for the protocols being scanned")
     return lists

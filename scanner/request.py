@@ -22,11 +22,16 @@ from .errors import InputError
 TCP_SCAN_LETTERS = {"S": "syn", "T": "connect", "A": "ack", "W": "window", "N": "null", "F": "fin",
                     "X": "xmas", "M": "maimon"}
 TCP_SCAN_FLAG = {key: f"-s{letter}" for letter, key in TCP_SCAN_LETTERS.items()}
+# -sY / -sZ: the SCTP technique each selects (scanner/protocols/sctp.py).
+SCTP_SCAN_LETTERS = {"Y": "init", "Z": "cookie"}
+SCTP_SCAN_FLAG = {key: f"-s{letter}" for letter, key in SCTP_SCAN_LETTERS.items()}
+# Fields set by a choice among -s letters: field -> (letter -> value).
+LETTER_CHOICES = {"tcp_scan": TCP_SCAN_LETTERS, "sctp_scan": SCTP_SCAN_LETTERS}
 SEND_PATHS = ("auto", "xdp", "packet")
-SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only", "L": "list_scan", "C": "script_scan"}
+SCAN_LETTER_FIELDS = {"U": "udp", "V": "version_scan", "n": "ping_only", "L": "list_scan", "O": "ip_scan",
+                      "C": "script_scan"}
 # nmap's -s letters that scanner does not implement (yet).
-SCAN_LETTERS_MISSING = {"O": "IP protocol scan", "Y": "SCTP INIT scan",
-                        "Z": "SCTP COOKIE-ECHO scan", "I": "idle scan", "R": "RPC scan"}
+SCAN_LETTERS_MISSING = {"I": "idle scan", "R": "RPC scan"}
 # nmap options that scanner does not implement: named in the error instead of "unknown option".
 NMAP_MISSING = {
     "--min-hostgroup", "--max-hostgroup", "-b", "--badsum", "-f", "--mtu", "-D", "-S",
@@ -86,6 +91,9 @@ OPTIONS = (
     _opt("-sM", "tcp_scan", "flag", "Maimon scan (FIN, ACK)", "SCAN TECHNIQUES"),
     _opt("--scanflags", "scanflags", "value", "Custom TCP flags, e.g. URGPSHFIN", "SCAN TECHNIQUES", "FLAGS"),
     _opt("-sU", "udp", "flag", "UDP scan (with protocol payloads)", "SCAN TECHNIQUES"),
+    _opt("-sY", "sctp_scan", "flag", "SCTP INIT scan", "SCAN TECHNIQUES"),
+    _opt("-sZ", "sctp_scan", "flag", "SCTP COOKIE-ECHO scan", "SCAN TECHNIQUES"),
+    _opt("-sO", "ip_scan", "flag", "IP protocol scan (-p: protocol numbers)", "SCAN TECHNIQUES"),
     _opt("-p", "ports", "value", "Ports: 22,80,1000-2000, - for all, T:/U: per protocol",
          "PORT SPECIFICATION", "PORTS"),
     _opt("--top-ports", "top_ports", "value", "Scan the N most common ports", "PORT SPECIFICATION", "N"),
@@ -275,6 +283,8 @@ class ScanRequest:
     tcp_scan: Optional[str] = None     # syn, connect, ack, ... (None: SYN as root, else connect)
     scanflags: Optional[str] = None
     udp: bool = False
+    sctp_scan: Optional[str] = None    # init (-sY) or cookie (-sZ)
+    ip_scan: bool = False              # -sO
     list_scan: bool = False
     ping_only: bool = False
     no_ping: bool = False
@@ -379,8 +389,9 @@ class ScanRequest:
             raise InputError("-n and -R contradict each other")
         if self.fast and (self.ports is not None or self.top_ports is not None):
             raise InputError("-F (the top 100 ports) contradicts -p and --top-ports: choose one")
-        if self.list_scan and (self.tcp_scan or self.udp or self.ping_only or self.version_scan or self.os_scan
-                               or self.script_scan or self.scripts or self.traceroute):
+        if self.list_scan and (self.tcp_scan or self.udp or self.sctp_scan or self.ip_scan or self.ping_only
+                               or self.version_scan or self.os_scan or self.script_scan or self.scripts
+                               or self.traceroute):
             raise InputError("-sL only lists targets: it takes no scan technique")
         if self.rate and self.rate < 0.01:
             raise InputError(f"bad --rate {self.rate:g}: must be 0 (unlimited) or at least 0.01")
@@ -394,7 +405,13 @@ class ScanRequest:
             raise InputError(f"bad tcp_scan '{self.tcp_scan}': one of {', '.join(TCP_SCAN_FLAG)}")
         if self.db is not None and self.no_db:
             raise InputError("--db and --no-db contradict each other")
-        if self.ping_only and (self.tcp_scan or self.udp):
+        if self.sctp_scan is not None and self.sctp_scan not in SCTP_SCAN_FLAG:
+            raise InputError(f"bad sctp_scan '{self.sctp_scan}': one of {', '.join(SCTP_SCAN_FLAG)}")
+        if self.ip_scan and (self.tcp_scan or self.udp or self.sctp_scan):
+            raise InputError("-sO (IP protocol scan) runs alone in scanner: not with -sS, -sU, -sY, ...")
+        if self.ip_scan and self.top_ports is not None:
+            raise InputError("-sO takes protocol numbers with -p, not --top-ports")
+        if self.ping_only and (self.tcp_scan or self.udp or self.sctp_scan or self.ip_scan):
             raise InputError("-sn is host discovery only: it takes no port scan technique")
         if self.ping_only and self.no_ping:
             raise InputError("-sn and -Pn together leave nothing to do")
@@ -422,8 +439,9 @@ class ScanRequest:
 
         def put(opt_name: str, fld: str, value) -> None:
             if fld in given and values[fld] != value:
-                if fld == "tcp_scan":
-                    raise InputError(f"choose one TCP scan technique, not {given[fld]} and {opt_name}")
+                if fld in LETTER_CHOICES:
+                    raise InputError(f"choose one {'TCP' if fld == 'tcp_scan' else 'SCTP'} scan technique, "
+                                     f"not {given[fld]} and {opt_name}")
                 raise InputError(f"{opt_name} given twice: only one is allowed, as in nmap")
             given[fld] = opt_name
             values[fld] = value
@@ -453,6 +471,8 @@ class ScanRequest:
                     for letter in arg[2:]:
                         if letter in TCP_SCAN_LETTERS:
                             put(f"-s{letter}", "tcp_scan", TCP_SCAN_LETTERS[letter])
+                        elif letter in SCTP_SCAN_LETTERS:
+                            put(f"-s{letter}", "sctp_scan", SCTP_SCAN_LETTERS[letter])
                         elif letter in SCAN_LETTER_FIELDS:
                             put(f"-s{letter}", SCAN_LETTER_FIELDS[letter], True)
                         elif letter in SCAN_LETTERS_MISSING:
@@ -475,7 +495,7 @@ class ScanRequest:
             if opt.takes == "flag":
                 if glued is not None:
                     raise InputError(f"{name} takes no value")
-                put(name, opt.field, TCP_SCAN_LETTERS[name[2]] if opt.field == "tcp_scan" else True)
+                put(name, opt.field, LETTER_CHOICES[opt.field][name[2]] if opt.field in LETTER_CHOICES else True)
                 continue
             if opt.takes == "glued":
                 put(name, opt.field, glued or "")
@@ -516,8 +536,9 @@ class ScanRequest:
             if opt.field in SHORTHANDS:
                 continue
             value = getattr(self, opt.field)
-            if opt.field == "tcp_scan":
-                if value is not None and TCP_SCAN_FLAG[value] == opt.names[0]:
+            if opt.field in LETTER_CHOICES:
+                flags = TCP_SCAN_FLAG if opt.field == "tcp_scan" else SCTP_SCAN_FLAG
+                if value is not None and flags[value] == opt.names[0]:
                     out.append(opt.names[0])
                 continue
             if value == getattr(defaults, opt.field):

@@ -25,7 +25,7 @@ import numpy as np
 from . import events as ev
 from .errors import EnvironmentFault, InputError, ScannerError
 from .privileges import can_raw_scan
-from .request import ScanRequest
+from .request import SCTP_SCAN_FLAG, ScanRequest
 from .states import REASONS, RESULT_DTYPE, STATES
 
 # Above this many target addresses the terminal shows a line per open port as found, not a table.
@@ -116,7 +116,9 @@ class Session:
         no_ping = r.no_ping
         # With --cluster the workers send (as root); this machine only coordinates.
         root = root or r.cluster is not None
-        if technique is None and not r.udp and not r.ping_only:
+        from .protocols.sctp import TECHNIQUES as SCTP_TECHNIQUES
+        sctp: Any = SCTP_TECHNIQUES[SCTP_SCAN_FLAG[r.sctp_scan]] if r.sctp_scan else None
+        if technique is None and not r.udp and not r.ping_only and sctp is None and not r.ip_scan:
             technique = SYN_SCAN if root or r.dry_run else TCP_TECHNIQUES["-sT"]
             if technique.key == "connect":
                 no_ping = True
@@ -125,29 +127,41 @@ class Session:
             if technique is None or not technique.raw:
                 raise InputError("--scanflags needs a raw TCP scan (-sS, -sA, ...)")
             technique = with_flags(technique, parse_scanflags(r.scanflags))
-        raw = r.ping_only or r.udp or (technique is not None and technique.raw) or not no_ping
+        raw = r.ping_only or r.udp or sctp is not None or r.ip_scan or (technique is not None and technique.raw) or not no_ping
         if raw and not root and not r.dry_run:
             chosen = [f"-s{_letter(r.tcp_scan)}"] if r.tcp_scan else []
+            chosen += ([sctp.flag] if sctp is not None else []) + ["-sO"] * r.ip_scan
             wanted = " ".join(chosen + ["-sU"] * r.udp + ["-sn"] * r.ping_only) or \
                 "host discovery (use -Pn to skip it)"
             raise InputError(f"{wanted} sends raw packets and needs root (or CAP_NET_RAW): run as root, "
                              "or use -sT")
         targets = TargetSet.from_specs(list(r.targets), list(r.exclude), r.input_file, r.exclude_file, r.ipv6,
                                        default_exclude=not r.no_default_exclude)
+        if r.ip_scan and targets.family == 6:
+            raise InputError("-sO (IP protocol scan) is for IPv4 targets in scanner")
         note = targets.special_note()
         if note:
             self.notes.append(note)
         top = 100 if r.fast else r.top_ports
-        tcp_ports, udp_ports = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp)
+        if r.ip_scan:
+            from .protocols import ipproto
+            lists: Any = ((), (), ())
+        else:
+            lists = port_lists(r.ports, top, tcp=technique is not None, udp=r.udp, sctp=sctp is not None)
+        tcp_ports, udp_ports = lists[0], lists[1]
+        sctp_ports = lists[2] if sctp is not None else ()
         self.discovery = None if no_ping else discovery_probes(r, targets.family, on_local_link(targets))
         jobs = []
-        if not r.ping_only:
+        if r.ip_scan:
+            jobs.append(("raw", Probes([(ipproto.IP_PROTO_SCAN, int(p)) for p in ipproto.protocols(r.ports)])))
+        elif not r.ping_only:
             if technique is not None and not technique.raw:
                 jobs.append(("connect", Probes.ports(technique, tcp_ports)))
-                if r.udp:
-                    jobs.append(("raw", Probes.ports(UDP_SCAN, (), udp_ports)))
+                if r.udp or sctp is not None:
+                    jobs.append(("raw", Probes.ports(UDP_SCAN, (), udp_ports, sctp, sctp_ports)))
             else:
-                jobs.append(("raw", Probes.ports(technique, tcp_ports if technique else (), udp_ports)))
+                jobs.append(("raw", Probes.ports(technique, tcp_ports if technique else (), udp_ports, sctp,
+                                                 sctp_ports)))
         if r.source_port and any(kind == "connect" for kind, _ in jobs):
             raise InputError("-g (a fixed source port) is for raw scans: the connect scan's ports are the kernel's")
         for _, probes in jobs:
@@ -621,9 +635,13 @@ def discovery_probes(r: ScanRequest, family: int = 4, local_link: bool = False):
     return Probes([(DISCOVERY[key], port) for key, port in (chosen or default)])
 
 
+SUFFIXES = {17: "/udp", 132: "/sctp", 255: "/ip"}     # dry-run lines: a row's proto -> after its port
+
+
 def dry_run_lines(config) -> Iterator[str]:
     """The probes a scan would send, in the order it would send them, a chunk of lines at a time:
-    "address port", with "/udp" after UDP ports and the probe's name for discovery ones."""
+    "address port", with "/udp", "/sctp" after UDP and SCTP ports, "/ip" after -sO's protocols,
+    and the probe's name for discovery ones."""
     from .states import addresses
     space = config.space
     names = [f"{t.flag}{port or ''}" if t.flag.startswith("-P") else "" for t, port in space.probes.slots]
@@ -631,7 +649,7 @@ def dry_run_lines(config) -> Iterator[str]:
         rows = space.rows(indices)
         _, slots = space.locate(indices)
         yield "".join(
-            f"{addr} {names[slot] or port}{'/udp' if proto == 17 else ''}\n"
+            f"{addr} {names[slot] or port}{SUFFIXES.get(proto, '')}\n"
             for addr, port, proto, slot in zip(addresses(rows), rows["port"].tolist(),
                                                rows["proto"].tolist(), slots.tolist()))
 

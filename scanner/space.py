@@ -35,7 +35,8 @@ class ScanSpace:
         return {"family": self.family, "starts": self.starts, "cum": self.cum, "hosts6": self.hosts6,
                 "n_hosts": self.n_hosts, "slot_port": self.probes.slot_port,
                 "slot_kind": self.probes.slot_kind, "tcp_slot": self.probes.tcp_slot,
-                "udp_slot": self.probes.udp_slot, "arp_slot": self.probes.arp_slot}
+                "udp_slot": self.probes.udp_slot, "sctp_slot": self.probes.sctp_slot, "ip_slot": self.probes.ip_slot,
+                "arp_slot": self.probes.arp_slot}
 
     def locate(self, indices: np.ndarray):
         """(host numbers, slots) of the given indices."""

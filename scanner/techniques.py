@@ -23,7 +23,7 @@ SYN_OPTIONS = bytes.fromhex("020405b4" "0402" "080a" "00000000" "00000000" "01" 
 SYN_TSVAL_OFFSET = 8           # TSval within SYN_OPTIONS
 ICMP_ECHO, ICMP_TIMESTAMP, ICMP6_ECHO = ICMP_TYPES["echo"], ICMP_TYPES["timestamp"], ICMP_TYPES["echo6"]
 
-ICMP_ERRORS = {"icmp-unreach": "filtered", "port-unreach": "filtered"}
+ICMP_ERRORS = {"icmp-unreach": "filtered", "port-unreach": "filtered", "proto-unreach": "filtered"}
 
 
 @dataclass(frozen=True, eq=False)     # compared and hashed by identity: one object per technique
@@ -71,7 +71,8 @@ XMAS_SCAN = tcp_technique("xmas", "Xmas Scan", "-sX", FIN | PSH | URG,
 MAIMON_SCAN = tcp_technique("maimon", "Maimon Scan", "-sM", FIN | ACK,
                             {"reset": "closed", "reset-window": "closed"}, "open|filtered")
 UDP_SCAN = Technique("udp", "UDP Scan", "-sU", "udp", 0,
-                     {"udp-response": "open", "port-unreach": "closed", "icmp-unreach": "filtered"},
+                     {"udp-response": "open", "port-unreach": "closed", "icmp-unreach": "filtered",
+                      "proto-unreach": "filtered"},
                      "open|filtered")
 
 TCP_TECHNIQUES = {t.flag: t for t in (SYN_SCAN, CONNECT_SCAN, ACK_SCAN, WINDOW_SCAN, NULL_SCAN,
@@ -186,12 +187,14 @@ class Probes:
         techniques, ports = zip(*self.slots)
         distinct = set(techniques)
         protos = {t: t.proto for t in distinct}
-        if len(distinct) == 1 and techniques[0].proto != "udp":    # one kind: most scans
+        if len(distinct) == 1 and techniques[0].proto not in ("udp", "ip"):    # one kind: most scans
             self.kinds.append((techniques[0], b"", None))
             slot_kind = np.zeros(len(self.slots), dtype=np.uint16)
         payloads = _udp_payload_table() if "udp" in protos.values() else {}
         for technique, port in (self.slots if not self.kinds else ()):
             payload, cookie = payloads.get(port, (b"", None)) if technique.proto == "udp" else (b"", None)
+            if technique.proto == "ip":         # -sO: a kind per protocol; its number stands as the payload
+                payload = bytes([port])
             key = (technique, payload, cookie)
             kind = kind_of.get(key)
             if kind is None:
@@ -204,6 +207,8 @@ class Probes:
             np.full(len(ports), techniques[0].proto)
         self.tcp_slot = self._slot_map(proto_of == "tcp", "tcp")
         self.udp_slot = self._slot_map(proto_of == "udp", "udp")
+        self.sctp_slot = self._slot_map(proto_of == "sctp", "sctp")
+        self.ip_slot = self._slot_map(proto_of == "ip", "ip")[:256]
         arp = np.flatnonzero(proto_of == "arp").tolist()
         if arp and len(self.slots) > 1:
             raise InputError("-PR (ARP ping) cannot be combined with other probes")
@@ -221,9 +226,11 @@ class Probes:
         return table
 
     @classmethod
-    def ports(cls, technique: Technique, tcp_ports, udp_ports=()) -> "Probes":
+    def ports(cls, technique: Technique, tcp_ports, udp_ports=(), sctp: "Technique | None" = None,
+              sctp_ports=()) -> "Probes":
         return cls([(technique, p) for p in np.asarray(tcp_ports, dtype=np.int64).tolist()]
-                   + [(UDP_SCAN, p) for p in np.asarray(udp_ports, dtype=np.int64).tolist()])
+                   + [(UDP_SCAN, p) for p in np.asarray(udp_ports, dtype=np.int64).tolist()]
+                   + [(sctp, p) for p in np.asarray(sctp_ports, dtype=np.int64).tolist()])
 
     @property
     def protos(self) -> set:
@@ -247,9 +254,13 @@ class Probes:
                                         self.source_port)
             if technique.proto == "arp" and family != 4:
                 raise InputError("-PR (ARP ping) is for IPv4 targets")
-            kinds[i] = (technique.ip_proto(family), technique.tcp_flags, icmp_type(technique, family),
-                        cookie.length if cookie else 0, len(blob), len(frame), ts_offset,
-                        cookie.at if cookie else 0, cookie.echo if cookie else ECHO_NONE, technique.table())
+            proto, tcp_flags, itype = technique.ip_proto(family), technique.tcp_flags, icmp_type(technique, family)
+            if technique.proto == "ip":
+                from .protocols import ipproto
+                proto, tcp_flags, itype = ipproto.kind_fields(payload[0], family)
+            kinds[i] = (proto, tcp_flags, itype, cookie.length if cookie else 0, len(blob), len(frame), ts_offset,
+                        cookie.at if cookie else 0, cookie.echo if cookie else ECHO_NONE, technique.table(),
+                        technique.proto == "ip")
             blob += frame
         return blob, kinds, 14
 
@@ -262,6 +273,8 @@ class Probes:
         if "arp" in self.protos:    # ARP replies (operation 2) for our address
             return f"arp and arp[6:2] == 2 and arp[24:4] == {int(ipaddress.IPv4Address(saddr)):#x}"
         ip = "ip" if family == 4 else "ip6"
+        if "ip" in self.protos:             # -sO: a reply may come in any protocol (as nmap's filter)
+            return f"{ip} dst host {saddr}"
         parts = ["icmp" if family == 4 else "icmp6"]
         if "tcp" in self.protos:
             # IPv4 lets the kernel drop our own outgoing probes (no ACK/RST) as well.
@@ -269,6 +282,8 @@ class Probes:
             parts.append(f"(tcp dst portrange {low}-{high}{flags})")
         if "udp" in self.protos:
             parts.append(f"(udp dst portrange {low}-{high})")
+        from .protocols import PROTOCOLS
+        parts += [unit.bpf_clause(low, high) for proto, unit in PROTOCOLS.items() if proto in self.protos]
         return f"{ip} dst host {saddr} and ({' or '.join(parts)})"
 
 
@@ -295,6 +310,12 @@ def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, 
                          64240 if technique.tcp_flags & SYN else 1024, 0, 0) + options
     elif technique.proto == "udp":
         l4 = struct.pack("!HHHH", sport, 0, 8 + len(payload), 0) + payload
+    elif technique.proto == "sctp":
+        from .protocols import PROTOCOLS
+        l4 = PROTOCOLS[technique.proto].template_l4(technique, sport)
+    elif technique.proto == "ip":
+        from .protocols import ipproto
+        l4 = ipproto.template_l4(payload[0], family, sport)
     else:
         kind = icmp_type(technique, family)
         body = bytes(12) if kind == ICMP_TIMESTAMP else bytes(4) + b"scanner!"   # cookie in the first 4
@@ -302,7 +323,7 @@ def template(technique: Technique, payload: bytes, family: int, src_mac: bytes, 
     if padding and technique.proto == "udp":
         l4 = l4[:4] + struct.pack("!H", len(l4) + len(padding)) + l4[6:]
     l4 += padding
-    proto = technique.ip_proto(family)
+    proto = technique.ip_proto(family) if technique.proto != "ip" else ipproto.kind_fields(payload[0], family)[0]
     if family == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, ttl, proto, 0, saddr, bytes(4))
         ethertype = b"\x08\x00"

@@ -106,13 +106,15 @@ def host_block(view: HostView, reason: bool, title: str = "Scan report for", ser
     versions = bool(services) and any((view.addr, d["proto"], d["port"]) in services
                                       for d in rows_to_dicts(view.shown))
     if len(view.shown):
-        head = f"{'PORT':<9} {'STATE':<15} {'SERVICE':<15}"
+        protocols = all(d["proto"] == "ip" for d in rows_to_dicts(view.shown[:1]))    # -sO, as nmap
+        head = f"{'PROTOCOL' if protocols else 'PORT':<9} {'STATE':<15} {'SERVICE':<15}"
         if reason:
             head += f" {'REASON':<20}" if versions else " REASON"
         out.append((head + (" VERSION" if versions else "")).rstrip())
         for d in rows_to_dicts(view.shown):
             svc = services.get((view.addr, d["proto"], d["port"]))
-            line = (f"{str(d['port']) + '/' + d['proto']:<9} {d['state']:<15} "
+            label = str(d["port"]) if d["proto"] == "ip" else f"{d['port']}/{d['proto']}"
+            line = (f"{label:<9} {d['state']:<15} "
                     f"{svc.display_name if svc else service_name(d['port'], d['proto']):<15}")
             if reason:
                 why = f"{d['reason']}" + (f" ttl {d['ttl']}" if d["ttl"] else "")

@@ -104,9 +104,15 @@ class GrepableWriter(Writer):
             n_up += 1
             name = self.names.get(v.addr, "")
             out = [f"Host: {v.addr} ({name})\tStatus: Up"]
-            ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{self._service(v.addr, d)}/"
-                              for d in rows_to_dicts(v.shown))
-            line = f"Host: {v.addr} ({name})\tPorts: {ports}"
+            shown = list(rows_to_dicts(v.shown))
+            if shown and shown[0]["proto"] == "ip":     # -sO: nmap's Protocols: number/state/name/
+                ports = ", ".join(f"{d['port']}/{d['state']}/{service_name(d['port'], 'ip').replace('unknown', '')}/"
+                                  for d in shown)
+                line = f"Host: {v.addr} ({name})\tProtocols: {ports}"
+            else:
+                ports = ", ".join(f"{d['port']}/{d['state']}/{d['proto']}//{self._service(v.addr, d)}/"
+                                  for d in shown)
+                line = f"Host: {v.addr} ({name})\tPorts: {ports}"
             if v.folded:   # nmap names only one ignored state; the largest
                 state, _, n, _ = max(v.folded, key=lambda f: f[2])
                 line += f"\tIgnored State: {state} ({n})"

@@ -270,3 +270,23 @@ def test_hostile_banners_are_escaped_on_the_terminal_and_in_normal_and_grepable_
     normal = path.read_text(encoding="utf-8")
     assert "Evil\\x1B[2J\\x1B]0;owned\\x07 1.0\\x00\\x0D\\x0A (caf\\xE9 \\xE2\\x98\\x83)" in normal
     assert "|_http-title: T\\x1B[31mred\ttab" in normal
+
+
+def test_ip_protocol_scan_layout_as_nmap(tmp_path):
+    """-sO rows (proto "ip", the port is the protocol): nmap's PROTOCOL column, Protocols: in
+    grepable output, protocol="ip" and the protocol's name in XML (checked against nmap's DTD)."""
+    rows = make_rows([(LOCAL, 1, "open", "echo-reply", 64), (LOCAL, 2, "open|filtered", "no-response", 0),
+                      (LOCAL, 200, "closed", "proto-unreach", 64)])
+    rows["proto"] = 255
+    text = render(NormalWriter, tmp_path, rows=rows).read_text()
+    assert "PROTOCOL  STATE           SERVICE\n1         open            icmp\n" in text
+    assert "\n200       closed          unknown\n" in text
+    line = render(GrepableWriter, tmp_path, rows=rows).read_text().splitlines()[2]
+    assert line == "Host: 127.0.0.1 ()\tProtocols: 1/open/icmp/, 2/open|filtered/igmp/, 200/closed//"
+    path = render(XmlWriter, tmp_path, rows=rows)
+    ports = {p.get("portid"): (p.get("protocol"), p.find("service").get("name"))
+             for p in ET.parse(path).getroot().iter("port")}
+    assert ports == {"1": ("ip", "icmp"), "2": ("ip", "igmp"), "200": ("ip", "unknown")}
+    if shutil.which("xmllint"):
+        r = subprocess.run(["xmllint", "--noout", "--dtdvalid", DTD, str(path)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from scanner.errors import InputError
-from scanner.ports import format_ports, parse_ports, top_ports
+from scanner.ports import format_ports, parse_ports, port_lists, top_ports
 
 
 def as_list(arr):
@@ -63,7 +63,7 @@ def test_port_lists_per_protocol():
         port_lists("T:80", None, tcp=False, udp=True)
 
 
-def test_sctp_prefix_not_supported():
+def test_sctp_prefix_needs_an_sctp_scan():
     with pytest.raises(InputError, match="SCTP"):
         parse_ports("S:80")
 
@@ -154,3 +154,12 @@ def test_format_roundtrip():
     assert format_ports(parse_ports(spec)) == "1-1024,8080,60000-65535"
     top = parse_ports(None)
     assert np.array_equal(parse_ports(format_ports(top)), top)
+
+
+def test_sctp_ports_with_s_prefix_and_unqualified():
+    tcp, udp, sctp = port_lists("22,T:80,S:2905,36412", None, tcp=True, udp=False, sctp=True)
+    assert tcp.tolist() == [22, 80] and udp.tolist() == [] and sctp.tolist() == [22, 2905, 36412]
+    with pytest.raises(InputError, match=r"SCTP ports \(S:\) need an SCTP scan"):
+        port_lists("S:2905", None)
+    _, _, top = port_lists(None, None, tcp=False, sctp=True)      # nmap's SCTP ports (all of them)
+    assert 2905 in top.tolist() and 36412 in top.tolist()

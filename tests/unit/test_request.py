@@ -39,6 +39,13 @@ def test_values_glued_or_apart_and_combined_scan_flags():
     assert parse("198.18.0.1", "-sTV").tcp_scan == "connect"
 
 
+def test_sctp_scan_letters():
+    assert ScanRequest.from_argv(["198.18.0.1", "-sY"]).sctp_scan == "init"
+    assert ScanRequest.from_argv(["198.18.0.1", "-sZ"]).sctp_scan == "cookie"
+    r = ScanRequest.from_argv(["198.18.0.1", "-sSYU"])
+    assert (r.tcp_scan, r.sctp_scan, r.udp) == ("syn", "init", True)
+
+
 def test_aggressive_is_nmaps_a():
     r = parse("198.18.0.1", "-A")
     assert r.version_scan and r.os_scan and r.script_scan and r.traceroute
@@ -52,6 +59,8 @@ def test_aggressive_is_nmaps_a():
     ["198.18.0.1", "-sT", "--max-parallelism", "4", "-sV", "--version-intensity", "2", "--top-ports", "10"],
     ["198.18.0.1", "-sA", "--scanflags", "SYNFIN", "--wait", "0.5", "--retries", "0", "--stats-every", "2"],
     ["-6", "example.test", "-e", "lo", "--dry-run", "--no-db", "--show-all", "--csv", "-", "-oL", "l.txt"],
+    ["198.18.0.1", "-sS", "-sY", "-p", "T:22,S:2905"],
+    ["198.18.0.1", "-sZ", "-sU", "-p", "2905"],
 ])
 def test_json_and_argv_round_trips(argv):
     r = ScanRequest.from_argv(argv)
@@ -75,7 +84,8 @@ def test_every_option_has_a_field_and_help():
     (["198.18.0.1", "-sS", "-sT"], "choose one TCP scan technique"),
     (["198.18.0.1", "-sSA"], "choose one TCP scan technique"),
     (["198.18.0.1", "-sQ"], "unknown scan type -sQ"),
-    (["198.18.0.1", "-sO"], "does not implement -sO"),
+    (["198.18.0.1", "-sI"], "does not implement -sI"),
+    (["198.18.0.1", "-sO", "-sU"], "runs alone in scanner"),
     (["198.18.0.1", "--badsum"], "does not implement nmap's --badsum"),
     (["198.18.0.1", "--bogus"], "no such option: --bogus"),
     (["198.18.0.1", "--rate"], "--rate needs a value"),
@@ -91,6 +101,8 @@ def test_every_option_has_a_field_and_help():
     (["198.18.0.1", "--version-intensity", "10"], "bad --version-intensity"),
     (["198.18.0.1", "-sn", "-sS"], "-sn is host discovery only"),
     (["198.18.0.1", "-sn", "-Pn"], "leave nothing to do"),
+    (["198.18.0.1", "-sY", "-sZ"], "choose one SCTP scan technique, not -sY and -sZ"),
+    (["198.18.0.1", "-sn", "-sY"], "-sn is host discovery only"),
     (["198.18.0.1", "--db", "a", "--no-db"], "contradict"),
     (["198.18.0.1", "-p", "22", "--top-ports", "5"], "contradict"),
     (["198.18.0.1", "-sS", "x"], None),                 # a second target is fine

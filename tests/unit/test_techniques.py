@@ -6,6 +6,8 @@ import pytest
 from scanner._ext.cookie import SOURCE_PORT_RANGE
 from scanner._ext.parser import REPLY_KINDS, STATES
 from scanner.errors import InputError
+from scanner.protocols.ipproto import IP_PROTO_SCAN
+from scanner.protocols.sctp import COOKIE_ECHO_SCAN, INIT_SCAN
 from scanner.states import PROBE_KIND_DTYPE
 from scanner.techniques import (ACK, ACK_SCAN, CONNECT_SCAN, DISCOVERY, FIN, FIN_SCAN, MAIMON_SCAN, NULL_SCAN,
                                 PSH, SYN, SYN_SCAN, TCP_TECHNIQUES, UDP_SCAN, URG, WINDOW_SCAN, XMAS_SCAN,
@@ -28,8 +30,19 @@ NMAP_TABLES = {
 for _key in ("null", "fin", "xmas", "maimon"):
     NMAP_TABLES[_key] = {"reset": "closed", "reset-window": "closed", "icmp-unreach": "filtered",
                          "port-unreach": "filtered", "no-response": "open|filtered"}
+# nmap: ICMP protocol unreachable (code 2) means filtered for port scans
+for _table in NMAP_TABLES.values():
+    _table["proto-unreach"] = "filtered"
+NMAP_TABLES["sctpinit"] = {"init-ack": "open", "abort": "closed", "icmp-unreach": "filtered",
+                           "port-unreach": "filtered", "proto-unreach": "filtered", "no-response": "filtered"}
+NMAP_TABLES["sctpcookieecho"] = {"abort": "closed", "icmp-unreach": "filtered", "port-unreach": "filtered",
+                                 "proto-unreach": "filtered", "no-response": "open|filtered"}
+# -sO: an answer in the protocol (ICMP: the echo reply; UDP: the port unreachable) -> open
+NMAP_TABLES["ipproto"] = {"proto-response": "open", "echo-reply": "open", "port-unreach": "open",
+                          "proto-unreach": "closed", "icmp-unreach": "filtered", "no-response": "open|filtered"}
 
-TECHNIQUES = [SYN_SCAN, ACK_SCAN, WINDOW_SCAN, NULL_SCAN, FIN_SCAN, XMAS_SCAN, MAIMON_SCAN, UDP_SCAN]
+TECHNIQUES = [SYN_SCAN, ACK_SCAN, WINDOW_SCAN, NULL_SCAN, FIN_SCAN, XMAS_SCAN, MAIMON_SCAN, UDP_SCAN, INIT_SCAN,
+              COOKIE_ECHO_SCAN, IP_PROTO_SCAN]
 
 
 @pytest.mark.parametrize("technique", TECHNIQUES, ids=[t.key for t in TECHNIQUES])
@@ -71,7 +84,8 @@ def test_discovery_tables():
 def test_reply_kind_codes_index_the_table():
     assert sorted(REPLY_KINDS.values()) == list(range(len(REPLY_KINDS)))
     assert set(REPLY_KINDS) == {"syn-ack", "reset", "reset-window", "icmp-unreach", "port-unreach",
-                                "udp-response", "echo-reply", "timestamp-reply", "arp-response", "no-response"}
+                                "udp-response", "echo-reply", "timestamp-reply", "arp-response", "no-response",
+                                "init-ack", "abort", "proto-response", "proto-unreach"}
 
 
 def test_state_codes_distinct_and_nonzero():
@@ -89,7 +103,7 @@ def test_state_table_is_a_fresh_list():
 def test_tcp_flags_of_each_technique():
     assert [t.tcp_flags for t in (SYN_SCAN, ACK_SCAN, WINDOW_SCAN, NULL_SCAN, FIN_SCAN, XMAS_SCAN, MAIMON_SCAN)] == [
         SYN, ACK, ACK, 0, FIN, FIN | PSH | URG, FIN | ACK]
-    assert all(t.proto == "tcp" and t.raw for t in TECHNIQUES[:-1])
+    assert all(t.proto == "tcp" and t.raw for t in TECHNIQUES[:7])
     assert UDP_SCAN.proto == "udp" and UDP_SCAN.tcp_flags == 0
 
 
