@@ -40,6 +40,10 @@ UDP_SLOW_UP_TO = 1 << 22
 UDP_SLOW_RATE_PER_HOST = 1.0
 # The window keeps per-probe send times and tries (5 bytes a probe) up to this many probes.
 PER_PROBE_UP_TO = 1 << 22
+# --send-path auto takes AF_XDP from this many probes of a stage on: below, its setup and teardown
+# (~15-20 ms each, a socket bound to the queue and a registered UMEM) cost more than its faster
+# sending saves; sendmmsg's socket opens in well under a millisecond.
+XDP_FROM_PROBES = 1 << 17
 
 
 @dataclass
@@ -193,12 +197,15 @@ class Tracker:
 
 
 def open_sender(path: str, ifname: str, l3: bool, l2_len: int, templates: bytes, kinds: np.ndarray,
-                k0: int, k1: int, saddr: bytes, space: dict, seed: int, rate: float):
+                k0: int, k1: int, saddr: bytes, space: dict, seed: int, rate: float, probes: int = 1 << 62):
     """The sender for a send path: "xdp" (AF_XDP; an error where it cannot work), "packet"
     (sendmmsg on an AF_PACKET or raw IP socket) or "auto" (AF_XDP where the kernel and the
-    interface allow it, else sendmmsg). AF_XDP needs frames with a link layer (not l3)."""
+    interface allow it and the stage has XDP_FROM_PROBES probes or more, else sendmmsg).
+    AF_XDP needs frames with a link layer (not l3)."""
     if path not in SEND_PATHS:
         raise InputError(f"bad send path {path!r}: choose one of {', '.join(SEND_PATHS)}")
+    if path == "auto" and probes < XDP_FROM_PROBES:
+        path = "packet"
     if path != "packet" and not l3:
         try:
             return XdpSender(ifname, l2_len, templates, kinds, k0, k1, saddr, space, seed, rate)
@@ -289,7 +296,7 @@ class Scan:
         templates, kinds, l2_len = space.probes.compile(space.family, src_mac, dst_mac, saddr)
         k0, k1 = split_key(self.key)
         self.sender = open_sender(cfg.send_path, route.ifname, l3, l2_len, templates, kinds, k0, k1,
-                                  saddr, space.arrays(), cfg.seed, cfg.rate)
+                                  saddr, space.arrays(), cfg.seed, cfg.rate, cfg.positions()[2])
         self.summary.send_path = self.sender.path
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
@@ -491,7 +498,7 @@ class Scan:
         rate-limiting ICMP (Linux: about one a second): resend their unanswered UDP probes at a
         pace they can answer, round after round while rounds still bring answers."""
         space = self.space
-        udp_slot = np.array([t.proto == "udp" for t, _ in space.probes.slots])
+        udp_slot = np.array([t.proto == "udp" for t, *_ in space.probes.kinds], dtype=bool)[space.probes.slot_kind]
         count = self.tracker.size
         if not count or count > UDP_SLOW_UP_TO:
             return          # too big to reason about host by host; plain retries only
@@ -520,7 +527,7 @@ class Scan:
         """The no-response state for every probe of this shard that got no reply."""
         if not self.config.list_unanswered:
             # Counted, not listed: attributed to the first technique's no-response state.
-            state = self.space.probes.slots[0][0].no_response
+            state = self.space.probes.kinds[0][0].no_response
             unanswered = count - self.summary.replies - self.answered_before
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
@@ -544,7 +551,12 @@ class Scan:
         return rows
 
     def _no_response_states(self) -> np.ndarray:
-        return np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
+        """The no-response state code of each slot (by probe kind: no Python loop over the slots)."""
+        probes = self.space.probes
+        if getattr(self, "_silent_states", None) is None:
+            by_kind = np.array([STATES[t.no_response] for t, *_ in probes.kinds], dtype=np.uint8)
+            self._silent_states = by_kind[probes.slot_kind]
+        return self._silent_states
 
     def _count_unanswered(self, indices: np.ndarray) -> None:
         for code, n in zip(*np.unique(self._no_response_states()[self.space.locate(indices)[1]],
