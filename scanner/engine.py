@@ -357,8 +357,10 @@ class Scan:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
             self.summary.sent = self.sender.sent if self.sender is not None else 0
-            if self.sender is not None:
+            if self.sender is not None and self.sender.path == "xdp":
                 self.sender.close()      # an AF_XDP queue takes one socket: free it for the next stage
+            elif self.sender is not None:    # the kernel's release takes ~10 ms: not on this thread's way
+                threading.Thread(target=self.sender.close, name="sender-close", daemon=True).start()
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             self.summary.suspected_forgeries = parser.forged
