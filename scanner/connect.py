@@ -144,15 +144,16 @@ class ConnectScan:
                 if used < n:
                     break
             self._started = started
-            if exhausted and not retry and not len(current[0]) and not loop.in_flight:
-                break
-            busy = loop.room == 0 or (exhausted and not retry and not len(current[0]))
+            # Wait for the kernel only with connections in flight (many verdicts are in at once).
+            busy = loop.in_flight and (loop.room == 0 or (exhausted and not retry and not len(current[0])))
             tags, errs, rtts = loop.poll(0.005 if busy else 0.0, self.connect_timeout())
             if len(tags):
                 self._verdicts(tags, errs, rtts, retry, errno_codes, TIMED_OUT)
             if now - last_flush > 0.1:
                 self._flush(sink)
                 last_flush = now
+            if exhausted and not retry and not len(current[0]) and not loop.in_flight:
+                break
         self.summary.interrupted = self._stop.is_set()
         del loop                        # closes what is still in flight
         self._flush(sink)

@@ -438,6 +438,12 @@ class Scan:
                 attempt, position = 1, start
                 continue
             elif pending:
+                # Nothing left to send: batches whose probes are all answered leave now rather
+                # than at their timeout (the scan ends when the unanswered ones have had theirs).
+                pending = deque((sent, idx[~answered], tries) for sent, idx, tries in pending
+                                for answered in [self.tracker.answered(idx)] if not answered.all())
+                if not pending:
+                    break
                 self._replied.clear()
                 self._replied.wait(min(max(pending[0][0] + timeout - now, 0.0002), 0.005))
                 continue
