@@ -456,13 +456,13 @@ class Scan:
                 self._sent_at[idx[first]] = now - began
                 self._tries[idx] = np.minimum(self._tries[idx].astype(np.uint16) + 1, 255)
             window.sent(len(idx))
+            if cfg.trace is not None:       # before sending: a reply can be in (and traced) before send returns
+                for i in idx.tolist():
+                    cfg.trace("SENT", time.monotonic() - began, describe_frame(sender.build(i)))
             tick = time.monotonic()
             sender.send_indices(idx)
             sending += time.monotonic() - tick
             pending.append((time.monotonic(), idx, tries))
-            if cfg.trace is not None:
-                for i in idx.tolist():
-                    cfg.trace("SENT", time.monotonic() - began, describe_frame(sender.build(i)))
         self.summary.sending += sending
 
     def _send_pass(self, rate, start, step, skip, attempt=None):
