@@ -44,6 +44,8 @@ PER_PROBE_UP_TO = 1 << 22
 # (~15-20 ms each, a socket bound to the queue and a registered UMEM) cost more than its faster
 # sending saves; sendmmsg's socket opens in well under a millisecond.
 XDP_FROM_PROBES = 1 << 17
+# A window at most this large waits on every few replies: its capture hands them over at once.
+SMALL_WINDOW = 256
 
 
 @dataclass
@@ -300,10 +302,14 @@ class Scan:
         self.summary.send_path = self.sender.path
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
-        # The adaptive window wants replies as they come (its round trips include this latency).
+        # The kernel hands replies over in blocks, when one fills or after timeout_ms. The window
+        # wants them soon (its round trips include the wait), but each block costs the capture
+        # thread Python work (a -p- scan: ~600 blocks at 1 ms): 4 ms, or 1 ms when probes go a
+        # few at a time (-T0..-T2, a small --max-parallelism), each waiting for its reply.
+        timeout_ms = 10 if not cfg.windowed else 1 if cfg.timing.max_window < SMALL_WINDOW else 4
         try:
             capture = Capture.open(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring,
-                                   timeout_ms=1 if cfg.windowed else 10)
+                                   timeout_ms=timeout_ms)
         except BaseException:
             self.sender.close()
             raise
