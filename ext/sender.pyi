@@ -16,7 +16,8 @@ class ProbeSender:
     def path(self) -> str:
         """"packet" (scanner._ext.xdp.XdpSender says "xdp")."""
     def close(self) -> None:
-        """Releases the socket (also done when the sender is collected)."""
+        """Releases the socket (also done when the sender is collected); the GIL is released
+        meanwhile (the kernel waits for an RCU grace period)."""
     def set_rate(self, rate: float) -> None:
         """Packets per second from now on (0: as fast as possible)."""
     def send(self, position: int, stop: int, step: int, max_probes: int,

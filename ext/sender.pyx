@@ -103,10 +103,14 @@ cdef class ProbeSender:
         free(self.dests6)
 
     def close(self):
-        """Releases the socket (also done when the sender is collected)."""
-        if self.fd >= 0:
-            close(self.fd)
-            self.fd = -1
+        """Releases the socket (also done when the sender is collected). The GIL is released
+        meanwhile: closing an AF_PACKET socket waits for an RCU grace period (~10 ms), which
+        the scan spends elsewhere when it closes from another thread."""
+        cdef int fd = self.fd
+        self.fd = -1
+        if fd >= 0:
+            with nogil:
+                close(fd)
 
     @property
     def path(self):

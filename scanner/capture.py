@@ -2,6 +2,7 @@
 thread; each batch goes through the compiled parser, never through per-packet Python."""
 from __future__ import annotations
 
+import os
 import select
 import threading
 from typing import Optional
@@ -34,6 +35,10 @@ class Capture:
         except pcapy.PcapError as e:
             raise EnvironmentFault(f"cannot capture on {ifname}: {e}") from None
         while cap._drain(lambda data, meta: None):     # the previous stage's leftovers
+            pass
+        try:
+            os.read(cap._wake_r, 64)                    # the previous stage's stop()
+        except BlockingIOError:
             pass
         cap._stop, cap._thread, cap.error = threading.Event(), None, None
         cap._base = cap.handle.stats()
@@ -70,6 +75,13 @@ class Capture:
         self.error: Optional[BaseException] = None
         self.key: tuple = (ifname, buffer_bytes, timeout_ms)
         self._base = (0, 0, 0)          # the counters when this stage took the capture
+        # stop() wakes the capture thread through this pipe, rather than after its poll timeout.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def __del__(self):
+        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
+            if fd >= 0:
+                os.close(fd)
 
     def start(self, on_batch) -> None:
         """Calls on_batch(data, meta) from a capture thread for every non-empty batch."""
@@ -86,7 +98,7 @@ class Capture:
         try:
             while not self._stop.is_set():
                 if self._drain(on_batch) == 0:
-                    select.select([self.fd], [], [], 0.005)    # stop() waits at most this
+                    select.select([self.fd, self._wake_r], [], [], 0.005)
             while self._drain(on_batch):      # what arrived before stop() was called
                 pass
         except Exception as e:   # reported by stop(): a capture failure must not pass silently
@@ -94,6 +106,10 @@ class Capture:
 
     def stop(self) -> None:
         self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:         # already full of wake-ups
+            pass
         if self._thread:
             self._thread.join()
         if self.error:

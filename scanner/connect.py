@@ -144,15 +144,16 @@ class ConnectScan:
                 if used < n:
                     break
             self._started = started
-            if exhausted and not retry and not len(current[0]) and not loop.in_flight:
-                break
-            busy = loop.room == 0 or (exhausted and not retry and not len(current[0]))
+            # Wait for the kernel only with connections in flight (many verdicts are in at once).
+            busy = loop.in_flight and (loop.room == 0 or (exhausted and not retry and not len(current[0])))
             tags, errs, rtts = loop.poll(0.005 if busy else 0.0, self.connect_timeout())
             if len(tags):
                 self._verdicts(tags, errs, rtts, retry, errno_codes, TIMED_OUT)
             if now - last_flush > 0.1:
                 self._flush(sink)
                 last_flush = now
+            if exhausted and not retry and not len(current[0]) and not loop.in_flight:
+                break
         self.summary.interrupted = self._stop.is_set()
         del loop                        # closes what is still in flight
         self._flush(sink)
@@ -169,7 +170,7 @@ class ConnectScan:
         if (~timed).any():
             self.max_successful_try = max(self.max_successful_try, int(tries[~timed].max()))
         again = timed & (tries < min(self.config.retries, self.max_successful_try + 1))
-        for n in np.unique(tries[again]).tolist():
+        for n in sorted(set(tries[again].tolist())):     # (np.unique would import numpy.ma: ~15 ms)
             retry.append((indices[again & (tries == n)], n + 1))
         final = ~again
         if not final.any():

@@ -49,6 +49,12 @@ UDP_SLOW_UP_TO = 1 << 22
 UDP_SLOW_RATE_PER_HOST = 1.0
 # The window keeps per-probe send times and tries (5 bytes a probe) up to this many probes.
 PER_PROBE_UP_TO = 1 << 22
+# --send-path auto takes AF_XDP from this many probes of a stage on: below, its setup and teardown
+# (~15-20 ms each, a socket bound to the queue and a registered UMEM) cost more than its faster
+# sending saves; sendmmsg's socket opens in well under a millisecond.
+XDP_FROM_PROBES = 1 << 17
+# A window at most this large waits on every few replies: its capture hands them over at once.
+SMALL_WINDOW = 256
 
 
 @dataclass
@@ -245,12 +251,15 @@ class Tracker:
 
 
 def open_sender(path: str, ifname: str, l3: bool, l2_len: int, templates: bytes, kinds: np.ndarray,
-                k0: int, k1: int, saddr: bytes, space: dict, seed: int, rate: float):
+                k0: int, k1: int, saddr: bytes, space: dict, seed: int, rate: float, probes: int = 1 << 62):
     """The sender for a send path: "xdp" (AF_XDP; an error where it cannot work), "packet"
     (sendmmsg on an AF_PACKET or raw IP socket) or "auto" (AF_XDP where the kernel and the
-    interface allow it, else sendmmsg). AF_XDP needs frames with a link layer (not l3)."""
+    interface allow it and the stage has XDP_FROM_PROBES probes or more, else sendmmsg).
+    AF_XDP needs frames with a link layer (not l3)."""
     if path not in SEND_PATHS:
         raise InputError(f"bad send path {path!r}: choose one of {', '.join(SEND_PATHS)}")
+    if path == "auto" and probes < XDP_FROM_PROBES:
+        path = "packet"
     if path != "packet" and not l3:
         try:
             return XdpSender(ifname, l2_len, templates, kinds, k0, k1, saddr, space, seed, rate)
@@ -270,9 +279,10 @@ def open_sender(path: str, ifname: str, l3: bool, l2_len: int, templates: bytes,
 
 def emit_rows(summary: ScanSummary, sink, rows: np.ndarray) -> None:
     """Hands rows to the sink, counting them by state in the summary."""
-    for code, n in zip(*np.unique(rows["state"], return_counts=True)):
-        name = STATE_NAMES[int(code)]
-        summary.states[name] = summary.states.get(name, 0) + int(n)
+    counts = np.bincount(rows["state"])      # (per reply batch: np.unique hashes, slower)
+    for code in np.flatnonzero(counts).tolist():
+        name = STATE_NAMES[code]
+        summary.states[name] = summary.states.get(name, 0) + int(counts[code])
     sink(rows)
 
 
@@ -343,14 +353,18 @@ class Scan:
         templates, kinds, l2_len = space.probes.compile(space.family, src_mac, dst_mac, saddr)
         k0, k1 = split_key(self.key)
         self.sender = open_sender(cfg.send_path, route.ifname, l3, l2_len, templates, kinds, k0, k1,
-                                  saddr, space.arrays(), cfg.seed, cfg.rate)
+                                  saddr, space.arrays(), cfg.seed, cfg.rate, cfg.positions()[2])
         self.summary.send_path = self.sender.path
         # The kernel's capture ring is allocated at start (about 20 ms per 8 MiB): sized to the scan.
         ring = (8 << 20) if space.size <= (1 << 20) else (64 << 20)
-        # The adaptive window wants replies as they come (its round trips include this latency).
+        # The kernel hands replies over in blocks, when one fills or after timeout_ms. The window
+        # wants them soon (its round trips include the wait), but each block costs the capture
+        # thread Python work (a -p- scan: ~600 blocks at 1 ms): 4 ms, or 1 ms when probes go a
+        # few at a time (-T0..-T2, a small --max-parallelism), each waiting for its reply.
+        timeout_ms = 10 if not cfg.windowed else 1 if cfg.timing.max_window < SMALL_WINDOW else 4
         try:
             capture = Capture.open(route.ifname, space.probes.bpf(space.family, route.src), buffer_bytes=ring,
-                                   timeout_ms=1 if cfg.windowed else 10)
+                                   timeout_ms=timeout_ms)
         except BaseException:
             self.sender.close()
             raise
@@ -408,8 +422,10 @@ class Scan:
             self.summary.interrupted = self._stop.is_set()
             capture.stop()
             self.summary.sent = self.sender.sent if self.sender is not None else 0
-            if self.sender is not None:
+            if self.sender is not None and self.sender.path == "xdp":
                 self.sender.close()      # an AF_XDP queue takes one socket: free it for the next stage
+            elif self.sender is not None:    # the kernel's release takes ~10 ms: not on this thread's way
+                threading.Thread(target=self.sender.close, name="sender-close", daemon=True).start()
             # Replies that match no probe of ours: a wrong cookie, or a port/address never probed.
             self.summary.bad_cookie = parser.bad_cookie + parser.not_in_scan
             self.summary.suspected_forgeries = parser.forged
@@ -487,6 +503,12 @@ class Scan:
                 attempt, position = 1, start
                 continue
             elif pending:
+                # Nothing left to send: batches whose probes are all answered leave now rather
+                # than at their timeout (the scan ends when the unanswered ones have had theirs).
+                pending = deque((sent, idx[~answered], tries) for sent, idx, tries in pending
+                                for answered in [self.tracker.answered(idx)] if not answered.all())
+                if not pending:
+                    break
                 self._replied.clear()
                 self._replied.wait(min(max(pending[0][0] + timeout - now, 0.0002), 0.005))
                 continue
@@ -499,13 +521,13 @@ class Scan:
                 self._sent_at[idx[first]] = now - began
                 self._tries[idx] = np.minimum(self._tries[idx].astype(np.uint16) + 1, 255)
             window.sent(len(idx))
+            if cfg.trace is not None:       # before sending: a reply can be in (and traced) before send returns
+                for i in idx.tolist():
+                    cfg.trace("SENT", time.monotonic() - began, describe_frame(sender.build(i)))
             tick = time.monotonic()
             sender.send_indices(idx)
             sending += time.monotonic() - tick
             pending.append((time.monotonic(), idx, tries))
-            if cfg.trace is not None:
-                for i in idx.tolist():
-                    cfg.trace("SENT", time.monotonic() - began, describe_frame(sender.build(i)))
         self.summary.sending += sending
 
     def _send_by_windows(self, sink, first_attempt: int, position: int) -> None:
@@ -611,7 +633,7 @@ class Scan:
         rate-limiting ICMP (Linux: about one a second): resend their unanswered UDP probes at a
         pace they can answer, round after round while rounds still bring answers."""
         space = self.space
-        udp_slot = np.array([t.proto == "udp" for t, _ in space.probes.slots])
+        udp_slot = np.array([t.proto == "udp" for t, *_ in space.probes.kinds], dtype=bool)[space.probes.slot_kind]
         count = self.tracker.size
         if not count or count > UDP_SLOW_UP_TO:
             return          # too big to reason about host by host; plain retries only
@@ -643,7 +665,7 @@ class Scan:
             return
         if not self.config.list_unanswered:
             # Counted, not listed: attributed to the first technique's no-response state.
-            state = self.space.probes.slots[0][0].no_response
+            state = self.space.probes.kinds[0][0].no_response
             unanswered = count - self.summary.replies - self.answered_before
             self.summary.states[state] = self.summary.states.get(state, 0) + unanswered
             return
@@ -667,7 +689,12 @@ class Scan:
         return rows
 
     def _no_response_states(self) -> np.ndarray:
-        return np.array([STATES[t.no_response] for t, _ in self.space.probes.slots], dtype=np.uint8)
+        """The no-response state code of each slot (by probe kind: no Python loop over the slots)."""
+        probes = self.space.probes
+        if getattr(self, "_silent_states", None) is None:
+            by_kind = np.array([STATES[t.no_response] for t, *_ in probes.kinds], dtype=np.uint8)
+            self._silent_states = by_kind[probes.slot_kind]
+        return self._silent_states
 
     def _count_unanswered(self, indices: np.ndarray) -> None:
         for code, n in zip(*np.unique(self._no_response_states()[self.space.locate(indices)[1]],

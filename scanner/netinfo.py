@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -34,18 +35,86 @@ def _ip_json(*args) -> list:
     return json.loads(out or "[]")
 
 
+# rtnetlink, asked directly: `ip route get` / `ip neigh` as subprocesses cost a fork and an exec
+# each (several per scan, on the path to the first probe). Numbers from linux/rtnetlink.h.
+_RTM_NEWROUTE, _RTM_GETROUTE, _RTM_NEWNEIGH, _RTM_GETNEIGH = 24, 26, 28, 30
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_PREFSRC, _RTA_VIA = 1, 4, 5, 7, 18
+_NDA_DST, _NDA_LLADDR = 1, 2
+_NUD_FAILED = 0x20
+
+
+def _attributes(data: bytes) -> dict:
+    """{type: payload} of a run of rtattrs (4-byte aligned)."""
+    out, at = {}, 0
+    while at + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, at)
+        if length < 4:
+            break
+        out[kind & 0x3FFF] = data[at + 4:at + length]
+        at += (length + 3) & ~3
+    return out
+
+
+def _rtnetlink(kind: int, flags: int, body: bytes) -> list:
+    """Sends one request; the (type, payload) of every message of the answer. An error answer
+    raises OSError with the kernel's errno."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
+        s.sendto(struct.pack("=IHHII", 16 + len(body), kind, _NLM_F_REQUEST | flags, 1, 0) + body, (0, 0))
+        messages: list = []
+        while True:
+            data, at = s.recv(1 << 16), 0
+            while at + 16 <= len(data):
+                length, mtype, _, _, _ = struct.unpack_from("=IHHII", data, at)
+                payload = data[at + 16:at + length]
+                if mtype == _NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return messages
+                if mtype == _NLMSG_DONE:
+                    return messages
+                messages.append((mtype, payload))
+                at += (length + 3) & ~3
+            if not flags & _NLM_F_DUMP:
+                return messages
+
+
+def _attr(kind: int, value: bytes) -> bytes:
+    return struct.pack("=HH", 4 + len(value), kind) + value + bytes(-len(value) % 4)
+
+
 def route_to(addr: str, interface: str | None = None) -> Route:
-    args = ["route", "get", addr] + (["oif", interface] if interface else [])
+    """The kernel's route to addr (as `ip route get addr [oif interface]`): nothing is sent."""
+    ip = ipaddress.ip_address(addr)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     try:
-        entry = _ip_json(*args)[0]
-    except EnvironmentFault as e:
-        raise EnvironmentFault(f"no route to {addr}: {e}") from None
-    ifname = entry["dev"]
+        body = struct.pack("=BBBBBBBBI", family, ip.max_prefixlen, 0, 0, 0, 0, 0, 0, 0) + _attr(_RTA_DST, ip.packed)
+        if interface:
+            try:
+                index = socket.if_nametoindex(interface)
+            except OSError:
+                raise OSError(0, f'cannot find device "{interface}"') from None
+            body += _attr(_RTA_OIF, struct.pack("=i", index))
+        answer = [payload for mtype, payload in _rtnetlink(_RTM_GETROUTE, 0, body) if mtype == _RTM_NEWROUTE]
+        if not answer:
+            raise OSError(0, "no answer from the kernel")
+        attrs = _attributes(answer[0][12:])
+        ifname = socket.if_indextoname(struct.unpack("=i", attrs[_RTA_OIF])[0])
+    except (OSError, KeyError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "no interface"
+        raise EnvironmentFault(f"no route to {addr}: {reason}") from None
     flags = Path(f"/sys/class/net/{ifname}/type")
     arphrd = int(flags.read_text()) if flags.exists() else 1
     loopback = ifname == "lo" or arphrd != 1     # 1: ARPHRD_ETHER
-    return Route(ifname=ifname, src=entry.get("prefsrc", ""), next_hop=entry.get("gateway", addr),
-                 loopback=loopback, on_link=not loopback and "gateway" not in entry)
+    src = str(ipaddress.ip_address(attrs[_RTA_PREFSRC])) if _RTA_PREFSRC in attrs else ""
+    gateway = attrs.get(_RTA_GATEWAY)
+    if gateway is None and _RTA_VIA in attrs:           # an IPv4 route via an IPv6 next hop
+        gateway = attrs[_RTA_VIA][2:]
+    next_hop = str(ipaddress.ip_address(gateway)) if gateway else addr
+    return Route(ifname=ifname, src=src, next_hop=next_hop, loopback=loopback,
+                 on_link=not loopback and gateway is None)
 
 
 def interface_mac(ifname: str) -> bytes:
@@ -53,9 +122,23 @@ def interface_mac(ifname: str) -> bytes:
 
 
 def _neighbour(ifname: str, addr: str) -> bytes | None:
-    for entry in _ip_json("neigh", "show", "to", addr, "dev", ifname):
-        if entry.get("lladdr") and "FAILED" not in entry.get("state", []):
-            return bytes.fromhex(entry["lladdr"].replace(":", ""))
+    """The link-layer address the kernel's neighbour table holds for addr on ifname (not a
+    failed entry), or None (as `ip neigh show to addr dev ifname`)."""
+    ip = ipaddress.ip_address(addr)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        index = socket.if_nametoindex(ifname)
+        entries = _rtnetlink(_RTM_GETNEIGH, _NLM_F_DUMP, struct.pack("=BBHiHBB", family, 0, 0, index, 0, 0, 0))
+    except OSError as e:
+        raise EnvironmentFault(f"neighbour table of {ifname}: {e.strerror or e}") from None
+    for mtype, payload in entries:
+        if mtype != _RTM_NEWNEIGH or len(payload) < 12:
+            continue
+        _, _, _, entry_index, state, _, _ = struct.unpack_from("=BBHiHBB", payload)
+        attrs = _attributes(payload[12:])
+        if (entry_index == index and attrs.get(_NDA_DST) == ip.packed and attrs.get(_NDA_LLADDR)
+                and not state & _NUD_FAILED):
+            return attrs[_NDA_LLADDR]
     return None
 
 

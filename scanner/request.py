@@ -169,7 +169,7 @@ OPTIONS = (
     _opt("-g --source-port", "source_port", "value", "Fixed source port of raw TCP/UDP probes (replies "
          "then checked by the sequence cookie alone)", "FIREWALL/IDS EVASION AND SPOOFING", "PORT"),
     _opt("--send-path", "send_path", "value", "auto, xdp (AF_XDP) or packet (sendmmsg); auto: AF_XDP where "
-         "the kernel and interface allow it", "SCALE", "PATH"),
+         "the kernel and interface allow it, for stages of 2^17 probes or more", "SCALE", "PATH"),
     _opt("-oN", "normal_out", "value", "nmap's normal output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oX", "xml_out", "value", "nmap's XML output (- for stdout)", "OUTPUT", "FILE"),
     _opt("-oG", "grepable_out", "value", "nmap's grepable output", "OUTPUT", "FILE"),

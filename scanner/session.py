@@ -419,7 +419,7 @@ class _Run:
                         config, probes, up_sink,
                         runner=lambda scan, consumer: run_stage("discovery", scan, consumer, not s.jobs),
                         resume=checkpoint, engine=engine)
-                    s.emit(ev.StageEnded("discovery", summary, targets.count, len(probes.slots),
+                    s.emit(ev.StageEnded("discovery", summary, targets.count, probes.n_slots,
                                          up=up.count if up else 0))
                     if not summary.interrupted:
                         targets = up
@@ -660,7 +660,7 @@ def scan_info(s: Session):
     def ports_of(probes, t) -> tuple:
         kinds = [k for k, (tt, *_) in enumerate(probes.kinds) if tt is t]
         return tuple(probes.slot_port[np.isin(probes.slot_kind, kinds)].tolist())
-    scaninfo = tuple((probes.slots[0][0].key if kind == "connect" else t.key, t.proto, ports_of(probes, t))
+    scaninfo = tuple((probes.kinds[0][0].key if kind == "connect" else t.key, t.proto, ports_of(probes, t))
                      for kind, probes in s.jobs for t in dict.fromkeys(tt for tt, *_ in probes.kinds))
     first = scaninfo[0] if scaninfo else ("ping", "ip", ())
     return ScanInfo(command=s.request.command_line(), scan_type=first[0], protocol=first[1], ports=first[2],

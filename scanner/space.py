@@ -25,7 +25,7 @@ class ScanSpace:
             self.cum = np.zeros(2, dtype=np.uint64)
             self.hosts6 = np.ascontiguousarray(targets.hosts6)
         self.n_hosts = targets.count
-        self.n_slots = len(probes.slots)
+        self.n_slots = probes.n_slots
         self.size = self.n_hosts * self.n_slots
         protos = {t: t.ip_proto(self.family) for t, *_ in probes.kinds}
         self.slot_proto = np.array([protos[t] for t, *_ in probes.kinds], dtype=np.uint8)[probes.slot_kind]

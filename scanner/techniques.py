@@ -7,6 +7,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import groupby
 
 import numpy as np
 
@@ -175,44 +176,62 @@ class Probes:
     padding = b""
     source_port = 0             # -g (0: each probe's cookie chooses it)
 
-    def __init__(self, slots):
-        self.slots = list(slots)                      # [(technique, port)]
-        if not self.slots:
+    def __init__(self, slots=(), runs=None):
+        """slots: [(technique, port)]; or runs: [(technique, ports)] in slot order, the same
+        slots without a Python object per slot (a -p- scan has 65535 of them)."""
+        if runs is None:
+            runs = [(t, [port for _, port in group]) for t, group in groupby(slots, key=lambda slot: slot[0])]
+        runs = [(t, np.asarray(ports, dtype=np.int64).reshape(-1)) for t, ports in runs]
+        runs = [(t, ports) for t, ports in runs if len(ports)]
+        count = sum(len(ports) for _, ports in runs)
+        if not count:
             raise InputError("nothing to scan: no ports for the chosen scan types")
-        if len(self.slots) > 65535:
+        if count > 65535:
             raise InputError("too many probes per host (at most 65535 ports and probe types)")
+        self._slots = None                            # [(technique, port)], made when first asked for
         self.kinds = []                               # [(technique, payload, PayloadCookie|None)]
         kind_of: dict = {}
         slot_kind = []
-        techniques, ports = zip(*self.slots)
-        distinct = set(techniques)
-        protos = {t: t.proto for t in distinct}
-        if len(distinct) == 1 and techniques[0].proto not in ("udp", "ip"):    # one kind: most scans
-            self.kinds.append((techniques[0], b"", None))
-            slot_kind = np.zeros(len(self.slots), dtype=np.uint16)
-        payloads = _udp_payload_table() if "udp" in protos.values() else {}
-        for technique, port in (self.slots if not self.kinds else ()):
-            payload, cookie = payloads.get(port, (b"", None)) if technique.proto == "udp" else (b"", None)
-            if technique.proto == "ip":         # -sO: a kind per protocol; its number stands as the payload
-                payload = bytes([port])
-            key = (technique, payload, cookie)
-            kind = kind_of.get(key)
-            if kind is None:
-                kind = kind_of[key] = len(self.kinds)
-                self.kinds.append(key)
-            slot_kind.append(kind)
-        self.slot_kind = np.asarray(slot_kind, dtype=np.uint16)
-        self.slot_port = np.array(ports, dtype=np.uint16)
-        proto_of = np.array([protos[t] for t in techniques]) if len(distinct) > 1 else \
-            np.full(len(ports), techniques[0].proto)
+        payloads = _udp_payload_table() if any(t.proto == "udp" for t, _ in runs) else {}
+        for technique, ports in runs:
+            if technique.proto == "udp":              # a kind per distinct payload
+                keys = [(technique, *payloads.get(port, (b"", None))) for port in ports.tolist()]
+            elif technique.proto == "ip":             # -sO: a kind per protocol; its number stands as the payload
+                keys = [(technique, bytes([p]), None) for p in ports.tolist()]
+            else:
+                keys = [(technique, b"", None)]
+            kinds = []
+            for key in keys:
+                kind = kind_of.get(key)
+                if kind is None:
+                    kind = kind_of[key] = len(self.kinds)
+                    self.kinds.append(key)
+                kinds.append(kind)
+            slot_kind.append(np.asarray(kinds, dtype=np.uint16) if len(kinds) > 1 else
+                             np.full(len(ports), kinds[0], dtype=np.uint16))
+        self.slot_kind = np.concatenate(slot_kind)
+        self.slot_port = np.concatenate([ports for _, ports in runs]).astype(np.uint16)
+        proto_of = np.array([t.proto for t, *_ in self.kinds])[self.slot_kind]
         self.tcp_slot = self._slot_map(proto_of == "tcp", "tcp")
         self.udp_slot = self._slot_map(proto_of == "udp", "udp")
         self.sctp_slot = self._slot_map(proto_of == "sctp", "sctp")
         self.ip_slot = self._slot_map(proto_of == "ip", "ip")[:256]
         arp = np.flatnonzero(proto_of == "arp").tolist()
-        if arp and len(self.slots) > 1:
+        if arp and count > 1:
             raise InputError("-PR (ARP ping) cannot be combined with other probes")
         self.arp_slot = arp[0] if arp else -1
+
+    @property
+    def slots(self) -> list:
+        """[(technique, port)] of every slot, in order."""
+        if self._slots is None:
+            technique = [t for t, *_ in self.kinds]
+            self._slots = [(technique[k], port) for k, port in zip(self.slot_kind.tolist(), self.slot_port.tolist())]
+        return self._slots
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.slot_port)
 
     def _slot_map(self, mine: np.ndarray, proto: str) -> np.ndarray:
         """port -> slot of this protocol's probes (-1: none); mine: which slots are of it."""
@@ -228,9 +247,7 @@ class Probes:
     @classmethod
     def ports(cls, technique: Technique, tcp_ports, udp_ports=(), sctp: "Technique | None" = None,
               sctp_ports=()) -> "Probes":
-        return cls([(technique, p) for p in np.asarray(tcp_ports, dtype=np.int64).tolist()]
-                   + [(UDP_SCAN, p) for p in np.asarray(udp_ports, dtype=np.int64).tolist()]
-                   + [(sctp, p) for p in np.asarray(sctp_ports, dtype=np.int64).tolist()])
+        return cls(runs=[(technique, tcp_ports), (UDP_SCAN, udp_ports), (sctp, sctp_ports)])
 
     @property
     def protos(self) -> set:

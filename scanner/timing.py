@@ -128,7 +128,10 @@ class Window:
         with self._lock:
             self.in_flight = max(0, self.in_flight - n)
             if len(rtts):
-                sample = float(np.median(rtts))
+                # The middle sample (np.median would import numpy.ma on first use: ~10 ms in
+                # the capture thread during the first round trip).
+                ordered = np.sort(rtts)
+                sample = float(ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
                 if self.srtt is None:
                     self.srtt, self.rttvar = sample, sample / 2
                 else:           # RFC 6298's smoothing

@@ -86,9 +86,9 @@ class RowBuffer:
 
     def rows(self) -> np.ndarray:
         if self._sorted is None:
-            from ..states import RESULT_DTYPE
-            rows = np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=RESULT_DTYPE)
-            self._sorted = rows[np.lexsort((rows["port"], rows["proto"], host_keys(rows)))]
+            from ..states import concatenate, take
+            rows = concatenate(self.batches)
+            self._sorted = take(rows, np.lexsort((rows["port"], rows["proto"], host_keys(rows))))
             self.batches = [self._sorted]
         return self._sorted
 

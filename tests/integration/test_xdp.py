@@ -149,7 +149,8 @@ def test_windowed_scans_send_through_xdp():
 
 def test_auto_falls_back_to_sendmmsg_when_the_queue_is_taken():
     """Another AF_XDP socket holds the interface's queue: auto sends with sendmmsg, xdp refuses
-    in one line (exit 1: an environment fault)."""
+    in one line (exit 1: an environment fault). The scan is big enough (/24 x 512 ports, 2^17
+    probes) for auto to try AF_XDP first."""
     hold = textwrap.dedent("""
         import sys, numpy as np
         from scanner.space import ScanSpace
@@ -168,7 +169,7 @@ def test_auto_falls_back_to_sendmmsg_when_the_queue_is_taken():
                            stdout=subprocess.PIPE, text=True, env=scanner_env())
         try:
             assert holder.stdout.readline().strip() == "bound"
-            _, got = scan(lab, ["198.18.0.0/24", "-Pn", "-p", "80", "--rate", "0", "--wait", "1",
+            _, got = scan(lab, ["198.18.0.0/24", "-Pn", "-p", "1-512", "--rate", "0", "--wait", "1",
                                 "--send-path", "auto"])
             assert {k for k, v in got.items() if v[0] == "open"} == {
                 (ip, 80) for ip in lab.live_hosts()}
