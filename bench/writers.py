@@ -30,7 +30,7 @@ WRITERS = ["json", "csv", "list", "binary"]
 
 
 def dense_rows(n: int, seed: int = 1) -> np.ndarray:
-    """n results of a dense sweep of 10.0.0.0/8-like space x a few ports: 70% open (syn-ack),
+    """n results of a dense sweep of a large prefix x a few ports: 70% open (syn-ack),
     30% closed (reset), TTL 64, in random order."""
     rng = np.random.default_rng(seed)
     rows = np.zeros(n, dtype=RESULT_DTYPE)

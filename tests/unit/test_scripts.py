@@ -265,7 +265,7 @@ class Servers:
                     body = b"# Server\r\nredis_version:7.0.15\r\nos:Linux\r\narch_bits:64\r\nrole:master\r\n"
                     w.write(b"$%d\r\n%s\r\n" % (len(body), body))
                 elif words[:2] == ["CONFIG", "GET"]:
-                    w.write(b"*2\r\n$4\r\nbind\r\n$14\r\n* -::1 1.2.3.4\r\n")
+                    w.write(b"*2\r\n$4\r\nbind\r\n$16\r\n* -::1 192.0.2.4\r\n")
                 elif words[:2] == ["CLIENT", "LIST"]:
                     body = b"id=3 addr=127.0.0.1:5000 fd=8\nid=4 addr=[::1]:5001 fd=9\n"
                     w.write(b"$%d\r\n%s\r\n" % (len(body), body))
@@ -343,7 +343,7 @@ def test_script_dialogues_on_loopback():
                                 "-rw-r--r--    1 0        0               5 Jan 01 00:00 readme.txt"]
     assert smtp == "fake.test Hello me.test, PIPELINING, SIZE 1000, HELP\n 2.0.0 This is fake 2.0.0 End of HELP info"
     assert redis_data == {"Version": "7.0.15", "Operating System": "Linux", "Architecture": "64 bits",
-                          "Role": "master", "Bind addresses": ["*", "-::1", "1.2.3.4"],
+                          "Role": "master", "Bind addresses": ["*", "-::1", "192.0.2.4"],
                           "Client connections": ["127.0.0.1", "::1"]}
     assert redis.startswith("\n  Version: 7.0.15\n")
     assert mysql_data["Version"] == "10.11.6-MariaDB" and "\n  Status: Autocommit" in mysql
